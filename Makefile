@@ -1,0 +1,27 @@
+# One entry point per task. Each target installs what it needs first, so a fresh machine needs only
+# Python 3.11+ with pip (uv is bootstrapped from PyPI into ~/.local).
+SHELL := /bin/bash
+UV := $(shell command -v uv 2>/dev/null || echo $(HOME)/.local/bin/uv)
+export UV_PYTHON_DOWNLOADS := never
+
+.PHONY: install run test lint bench clean
+
+$(UV):
+	python3 -m pip install --user --quiet uv
+
+install: $(UV)
+	$(UV) sync --frozen
+
+run: install
+	$(UV) run airdisplay serve $(ARGS)
+
+test: install
+	$(UV) run pytest $(PYTEST_ARGS)
+
+lint: install
+	$(UV) run ruff check src tests bench
+	$(UV) run ruff format --check src tests bench
+	$(UV) run mypy
+
+clean:
+	rm -rf .venv .pytest_cache .mypy_cache .ruff_cache data

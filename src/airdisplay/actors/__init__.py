@@ -1,0 +1,28 @@
+"""Embedded virtual-actor runtime: turn-based actors with durable state and reminders in SQLite."""
+
+from ._actor import ActivationStatus, Actor, ActorContext
+from ._host import DEFAULT_IDLE_TIMEOUT, ActorHost
+from ._state import ActorStateManager
+from ._store import SqliteStore
+from .exceptions import (
+    ActivationFailed,
+    RuntimeClosed,
+    StoreError,
+    UnknownActorMethod,
+    UnknownActorType,
+)
+
+__all__ = [
+    "DEFAULT_IDLE_TIMEOUT",
+    "ActivationFailed",
+    "ActivationStatus",
+    "Actor",
+    "ActorContext",
+    "ActorHost",
+    "ActorStateManager",
+    "RuntimeClosed",
+    "SqliteStore",
+    "StoreError",
+    "UnknownActorMethod",
+    "UnknownActorType",
+]

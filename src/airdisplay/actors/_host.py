@@ -1,0 +1,306 @@
+"""The embedded actor host: activation, turns, idle deactivation and reminders over one SQLite store.
+
+Failure rules:
+- A call to an actor waits for its turn (FIFO per actor); calls to different actors run concurrently.
+- If loading state or `on_activate` fails, the call fails with ActivationFailed, the activation is
+  dropped and queued calls start a fresh one.
+- If the method raises, or its write fails, the turn's state changes, reminders and events are thrown
+  away (the actor keeps its last committed state) and the caller gets the exception.
+- A method's result is returned only after its write is durable; events are handed to the sink after
+  that, before the next turn of the same actor starts, so they leave in turn (version) order.
+- If the caller is cancelled while the write is in flight, the write still lands or fails as a whole and
+  the actor's cache follows it before the next turn.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+from datetime import timedelta
+from typing import Any, TypeVar
+
+from ._actor import ActivationStatus, Actor, ActorContext
+from ._records import ReminderRecord, TurnWrite
+from ._scheduler import PAGE_SIZE, ReminderScheduler
+from ._state import ActorStateManager
+from ._store import SqliteStore
+from .exceptions import ActivationFailed, RuntimeClosed, UnknownActorMethod, UnknownActorType
+
+log = logging.getLogger("airdisplay.actors")
+
+T = TypeVar("T")
+EventSink = Callable[[str, str, list[object]], None]
+ActorFactory = Callable[[ActorContext], Actor]
+
+#: Default idle time before an actor leaves memory (Dapr's default actorIdleTimeout is 60 min; banners
+#: are many and cheap to reload, so we free them much sooner).
+DEFAULT_IDLE_TIMEOUT = 300.0
+
+
+class _Activation:
+    __slots__ = ("ctx", "actor", "lock", "status", "waiting", "last_used")
+
+    def __init__(self, ctx: ActorContext) -> None:
+        self.ctx = ctx
+        self.actor: Actor | None = None
+        self.lock = asyncio.Lock()
+        self.status = ActivationStatus.NEW
+        self.waiting = 0
+        self.last_used = time.monotonic()
+
+
+class ActorHost:
+    """Hosts virtual actors addressed by (type, id) in this process."""
+
+    def __init__(
+        self,
+        store: SqliteStore,
+        *,
+        idle_timeout: float = DEFAULT_IDLE_TIMEOUT,
+        clock: Callable[[], float] = time.time,
+        event_sink: EventSink | None = None,
+        reminder_page_size: int | None = None,
+    ) -> None:
+        self._store = store
+        self._clock = clock
+        self._idle_timeout = idle_timeout
+        self._event_sink = event_sink
+        self._types: dict[str, tuple[ActorFactory, frozenset[str]]] = {}
+        self._active: OrderedDict[tuple[str, str], _Activation] = OrderedDict()
+        self._scheduler = ReminderScheduler(
+            store, self._fire_reminder, clock=clock, page_size=reminder_page_size or PAGE_SIZE
+        )
+        self._sweeper: asyncio.Task[None] | None = None
+        self._running = False
+
+    # -- set-up ------------------------------------------------------------------------------------
+
+    def register_actor_type(
+        self, actor_type: str, actor_class: type[Actor], factory: ActorFactory | None = None
+    ) -> None:
+        """Make actors of `actor_class` reachable under `actor_type`, built by `factory` (default: the class).
+
+        Callable methods are the public coroutine methods the class adds to Actor.
+        """
+        base = set(dir(Actor))
+        methods = frozenset(
+            name
+            for name, _ in inspect.getmembers(actor_class, inspect.iscoroutinefunction)
+            if not name.startswith("_") and name not in base
+        )
+        self._types[actor_type] = (factory or actor_class, methods)
+
+    async def start(self) -> None:
+        self._store.open(asyncio.get_running_loop())
+        self._scheduler.start()
+        self._sweeper = asyncio.create_task(self._sweep_idle(), name="airdisplay-idle-sweeper")
+        self._running = True
+
+    async def stop(self) -> None:
+        """Stop reminders, deactivate every actor and close the store; pending writes are committed."""
+        self._running = False
+        await self._scheduler.stop()
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeper
+        for key in list(self._active):
+            await self._deactivate(key)
+        await self._store.close()
+
+    @property
+    def active_count(self) -> int:
+        return len(self._active)
+
+    @property
+    def reminders_in_memory(self) -> int:
+        return self._scheduler.in_memory
+
+    @property
+    def store(self) -> SqliteStore:
+        return self._store
+
+    # -- calls -------------------------------------------------------------------------------------
+
+    async def invoke(self, actor_type: str, actor_id: str, method: str, *args: Any, **kwargs: Any) -> Any:
+        """Call `method` on actor (actor_type, actor_id) in a turn of its own and return its result."""
+        _, methods = self._type(actor_type)
+        if method not in methods:
+            raise UnknownActorMethod(f"actor type {actor_type!r} has no method {method!r}")
+        act = await self._acquire(actor_type, actor_id)
+        try:
+            return await self._turn(act, lambda actor: getattr(actor, method)(*args, **kwargs))
+        finally:
+            self._release(act)
+
+    def _type(self, actor_type: str) -> tuple[ActorFactory, frozenset[str]]:
+        try:
+            return self._types[actor_type]
+        except KeyError:
+            raise UnknownActorType(f"no actor type {actor_type!r} is registered") from None
+
+    async def _acquire(self, actor_type: str, actor_id: str) -> _Activation:
+        """Wait for the actor's turn, activating it first if needed; returns with its lock held."""
+        if not self._running:
+            raise RuntimeClosed("the actor host is not running")
+        factory, _ = self._type(actor_type)
+        key = (actor_type, actor_id)
+        while True:
+            act = self._active.get(key)
+            if act is None:
+                state = ActorStateManager({})
+                act = self._active[key] = _Activation(ActorContext(actor_type, actor_id, state, self._clock))
+            act.waiting += 1
+            try:
+                await act.lock.acquire()
+            finally:
+                act.waiting -= 1
+            if act.status is ActivationStatus.ACTIVE:
+                return act
+            if act.status is ActivationStatus.NEW:
+                try:
+                    await self._activate(act, factory)
+                except BaseException:
+                    act.status = ActivationStatus.DEACTIVATED
+                    if self._active.get(key) is act:
+                        del self._active[key]
+                    act.lock.release()
+                    raise
+                return act
+            act.lock.release()  # deactivated while we queued: start over with a fresh activation
+
+    async def _activate(self, act: _Activation, factory: ActorFactory) -> None:
+        ctx = act.ctx
+        try:
+            ctx.state = ActorStateManager(self._store.load_actor(ctx.actor_type, ctx.actor_id))
+            actor = factory(ctx)
+            await actor.on_activate()
+        except Exception as exc:
+            raise ActivationFailed(f"activating {ctx.actor_type}/{ctx.actor_id} failed: {exc}") from exc
+        act.actor = actor
+        act.status = ActivationStatus.ACTIVE
+
+    def _release(self, act: _Activation) -> None:
+        act.last_used = time.monotonic()
+        act.lock.release()
+        key = (act.ctx.actor_type, act.ctx.actor_id)
+        if self._active.get(key) is act:
+            self._active.move_to_end(key)
+            if act.waiting == 0 and act.ctx.state.is_empty:
+                # An actor without state (never created, or just deleted) costs memory for nothing.
+                asyncio.get_running_loop().create_task(self._deactivate(key))
+
+    async def _turn(
+        self,
+        act: _Activation,
+        call: Callable[[Actor], Awaitable[T]],
+        fired: ReminderRecord | None = None,
+    ) -> T:
+        ctx = act.ctx
+        assert act.actor is not None
+        try:
+            result = await call(act.actor)
+        except BaseException:
+            ctx.end_turn(committed=False)
+            raise
+        write = ctx.build_write()
+        next_due = None
+        if fired is not None:
+            write.fired = fired
+            if fired.period is not None:
+                # A periodic reminder that fell behind (host down) fires once, then resumes its rhythm.
+                next_due = max(fired.due_at + fired.period, self._clock())
+                write.fired_next_due = next_due
+        if not write:
+            ctx.end_turn(committed=True)
+            return result
+        pending = self._store.write(write)
+        try:
+            await asyncio.shield(pending)
+        except asyncio.CancelledError:
+            # The write lands or fails as a whole whatever happens to the caller; follow it first.
+            with contextlib.suppress(Exception):
+                await pending
+            self._finish_write(act, write, pending, next_due)
+            raise
+        except Exception:
+            ctx.end_turn(committed=False)
+            raise
+        self._finish_write(act, write, pending, next_due)
+        return result
+
+    def _finish_write(
+        self, act: _Activation, write: TurnWrite, pending: asyncio.Future[bool], next_due: float | None
+    ) -> None:
+        ctx = act.ctx
+        if pending.cancelled() or pending.exception() is not None:
+            ctx.end_turn(committed=False)
+            return
+        self._scheduler.committed(
+            ctx.actor_type, ctx.actor_id, write.reminders_set, write.reminders_removed, write.fired, next_due
+        )
+        events = ctx.take_events()
+        ctx.end_turn(committed=True)
+        if events and self._event_sink is not None:
+            try:
+                self._event_sink(ctx.actor_type, ctx.actor_id, events)
+            except Exception:
+                log.exception("event sink failed for %s/%s", ctx.actor_type, ctx.actor_id)
+
+    # -- reminders ---------------------------------------------------------------------------------
+
+    async def _fire_reminder(self, record: ReminderRecord) -> None:
+        if not self._running:
+            return
+        act = await self._acquire(record.actor_type, record.actor_id)
+        try:
+            if not self._scheduler.is_current(record):
+                return  # replaced or removed while it waited for the turn
+            period = None if record.period is None else timedelta(seconds=record.period)
+
+            def call(actor: Actor) -> Awaitable[None]:
+                return actor.receive_reminder(record.name, record.data, timedelta(0), period)
+
+            await self._turn(act, call, fired=record)
+        finally:
+            self._release(act)
+
+    # -- deactivation ------------------------------------------------------------------------------
+
+    async def _sweep_idle(self) -> None:
+        interval = max(min(self._idle_timeout / 4, 30.0), 0.01)
+        while True:
+            await asyncio.sleep(interval)
+            cutoff = time.monotonic() - self._idle_timeout
+            idle = []
+            for key, act in self._active.items():
+                if act.last_used > cutoff:
+                    break  # ordered by last use: the rest are more recent
+                if act.waiting == 0 and not act.lock.locked():
+                    idle.append(key)
+            for key in idle:
+                await self._deactivate(key)
+
+    async def _deactivate(self, key: tuple[str, str]) -> None:
+        act = self._active.get(key)
+        if act is None or act.waiting or act.lock.locked():
+            return
+        del self._active[key]
+        if act.status is not ActivationStatus.ACTIVE:
+            act.status = ActivationStatus.DEACTIVATED
+            return
+        act.status = ActivationStatus.DEACTIVATING
+        async with act.lock:
+            try:
+                assert act.actor is not None
+                await act.actor.on_deactivate()
+            except Exception:
+                log.exception("on_deactivate of %s/%s failed", *key)
+            finally:
+                act.ctx.end_turn(committed=False)
+                act.status = ActivationStatus.DEACTIVATED

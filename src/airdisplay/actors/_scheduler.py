@@ -1,0 +1,205 @@
+"""Durable reminder scheduler: only the next page of due reminders lives in memory.
+
+The store holds every reminder, indexed by due time. The scheduler keeps a heap of the earliest ones up
+to a cursor (`horizon`); everything in the store at or before the horizon is in the heap, firing, or
+already handled. When the heap runs low it reads the next page after the horizon, so a million pending
+expiries cost disk, not memory, and after a restart the overdue ones come first.
+
+Failure rules:
+- Delivery is at least once: a reminder leaves the store only in the same transaction as the turn that
+  handled it, so a crash in between fires it again after restart. Handlers must be idempotent.
+- A handler that raises is retried with backoff (in memory; the stored due time is left unchanged).
+- Changes to reminders reach the scheduler after they are durable (`committed`), on the event-loop thread,
+  the same thread that reads pages, so a page and the change notifications can only overlap, never miss.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import heapq
+import itertools
+import logging
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import replace
+
+from ._records import ReminderRecord
+from ._store import SqliteStore
+
+log = logging.getLogger("airdisplay.reminders")
+
+#: Reminders read per page. 5,000 rows of ~150 B: under 1 MB of memory, a ~10 ms read here.
+PAGE_SIZE = 5000
+#: Reminder turns in flight at once. Enough to fill group commits (a commit takes a few ms here and holds
+#: up to 1,000 turns) without unbounded concurrency.
+MAX_IN_FLIGHT = 1000
+RETRY_FIRST_DELAY = 0.5
+RETRY_MAX_DELAY = 60.0
+
+_Key = tuple[str, str, str]
+_Cursor = tuple[float, str, str, str]
+
+
+class ReminderScheduler:
+    """Fires stored reminders at their due time through `fire`, a callback that runs the actor's turn."""
+
+    def __init__(
+        self,
+        store: SqliteStore,
+        fire: Callable[[ReminderRecord], Awaitable[None]],
+        *,
+        clock: Callable[[], float],
+        page_size: int = PAGE_SIZE,
+        max_in_flight: int = MAX_IN_FLIGHT,
+    ) -> None:
+        self._store = store
+        self._fire = fire
+        self._clock = clock
+        self._page_size = page_size
+        self._max_in_flight = max_in_flight
+        self._heap: list[tuple[float, int, ReminderRecord]] = []
+        self._seq = itertools.count()
+        self._scheduled: dict[_Key, ReminderRecord] = {}
+        self._in_flight: dict[_Key, ReminderRecord] = {}
+        self._failures: dict[_Key, int] = {}
+        self._horizon: _Cursor | None = None
+        self._exhausted = False
+        self._wake = asyncio.Event()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._runner: asyncio.Task[None] | None = None
+
+    # -- lifecycle ---------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._runner = asyncio.create_task(self._run(), name="airdisplay-reminders")
+
+    async def stop(self) -> None:
+        """Stop firing; reminder turns already running finish first."""
+        if self._runner is not None:
+            self._runner.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._runner
+            self._runner = None
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    @property
+    def in_memory(self) -> int:
+        """Reminders held in memory (scheduled or firing): bounded by about twice the page size."""
+        return len(self._scheduled) + len(self._in_flight)
+
+    # -- notifications from the host ---------------------------------------------------------------
+
+    def is_current(self, record: ReminderRecord) -> bool:
+        """True while `record` is the registration being fired (not replaced or removed since)."""
+        return self._in_flight.get(record.key) is record
+
+    def committed(
+        self,
+        actor_type: str,
+        actor_id: str,
+        added: Iterable[ReminderRecord],
+        removed: Iterable[str],
+        fired: ReminderRecord | None = None,
+        next_due: float | None = None,
+    ) -> None:
+        """Apply reminder changes that just became durable."""
+        for name in removed:
+            key = (actor_type, actor_id, name)
+            self._scheduled.pop(key, None)
+            self._in_flight.pop(key, None)
+        for record in added:
+            self._in_flight.pop(record.key, None)
+            self._failures.pop(record.key, None)
+            self._schedule(record)
+        if fired is not None and self._in_flight.get(fired.key) is fired:
+            del self._in_flight[fired.key]
+            self._failures.pop(fired.key, None)
+            if next_due is not None:
+                self._schedule(replace(fired, due_at=next_due))
+
+    def failed(self, record: ReminderRecord) -> None:
+        """The turn for `record` raised: try again later with exponential backoff."""
+        if self._in_flight.get(record.key) is not record:
+            return
+        del self._in_flight[record.key]
+        attempts = self._failures[record.key] = self._failures.get(record.key, 0) + 1
+        delay = min(RETRY_FIRST_DELAY * 2 ** (attempts - 1), RETRY_MAX_DELAY)
+        self._push(record, self._clock() + delay)
+
+    # -- internals ---------------------------------------------------------------------------------
+
+    def _schedule(self, record: ReminderRecord) -> None:
+        if not self._exhausted and (self._horizon is None or record.cursor > self._horizon):
+            return  # beyond what is in memory: a later page reads it from the store
+        self._push(record, record.due_at)
+        if len(self._scheduled) > 2 * self._page_size:
+            self._shrink()
+
+    def _push(self, record: ReminderRecord, fire_at: float) -> None:
+        earliest = self._heap[0][0] if self._heap else None
+        self._scheduled[record.key] = record
+        heapq.heappush(self._heap, (fire_at, next(self._seq), record))
+        if earliest is None or fire_at < earliest:
+            self._wake.set()
+
+    def _shrink(self) -> None:
+        """Keep the earliest page in memory and leave the rest to the store (they are all durable there)."""
+        keep = sorted(self._scheduled.values(), key=lambda r: r.cursor)[: self._page_size]
+        self._scheduled = {r.key: r for r in keep}
+        self._heap = [(r.due_at, next(self._seq), r) for r in keep]
+        heapq.heapify(self._heap)
+        self._horizon = keep[-1].cursor
+        self._exhausted = False
+
+    def _refill(self) -> None:
+        rows = self._store.page_reminders(self._horizon, self._page_size)
+        for record in rows:
+            firing = self._in_flight.get(record.key)
+            if firing is not None and firing.due_at == record.due_at:
+                continue
+            known = self._scheduled.get(record.key)
+            if known is not None and known.due_at == record.due_at:
+                continue
+            self._push(record, record.due_at)
+        if rows:
+            self._horizon = rows[-1].cursor
+        self._exhausted = len(rows) < self._page_size
+
+    async def _run(self) -> None:
+        while True:
+            while not self._exhausted and len(self._scheduled) < self._page_size // 2:
+                self._refill()
+            now = self._clock()
+            heap = self._heap
+            while heap and heap[0][0] <= now and len(self._tasks) < self._max_in_flight:
+                _, _, record = heapq.heappop(heap)
+                if self._scheduled.get(record.key) is not record:
+                    continue  # replaced, removed or already firing
+                del self._scheduled[record.key]
+                self._in_flight[record.key] = record
+                task = asyncio.create_task(self._fire_one(record))
+                self._tasks.add(task)
+                task.add_done_callback(self._fired)
+            if len(self._tasks) >= self._max_in_flight or not heap:
+                timeout = None
+            else:
+                timeout = max(heap[0][0] - self._clock(), 0.0)
+            self._wake.clear()
+            if timeout is None or timeout > 0:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), timeout)
+
+    async def _fire_one(self, record: ReminderRecord) -> None:
+        try:
+            await self._fire(record)
+        except Exception:
+            log.exception(
+                "reminder %s of %s/%s failed; will retry", record.name, record.actor_type, record.actor_id
+            )
+            self.failed(record)
+
+    def _fired(self, task: asyncio.Task[None]) -> None:
+        if len(self._tasks) >= self._max_in_flight:
+            self._wake.set()  # a slot frees up for due reminders that were waiting
+        self._tasks.discard(task)

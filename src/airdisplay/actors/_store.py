@@ -1,0 +1,260 @@
+"""Durable actor state and reminders in one SQLite file (WAL), written by one thread with group commit.
+
+Failure rules:
+- A turn's write is acknowledged (its future resolves) only after the transaction holding it committed,
+  with `synchronous=FULL` by default, so an acknowledged turn survives kill -9 and power loss; `NORMAL`
+  survives kill -9 but may lose the last commits on power loss.
+- A transaction holds up to `MAX_BATCH` turns. If it fails, every turn in it fails with StoreError and
+  nothing of them is stored; the callers roll their actors back.
+- Reads (activation, listing, reminder pages) use a second connection on the event-loop thread: a point
+  read by primary key costs ~7 us here (DESIGN-NOTES), less than a hop to a thread pool.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import queue
+import sqlite3
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Literal
+
+from ._records import ReminderRecord, TurnWrite
+from .exceptions import StoreError
+
+#: Marks the file as ours (PRAGMA application_id), so a foreign SQLite file is refused at start-up.
+APPLICATION_ID = 0x41495244  # "AIRD"
+SCHEMA_VERSION = 1
+#: Turns per transaction. SQLite reaches ~41-44k rows/s at 100-1,000 rows per transaction here
+#: (DESIGN-NOTES); larger batches only add latency for the first turn in them.
+MAX_BATCH = 1000
+
+Durability = Literal["full", "normal"]
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS actor_state (
+    actor_type TEXT NOT NULL,
+    actor_id   TEXT NOT NULL,
+    key        TEXT NOT NULL,
+    value      BLOB NOT NULL,
+    PRIMARY KEY (actor_type, actor_id, key)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS reminders (
+    actor_type TEXT NOT NULL,
+    actor_id   TEXT NOT NULL,
+    name       TEXT NOT NULL,
+    due_at     REAL NOT NULL,
+    period     REAL,
+    data       BLOB NOT NULL,
+    PRIMARY KEY (actor_type, actor_id, name)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS reminders_by_due ON reminders (due_at, actor_type, actor_id, name);
+"""
+
+_STOP = object()
+_Item = tuple[TurnWrite, "asyncio.Future[bool]"]
+
+
+class SqliteStore:
+    """State and reminders of all actors in one SQLite database file."""
+
+    def __init__(self, path: Path, *, durability: Durability = "full") -> None:
+        self.path = path
+        self.durability = durability
+        self._queue: queue.SimpleQueue[_Item | object] = queue.SimpleQueue()
+        self._reader: sqlite3.Connection | None = None
+        self._writer: sqlite3.Connection | None = None
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    # -- lifecycle ---------------------------------------------------------------------------------
+
+    def verify(self) -> None:
+        """Check that the database can be opened and written (creating it if needed), then close it."""
+        self._open_connections()
+        self._close_connections()
+
+    def open(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Open (or create) the database; raise StoreError with a clear reason if it cannot be used."""
+        self._loop = loop
+        self._open_connections()
+        self._thread = threading.Thread(target=self._write_loop, name="airdisplay-store-writer", daemon=True)
+        self._thread.start()
+
+    def _open_connections(self) -> None:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreError(f"cannot create data directory {self.path.parent}: {exc.strerror}") from None
+        if self.path.is_dir():
+            raise StoreError(f"{self.path} is a directory, not a database file")
+        try:
+            self._writer = self._connect()
+            self._prepare_schema(self._writer)
+            self._writer.execute(f"PRAGMA synchronous={self.durability.upper()}")
+            self._reader = self._connect()
+        except sqlite3.DatabaseError as exc:
+            self._close_connections()
+            raise StoreError(f"cannot use {self.path} as the AirDisplay database: {exc}") from None
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        conn.execute("PRAGMA busy_timeout=5000")
+        return conn
+
+    def _prepare_schema(self, conn: sqlite3.Connection) -> None:
+        app_id = conn.execute("PRAGMA application_id").fetchone()[0]
+        tables = conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
+        if app_id != APPLICATION_ID and tables:
+            raise sqlite3.DatabaseError("the file is an SQLite database of another program")
+        mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+        if mode.lower() != "wal":
+            raise sqlite3.DatabaseError(f"cannot switch the journal to WAL (got {mode})")
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise sqlite3.DatabaseError(
+                f"schema version {version} is newer than this AirDisplay ({SCHEMA_VERSION})"
+            )
+        conn.executescript(_SCHEMA)
+        conn.execute(f"PRAGMA application_id={APPLICATION_ID}")
+        conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+
+    async def close(self) -> None:
+        """Commit what is queued, stop the writer and close the file."""
+        if self._thread is not None:
+            self._queue.put(_STOP)
+            await asyncio.to_thread(self._thread.join)
+            self._thread = None
+        self._close_connections()
+
+    def _close_connections(self) -> None:
+        for conn in (self._reader, self._writer):
+            if conn is not None:
+                conn.close()
+        self._reader = self._writer = None
+
+    # -- reads (event-loop thread) -----------------------------------------------------------------
+
+    @property
+    def _r(self) -> sqlite3.Connection:
+        if self._reader is None:
+            raise StoreError("the store is not open")
+        return self._reader
+
+    def load_actor(self, actor_type: str, actor_id: str) -> dict[str, bytes]:
+        """All state entries of one actor."""
+        rows = self._r.execute(
+            "SELECT key, value FROM actor_state WHERE actor_type=? AND actor_id=?", (actor_type, actor_id)
+        ).fetchall()
+        return {key: bytes(value) for key, value in rows}
+
+    def page_state(self, actor_type: str, key: str, after: str | None, limit: int) -> list[tuple[str, bytes]]:
+        """(actor id, value) of state entry `key` for actors of a type, by id, after id `after`."""
+        rows = self._r.execute(
+            "SELECT actor_id, value FROM actor_state WHERE actor_type=? AND actor_id>? AND key=? "
+            "ORDER BY actor_id LIMIT ?",
+            (actor_type, after or "", key, limit),
+        ).fetchall()
+        return [(actor_id, bytes(value)) for actor_id, value in rows]
+
+    def page_reminders(self, after: tuple[float, str, str, str] | None, limit: int) -> list[ReminderRecord]:
+        """Reminders in due order, strictly after cursor `after` (None: from the start)."""
+        sql = "SELECT actor_type, actor_id, name, due_at, period, data FROM reminders"
+        params: Sequence[object] = ()
+        if after is not None:
+            sql += " WHERE (due_at, actor_type, actor_id, name) > (?, ?, ?, ?)"
+            params = after
+        sql += " ORDER BY due_at, actor_type, actor_id, name LIMIT ?"
+        rows = self._r.execute(sql, (*params, limit)).fetchall()
+        return [ReminderRecord(t, i, n, d, p, bytes(b)) for t, i, n, d, p, b in rows]
+
+    # -- writes ------------------------------------------------------------------------------------
+
+    def write(self, turn: TurnWrite) -> asyncio.Future[bool]:
+        """Queue one turn's changes; the future resolves once they are durable.
+
+        Its result says whether `turn.fired` still matched the stored reminder (True when there is none).
+        """
+        if self._thread is None or self._loop is None:
+            raise StoreError("the store is not open")
+        future: asyncio.Future[bool] = self._loop.create_future()
+        self._queue.put((turn, future))
+        return future
+
+    def _write_loop(self) -> None:
+        assert self._writer is not None and self._loop is not None
+        conn, loop = self._writer, self._loop
+        stopping = False
+        while not stopping:
+            first = self._queue.get()
+            if first is _STOP:
+                break
+            items: list[_Item] = [first]  # type: ignore[list-item]
+            while len(items) < MAX_BATCH:
+                try:
+                    nxt = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if nxt is _STOP:
+                    stopping = True
+                    break
+                items.append(nxt)  # type: ignore[arg-type]
+            futures = [future for _, future in items]
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                results = [_apply(conn, turn) for turn, _ in items]
+                conn.execute("COMMIT")
+            except Exception as exc:  # noqa: BLE001 - every failure fails the batch's turns, never the thread
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                error = StoreError(f"writing to {self.path} failed: {exc}")
+                loop.call_soon_threadsafe(_fail_all, futures, error)
+            else:
+                loop.call_soon_threadsafe(_settle_all, futures, results)
+
+
+def _apply(conn: sqlite3.Connection, turn: TurnWrite) -> bool:
+    t, i = turn.actor_type, turn.actor_id
+    matched = True
+    fired = turn.fired
+    if fired is not None:
+        if turn.fired_next_due is None:
+            cur = conn.execute(
+                "DELETE FROM reminders WHERE actor_type=? AND actor_id=? AND name=? AND due_at=?",
+                (t, i, fired.name, fired.due_at),
+            )
+        else:
+            cur = conn.execute(
+                "UPDATE reminders SET due_at=? WHERE actor_type=? AND actor_id=? AND name=? AND due_at=?",
+                (turn.fired_next_due, t, i, fired.name, fired.due_at),
+            )
+        matched = cur.rowcount == 1
+    for name in turn.reminders_removed:
+        conn.execute("DELETE FROM reminders WHERE actor_type=? AND actor_id=? AND name=?", (t, i, name))
+    for r in turn.reminders_set:
+        conn.execute(
+            "INSERT OR REPLACE INTO reminders (actor_type, actor_id, name, due_at, period, data) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            (t, i, r.name, r.due_at, r.period, r.data),
+        )
+    for key in turn.state_removed:
+        conn.execute("DELETE FROM actor_state WHERE actor_type=? AND actor_id=? AND key=?", (t, i, key))
+    for key, value in turn.state_set:
+        conn.execute(
+            "INSERT OR REPLACE INTO actor_state (actor_type, actor_id, key, value) VALUES (?, ?, ?, ?)",
+            (t, i, key, value),
+        )
+    return matched
+
+
+def _settle_all(futures: list[asyncio.Future[bool]], results: list[bool]) -> None:
+    for future, result in zip(futures, results, strict=True):
+        if not future.done():
+            future.set_result(result)
+
+
+def _fail_all(futures: list[asyncio.Future[bool]], error: StoreError) -> None:
+    for future in futures:
+        if not future.done():
+            future.set_exception(error)

@@ -1,0 +1,49 @@
+"""The FastAPI application: routes, problem handlers, body limit, and the runtime's lifespan."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from .. import __version__
+from ..config import Settings
+from ..runtimes import BannerRuntime, EmbeddedRuntime
+from ._limits import BodySizeLimit
+from .problems import install_problem_handlers
+from .routes import banners, health
+
+
+def build_runtime(settings: Settings) -> BannerRuntime:
+    """The runtime named in the settings."""
+    return EmbeddedRuntime(
+        settings.data_dir, settings.rules, idle_timeout=settings.idle_seconds, durability=settings.durability
+    )
+
+
+def create_app(settings: Settings, runtime: BannerRuntime | None = None) -> FastAPI:
+    """An AirDisplay app; it starts the runtime on startup and stops it on shutdown."""
+    runtime = runtime or build_runtime(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await runtime.start()
+        try:
+            yield
+        finally:
+            await runtime.stop()
+
+    app = FastAPI(
+        title="AirDisplay",
+        version=__version__,
+        summary="Electronic aircraft banners: one message at a time, 60 seconds each, live.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.runtime = runtime
+    install_problem_handlers(app)
+    app.include_router(banners.router)
+    app.include_router(health.router)
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    return app

@@ -1,0 +1,144 @@
+"""Errors as RFC 9457 problem details: the one place where exceptions become HTTP status codes."""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from http import HTTPStatus
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from ..actors import ActivationFailed, RuntimeClosed, StoreError
+from ..domain import (
+    BannerAlreadyExists,
+    BannerBusy,
+    BannerNotFound,
+    IdempotencyKeyReused,
+    InvalidBannerId,
+    InvalidBannerName,
+    InvalidMessageText,
+    VersionMismatch,
+)
+
+log = logging.getLogger("airdisplay.api")
+
+PROBLEM_JSON = "application/problem+json"
+PROBLEM_BASE = "https://airdisplay.dev/problems/"
+
+
+def problem(
+    status: int,
+    title: str,
+    detail: str,
+    *,
+    kind: str | None = None,
+    headers: Mapping[str, str] | None = None,
+    **extra: Any,
+) -> JSONResponse:
+    """A problem+json response; `kind` names the problem type (defaults to about:blank)."""
+    body: dict[str, Any] = {
+        "type": PROBLEM_BASE + kind if kind else "about:blank",
+        "title": title,
+        "status": status,
+        "detail": detail,
+        **extra,
+    }
+    return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
+
+
+class ProblemError(Exception):
+    """Raised at the edge for a request problem that has no domain exception (bad header, wrong type)."""
+
+    def __init__(
+        self, status: int, title: str, detail: str, kind: str, headers: dict[str, str] | None = None
+    ) -> None:
+        super().__init__(detail)
+        self.status, self.title, self.detail, self.kind = status, title, detail, kind
+        self.headers = headers
+
+
+def _busy(exc: BannerBusy) -> JSONResponse:
+    seconds = max(1, math.ceil((exc.free_at - datetime.now(UTC)).total_seconds()))
+    return problem(
+        409,
+        "Banner is showing a message",
+        f"{exc} ; try again in {seconds} s",
+        kind="banner-busy",
+        headers={"Retry-After": str(seconds)},
+        banner_id=exc.banner_id,
+        free_at=exc.free_at.isoformat(),
+    )
+
+
+def _validation(exc: RequestValidationError) -> JSONResponse:
+    errors = [
+        {"loc": list(err.get("loc", ())), "msg": err.get("msg", ""), "type": err.get("type", "")}
+        for err in exc.errors()
+    ]
+    if any(err["type"] == "json_invalid" for err in errors):
+        return problem(400, "Malformed JSON", "the request body is not valid JSON", kind="malformed-json")
+    summary = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in errors[:5])
+    return problem(422, "Invalid request", summary, kind="invalid-request", errors=errors)
+
+
+def install_problem_handlers(app: FastAPI) -> None:
+    """Map every error a request can meet to a problem response; nothing leaks a stack trace."""
+
+    def on(exc_type: type[Exception], make: Any) -> None:
+        async def handler(request: Request, exc: Exception) -> JSONResponse:
+            response: JSONResponse = make(exc)
+            return response
+
+        app.add_exception_handler(exc_type, handler)
+
+    on(RequestValidationError, _validation)
+    on(ProblemError, lambda e: problem(e.status, e.title, e.detail, kind=e.kind, headers=e.headers))
+    on(BannerNotFound, lambda e: problem(404, "Banner not found", str(e), kind="banner-not-found"))
+    on(BannerAlreadyExists, lambda e: problem(409, "Banner exists", str(e), kind="banner-exists"))
+    on(BannerBusy, _busy)
+    on(
+        VersionMismatch,
+        lambda e: problem(
+            412, "Banner has changed", str(e), kind="version-mismatch", current_version=e.actual
+        ),
+    )
+    for invalid in (InvalidMessageText, InvalidBannerName, InvalidBannerId):
+        on(invalid, lambda e: problem(422, "Invalid request", str(e), kind="invalid-request"))
+    on(
+        IdempotencyKeyReused,
+        lambda e: problem(422, "Idempotency-Key reused", str(e), kind="idempotency-key-reused"),
+    )
+    on(RuntimeClosed, lambda e: problem(503, "Service unavailable", "the service is starting or stopping"))
+    on(StoreError, _unavailable)
+    on(ActivationFailed, _unavailable)
+    on(StarletteHTTPException, _http)
+    on(Exception, _internal)
+
+
+def _http(exc: StarletteHTTPException) -> JSONResponse:
+    if exc.status_code == 413:
+        return problem(413, "Request body too large", str(exc.detail), kind="body-too-large")
+    return problem(exc.status_code, _reason(exc.status_code), str(exc.detail), headers=exc.headers)
+
+
+def _unavailable(exc: Exception) -> JSONResponse:
+    log.error("storage unavailable: %s", exc)
+    return problem(503, "Storage unavailable", "the banner store cannot be reached; nothing was changed")
+
+
+def _internal(exc: Exception) -> JSONResponse:
+    log.exception("unhandled error", exc_info=exc)
+    return problem(500, "Internal error", "an unexpected error occurred; it has been logged")
+
+
+def _reason(status: int) -> str:
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return "Error"

@@ -1,0 +1,142 @@
+"""The `airdisplay` command line: `airdisplay serve` runs the service."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+import click
+import uvicorn
+from pydantic import SecretStr, ValidationError
+
+from . import __version__
+from .actors import SqliteStore, StoreError
+from .config import Settings
+from .runtimes.embedded import DATABASE_FILE
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "auto_envvar_prefix": "AIRDISPLAY"})
+@click.version_option(__version__, prog_name="airdisplay")
+def main() -> None:
+    """AirDisplay: electronic aircraft banners as durable virtual actors."""
+
+
+@main.command()
+@click.option(
+    "--host",
+    envvar="AIRDISPLAY_HOST",
+    default="127.0.0.1",
+    show_default=True,
+    help="Address to listen on [env AIRDISPLAY_HOST].",
+)
+@click.option(
+    "--port",
+    envvar="AIRDISPLAY_PORT",
+    type=int,
+    default=8000,
+    show_default=True,
+    help="Port to listen on [env AIRDISPLAY_PORT].",
+)
+@click.option(
+    "--data-dir",
+    envvar="AIRDISPLAY_DATA_DIR",
+    type=click.Path(path_type=Path),
+    default=Path("./data"),
+    show_default=True,
+    help="Directory of the SQLite database [env AIRDISPLAY_DATA_DIR].",
+)
+@click.option(
+    "--message-seconds",
+    envvar="AIRDISPLAY_MESSAGE_SECONDS",
+    type=float,
+    default=60.0,
+    show_default=True,
+    help="How long a message shows [env AIRDISPLAY_MESSAGE_SECONDS].",
+)
+@click.option(
+    "--max-text-length",
+    envvar="AIRDISPLAY_MAX_TEXT_LENGTH",
+    type=int,
+    default=64,
+    show_default=True,
+    help="Longest message a banner shows [env AIRDISPLAY_MAX_TEXT_LENGTH].",
+)
+@click.option(
+    "--api-key",
+    envvar="AIRDISPLAY_API_KEY",
+    default=None,
+    help="Bearer key for mutating routes; required unless listening on loopback [env AIRDISPLAY_API_KEY].",
+)
+@click.option(
+    "--idle-seconds",
+    envvar="AIRDISPLAY_IDLE_SECONDS",
+    type=float,
+    default=300.0,
+    show_default=True,
+    help="Idle time before a banner actor leaves memory [env AIRDISPLAY_IDLE_SECONDS].",
+)
+@click.option(
+    "--durability",
+    envvar="AIRDISPLAY_DURABILITY",
+    type=click.Choice(["full", "normal"]),
+    default="full",
+    show_default=True,
+    help="SQLite sync: full survives power loss, normal survives crashes [env AIRDISPLAY_DURABILITY].",
+)
+@click.option(
+    "--access-log/--no-access-log",
+    envvar="AIRDISPLAY_ACCESS_LOG",
+    default=False,
+    show_default=True,
+    help="Log every request [env AIRDISPLAY_ACCESS_LOG].",
+)
+def serve(
+    host: str,
+    port: int,
+    data_dir: Path,
+    message_seconds: float,
+    max_text_length: int,
+    api_key: str | None,
+    idle_seconds: float,
+    durability: str,
+    access_log: bool,
+) -> None:
+    """Run the AirDisplay service (embedded runtime: one process, one SQLite file)."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        settings = Settings(
+            host=host,
+            port=port,
+            data_dir=data_dir,
+            message_seconds=message_seconds,
+            max_text_length=max_text_length,
+            api_key=SecretStr(api_key) if api_key else None,
+            idle_seconds=idle_seconds,
+            durability=durability,
+        )
+        settings.check_exposure()
+        SqliteStore(settings.data_dir / DATABASE_FILE).verify()
+    except ValidationError as exc:
+        _fail("; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()))
+    except (ValueError, StoreError) as exc:
+        _fail(str(exc))
+    if settings.api_key is None:
+        logging.getLogger("airdisplay").warning(
+            "no API key set: mutating routes are open to anyone on this machine (listening on %s only)", host
+        )
+    from .api import create_app
+
+    uvicorn.run(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        access_log=access_log,
+        log_level="info",
+        proxy_headers=False,
+    )
+
+
+def _fail(message: str) -> None:
+    click.echo(f"airdisplay: error: {message}", err=True)
+    sys.exit(2)

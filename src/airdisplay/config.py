@@ -1,0 +1,53 @@
+"""Service settings: one validated object built by the CLI (flags and AIRDISPLAY_* variables) or by tests."""
+
+from __future__ import annotations
+
+import ipaddress
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
+
+from .domain import DEFAULT_DISPLAY_SECONDS, DEFAULT_MAX_TEXT_LENGTH, BannerRules
+
+#: Request bodies above this are refused with 413; a banner message is at most a few hundred bytes.
+DEFAULT_MAX_BODY_BYTES = 16 * 1024
+
+
+class Settings(BaseModel):
+    """Everything an AirDisplay server is configured with."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=0, le=65535)
+    data_dir: Path = Path("./data")
+    message_seconds: float = Field(DEFAULT_DISPLAY_SECONDS, gt=0)
+    max_text_length: int = Field(DEFAULT_MAX_TEXT_LENGTH, ge=1, le=1000)
+    api_key: SecretStr | None = None
+    idle_seconds: float = Field(300.0, gt=0)
+    durability: Literal["full", "normal"] = "full"
+    runtime: Literal["embedded"] = "embedded"
+    max_body_bytes: int = Field(DEFAULT_MAX_BODY_BYTES, ge=256)
+
+    @property
+    def rules(self) -> BannerRules:
+        return BannerRules(max_text_length=self.max_text_length, display_seconds=self.message_seconds)
+
+    @property
+    def is_loopback(self) -> bool:
+        """True when the server listens only on this machine."""
+        if self.host == "localhost":
+            return True
+        try:
+            return ipaddress.ip_address(self.host).is_loopback
+        except ValueError:
+            return False
+
+    def check_exposure(self) -> None:
+        """Refuse to serve mutating routes beyond this machine without a credential the operator set."""
+        if self.api_key is None and not self.is_loopback:
+            raise ValueError(
+                f"listening on {self.host} needs an API key: set AIRDISPLAY_API_KEY (or --api-key); "
+                "without one, AirDisplay only listens on 127.0.0.1"
+            )

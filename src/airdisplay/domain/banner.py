@@ -1,0 +1,212 @@
+"""The banner and its message: models and rules, pure code without I/O or clocks of its own."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from pydantic import BaseModel, ConfigDict
+
+from .exceptions import (
+    BannerBusy,
+    IdempotencyKeyReused,
+    InvalidBannerId,
+    InvalidBannerName,
+    InvalidMessageText,
+    VersionMismatch,
+)
+
+#: Lowercase letters, digits and inner hyphens: safe in a URL path without escaping, 1..64 characters.
+BANNER_ID_PATTERN = r"^[a-z0-9](?:[a-z0-9-]{0,62}[a-z0-9])?$"
+_BANNER_ID = re.compile(BANNER_ID_PATTERN)
+
+#: A typical towed LED banner shows about this many characters legibly; operators may configure it.
+DEFAULT_MAX_TEXT_LENGTH = 64
+#: The product promise: a message shows for one minute.
+DEFAULT_DISPLAY_SECONDS = 60.0
+MAX_NAME_LENGTH = 100
+#: Idempotency keys remembered per banner: enough for client retries, small enough to keep state tiny.
+SUBMISSION_LOG_SIZE = 16
+#: How long a retry with the same Idempotency-Key returns the original result (Stripe keeps 24 h).
+SUBMISSION_LOG_TTL = timedelta(hours=24)
+
+
+class Message(BaseModel):
+    """A message on a banner: shown at `shown_at`, gone at `expires_at`."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    id: str
+    text: str
+    shown_at: datetime
+    expires_at: datetime
+
+
+class Banner(BaseModel):
+    """A physical banner as the service knows it; `version` grows by one with every change."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    id: str
+    name: str
+    message: Message | None = None
+    version: int = 1
+    created_at: datetime
+    updated_at: datetime
+
+    def showing(self, now: datetime) -> Message | None:
+        """The message still on display at `now`, if any."""
+        if self.message is not None and now < self.message.expires_at:
+            return self.message
+        return None
+
+
+class Submission(BaseModel):
+    """A successful submit remembered under its Idempotency-Key."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    key: str
+    text: str
+    at: datetime
+    result: Banner
+
+
+class SubmissionLog(BaseModel):
+    """The last few idempotent submits of one banner, newest last."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    entries: tuple[Submission, ...] = ()
+
+    def find(self, key: str, now: datetime) -> Submission | None:
+        for entry in self.entries:
+            if entry.key == key and now - entry.at < SUBMISSION_LOG_TTL:
+                return entry
+        return None
+
+    def record(self, entry: Submission) -> SubmissionLog:
+        kept = [e for e in self.entries if e.key != entry.key and entry.at - e.at < SUBMISSION_LOG_TTL]
+        kept.append(entry)
+        return SubmissionLog(entries=tuple(kept[-SUBMISSION_LOG_SIZE:]))
+
+
+@dataclass(frozen=True, slots=True)
+class BannerRules:
+    """The configurable limits of a fleet."""
+
+    max_text_length: int = DEFAULT_MAX_TEXT_LENGTH
+    display_seconds: float = DEFAULT_DISPLAY_SECONDS
+
+    def __post_init__(self) -> None:
+        if self.max_text_length < 1:
+            raise ValueError("max_text_length must be at least 1")
+        if not self.display_seconds > 0:
+            raise ValueError("display_seconds must be positive")
+
+    def clean_text(self, raw: str) -> str:
+        """Trim the text and check that a banner can show it; raise InvalidMessageText if not."""
+        text = raw.strip()
+        if not text:
+            raise InvalidMessageText("message text is empty")
+        if len(text) > self.max_text_length:
+            raise InvalidMessageText(
+                f"message text has {len(text)} characters; a banner shows at most {self.max_text_length}"
+            )
+        if not text.isprintable():
+            raise InvalidMessageText("message text holds control or other non-printable characters")
+        return text
+
+
+def check_banner_id(raw: str) -> str:
+    """Return `raw` if it is a valid banner id; raise InvalidBannerId otherwise."""
+    if not _BANNER_ID.match(raw):
+        raise InvalidBannerId(
+            f"banner id {raw!r} is not a slug: use 1-64 lowercase letters, digits and inner hyphens"
+        )
+    return raw
+
+
+def clean_name(raw: str) -> str:
+    """Trim a banner name and check it; raise InvalidBannerName if it cannot be used."""
+    name = raw.strip()
+    if not name:
+        raise InvalidBannerName("banner name is empty")
+    if len(name) > MAX_NAME_LENGTH:
+        raise InvalidBannerName(f"banner name has {len(name)} characters; the limit is {MAX_NAME_LENGTH}")
+    if not name.isprintable():
+        raise InvalidBannerName("banner name holds control or other non-printable characters")
+    return name
+
+
+def register_banner(banner_id: str, name: str, now: datetime) -> Banner:
+    """A newly registered banner, free and at version 1."""
+    return Banner(id=check_banner_id(banner_id), name=clean_name(name), created_at=now, updated_at=now)
+
+
+@dataclass(frozen=True, slots=True)
+class SubmitOutcome:
+    """What a submit did: the banner after it, the updated log, and whether it replayed an earlier result."""
+
+    banner: Banner
+    log: SubmissionLog
+    replayed: bool
+
+
+def submit_message(
+    banner: Banner,
+    log: SubmissionLog,
+    raw_text: str,
+    *,
+    now: datetime,
+    rules: BannerRules,
+    message_id: str,
+    idempotency_key: str | None = None,
+    expected_version: int | None = None,
+) -> SubmitOutcome:
+    """Put a message on the banner unless one is showing.
+
+    Order of checks: a retry with a known Idempotency-Key returns the original result (even if the banner
+    moved on since); then the text; then If-Match; then the one-message-at-a-time rule.
+    """
+    text = rules.clean_text(raw_text)
+    if idempotency_key is not None:
+        earlier = log.find(idempotency_key, now)
+        if earlier is not None:
+            if earlier.text != text:
+                raise IdempotencyKeyReused(idempotency_key)
+            return SubmitOutcome(earlier.result, log, replayed=True)
+    if expected_version is not None and expected_version != banner.version:
+        raise VersionMismatch(banner.id, expected_version, banner.version)
+    showing = banner.showing(now)
+    if showing is not None:
+        raise BannerBusy(banner.id, showing.expires_at)
+    message = Message(
+        id=message_id,
+        text=text,
+        shown_at=now,
+        expires_at=now + timedelta(seconds=rules.display_seconds),
+    )
+    updated = banner.model_copy(update={"message": message, "version": banner.version + 1, "updated_at": now})
+    if idempotency_key is not None:
+        log = log.record(Submission(key=idempotency_key, text=text, at=now, result=updated))
+    return SubmitOutcome(updated, log, replayed=False)
+
+
+def expire_message(banner: Banner, message_id: str, now: datetime) -> Banner | None:
+    """Take message `message_id` off the banner; None when it is no longer there (expiry is idempotent)."""
+    if banner.message is None or banner.message.id != message_id:
+        return None
+    return _without_message(banner, now)
+
+
+def clear_message(banner: Banner, now: datetime) -> Banner | None:
+    """Take whatever message is on the banner off it early; None when the banner is already free."""
+    if banner.message is None:
+        return None
+    return _without_message(banner, now)
+
+
+def _without_message(banner: Banner, now: datetime) -> Banner:
+    return banner.model_copy(update={"message": None, "version": banner.version + 1, "updated_at": now})

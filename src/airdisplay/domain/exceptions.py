@@ -1,0 +1,64 @@
+"""Errors of the banner domain: every rule violation has its own type, the edge maps them to HTTP."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+
+class DomainError(Exception):
+    """Raised when a banner rule refuses an operation (base class)."""
+
+
+class InvalidMessageText(DomainError, ValueError):
+    """Raised when message text is empty, too long or holds characters a banner cannot show."""
+
+
+class InvalidBannerName(DomainError, ValueError):
+    """Raised when a banner name is empty, too long or not printable."""
+
+
+class InvalidBannerId(DomainError, ValueError):
+    """Raised when a banner id is not a URL-safe slug."""
+
+
+class BannerNotFound(DomainError, LookupError):
+    """Raised when no banner with the given id is registered."""
+
+    def __init__(self, banner_id: str) -> None:
+        super().__init__(f"banner {banner_id!r} is not registered")
+        self.banner_id = banner_id
+
+
+class BannerAlreadyExists(DomainError, ValueError):
+    """Raised when registering a banner id that is already taken."""
+
+    def __init__(self, banner_id: str) -> None:
+        super().__init__(f"banner {banner_id!r} is already registered")
+        self.banner_id = banner_id
+
+
+class BannerBusy(DomainError):
+    """Raised when a message is submitted while another one is still showing."""
+
+    def __init__(self, banner_id: str, free_at: datetime) -> None:
+        super().__init__(f"banner {banner_id!r} is showing a message until {free_at.isoformat()}")
+        self.banner_id = banner_id
+        self.free_at = free_at
+
+
+class VersionMismatch(DomainError):
+    """Raised when a caller's expected version (If-Match) is not the banner's current version."""
+
+    def __init__(self, banner_id: str, expected: int, actual: int) -> None:
+        super().__init__(f"banner {banner_id!r} is at version {actual}, not {expected}")
+        self.banner_id = banner_id
+        self.expected = expected
+        self.actual = actual
+
+
+class IdempotencyKeyReused(DomainError, ValueError):
+    """Raised when an Idempotency-Key is sent again with a different message text."""
+
+    def __init__(self, key: str) -> None:
+        super().__init__(f"Idempotency-Key {key!r} was already used for a different message")
+        self.key = key

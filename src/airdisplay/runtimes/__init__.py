@@ -1,0 +1,6 @@
+"""Where banner actors run: the embedded runtime (default) and, later, Dapr; one interface for both."""
+
+from .base import BannerRuntime, ChangeListener
+from .embedded import EmbeddedRuntime
+
+__all__ = ["BannerRuntime", "ChangeListener", "EmbeddedRuntime"]

@@ -1,0 +1,68 @@
+"""The one interface the HTTP edge talks to; each runtime (embedded, Dapr) implements it."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+
+from ..domain import Banner, BannerChanged, SubmitOutcome
+
+#: Receives every committed banner change, in version order per banner.
+ChangeListener = Callable[[BannerChanged], None]
+
+
+class BannerRuntime(ABC):
+    """Where banner actors live: start/stop, the banner operations, and a listing for the fleet view."""
+
+    #: The name operators choose it by (`airdisplay serve --runtime NAME`).
+    name: str
+
+    @abstractmethod
+    async def start(self) -> None: ...
+
+    @abstractmethod
+    async def stop(self) -> None: ...
+
+    @abstractmethod
+    def is_ready(self) -> bool:
+        """True while the runtime accepts calls."""
+
+    @abstractmethod
+    async def create_banner(self, banner_id: str, name: str) -> Banner: ...
+
+    @abstractmethod
+    async def get_banner(self, banner_id: str) -> Banner: ...
+
+    @abstractmethod
+    async def delete_banner(self, banner_id: str) -> None: ...
+
+    @abstractmethod
+    async def submit_message(
+        self,
+        banner_id: str,
+        text: str,
+        *,
+        idempotency_key: str | None = None,
+        expected_version: int | None = None,
+    ) -> SubmitOutcome: ...
+
+    @abstractmethod
+    async def clear_message(self, banner_id: str) -> Banner: ...
+
+    @abstractmethod
+    async def list_banners(self, *, after: str | None, limit: int) -> list[Banner]:
+        """Banners ordered by id, strictly after `after`; a keyset page, fast at any fleet size."""
+
+    def add_listener(self, listener: ChangeListener) -> None:
+        """Call `listener` with every committed change (after it is durable)."""
+        self._listeners().append(listener)
+
+    def _listeners(self) -> list[ChangeListener]:
+        listeners: list[ChangeListener] | None = self.__dict__.get("_change_listeners")
+        if listeners is None:
+            listeners = self.__dict__["_change_listeners"] = []
+        return listeners
+
+    def _notify(self, change: BannerChanged) -> None:
+        for listener in self._listeners():
+            listener(change)

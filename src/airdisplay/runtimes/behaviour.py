@@ -1,0 +1,137 @@
+"""The banner actor's turns, written once against the Dapr-shaped actor API and hosted by every runtime.
+
+A host class mixes this in with its actor base class (ours, or Dapr's) and provides `_state_manager`,
+`register_reminder`, `unregister_reminder`, `now()`, `publish()` and `rules`.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from ..domain import (
+    Banner,
+    BannerAlreadyExists,
+    BannerChanged,
+    BannerNotFound,
+    BannerRules,
+    ChangeKind,
+    SubmissionLog,
+    SubmitOutcome,
+    clear_message,
+    expire_message,
+    register_banner,
+    submit_message,
+)
+
+BANNER_KEY = "banner"
+SUBMISSIONS_KEY = "submissions"
+EXPIRE_REMINDER = "expire"
+
+
+class BannerBehaviour:
+    """Turns of one banner actor: register, read, submit, clear, expire, delete."""
+
+    rules: BannerRules
+
+    if TYPE_CHECKING:
+        _state_manager: Any
+        id: Any
+
+        def now(self) -> float: ...
+        def publish(self, event: object) -> None: ...
+        async def register_reminder(
+            self, name: str, state: bytes, due_time: timedelta, period: timedelta | None = None
+        ) -> None: ...
+        async def unregister_reminder(self, name: str) -> None: ...
+
+    # -- turns -------------------------------------------------------------------------------------
+
+    async def register(self, name: str) -> Banner:
+        """Create the banner; BannerAlreadyExists if it is there already."""
+        if await self._state_manager.contains_state(BANNER_KEY):
+            raise BannerAlreadyExists(str(self.id))
+        banner = register_banner(str(self.id), name, self._now())
+        await self._save(banner, ChangeKind.CREATED)
+        return banner
+
+    async def get(self) -> Banner:
+        return await self._load()
+
+    async def submit(
+        self, text: str, idempotency_key: str | None = None, expected_version: int | None = None
+    ) -> SubmitOutcome:
+        banner = await self._load()
+        found, raw_log = await self._state_manager.try_get_state(SUBMISSIONS_KEY)
+        log = SubmissionLog.model_validate(raw_log) if found else SubmissionLog()
+        outcome = submit_message(
+            banner,
+            log,
+            text,
+            now=self._now(),
+            rules=self.rules,
+            message_id=uuid.uuid4().hex,
+            idempotency_key=idempotency_key,
+            expected_version=expected_version,
+        )
+        if outcome.replayed:
+            return outcome
+        message = outcome.banner.message
+        assert message is not None
+        await self.register_reminder(
+            EXPIRE_REMINDER, message.id.encode(), message.expires_at - outcome.banner.updated_at, None
+        )
+        if outcome.log is not log:
+            await self._state_manager.set_state(SUBMISSIONS_KEY, outcome.log.model_dump(mode="json"))
+        await self._save(outcome.banner, ChangeKind.MESSAGE_SHOWN)
+        return outcome
+
+    async def clear(self) -> Banner:
+        """Take the message off early; the banner unchanged if it shows none."""
+        banner = await self._load()
+        cleared = clear_message(banner, self._now())
+        if cleared is None:
+            return banner
+        await self.unregister_reminder(EXPIRE_REMINDER)
+        await self._save(cleared, ChangeKind.MESSAGE_CLEARED)
+        return cleared
+
+    async def delete(self) -> None:
+        """Forget the banner, its idempotency log and its pending expiry."""
+        banner = await self._load()
+        for key in (BANNER_KEY, SUBMISSIONS_KEY):
+            if await self._state_manager.contains_state(key):
+                await self._state_manager.remove_state(key)
+        await self.unregister_reminder(EXPIRE_REMINDER)
+        self.publish(BannerChanged(ChangeKind.DELETED, banner.id, banner.version + 1, None, self._now()))
+
+    async def expire(self, message_id: str) -> None:
+        """Take message `message_id` off if it is still showing; idempotent, as reminders may repeat."""
+        found, raw = await self._state_manager.try_get_state(BANNER_KEY)
+        if not found:
+            return  # deleted while the expiry was on its way
+        expired = expire_message(Banner.model_validate(raw), message_id, self._now())
+        if expired is not None:
+            await self._save(expired, ChangeKind.MESSAGE_EXPIRED)
+
+    async def receive_reminder(
+        self, name: str, state: bytes, due_time: timedelta, period: timedelta | None
+    ) -> None:
+        if name == EXPIRE_REMINDER:
+            await self.expire(state.decode())
+
+    # -- internals ---------------------------------------------------------------------------------
+
+    def _now(self) -> datetime:
+        return datetime.fromtimestamp(self.now(), UTC)
+
+    async def _load(self) -> Banner:
+        found, raw = await self._state_manager.try_get_state(BANNER_KEY)
+        if not found:
+            raise BannerNotFound(str(self.id))
+        return Banner.model_validate(raw)
+
+    async def _save(self, banner: Banner, kind: ChangeKind) -> None:
+        await self._state_manager.set_state(BANNER_KEY, banner.model_dump(mode="json"))
+        self.publish(BannerChanged(kind, banner.id, banner.version, banner, banner.updated_at))

@@ -1,0 +1,103 @@
+"""Banner actors on the embedded actor runtime: one process, one SQLite file, no sidecar."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from ..actors import DEFAULT_IDLE_TIMEOUT, Actor, ActorContext, ActorHost, SqliteStore
+from ..actors._store import Durability
+from ..domain import Banner, BannerChanged, BannerRules, SubmitOutcome
+from .base import BannerRuntime
+from .behaviour import BANNER_KEY, BannerBehaviour
+
+log = logging.getLogger("airdisplay.embedded")
+
+BANNER_ACTOR_TYPE = "banner"
+DATABASE_FILE = "airdisplay.db"
+
+
+class BannerActor(BannerBehaviour, Actor):
+    """The banner actor hosted by the embedded runtime."""
+
+    def __init__(self, ctx: ActorContext, rules: BannerRules) -> None:
+        super().__init__(ctx)
+        self.rules = rules
+
+
+class EmbeddedRuntime(BannerRuntime):
+    """Runs banner actors in this process over `<data_dir>/airdisplay.db`."""
+
+    name = "embedded"
+
+    def __init__(
+        self,
+        data_dir: Path,
+        rules: BannerRules,
+        *,
+        idle_timeout: float | None = None,
+        durability: Durability = "full",
+    ) -> None:
+        self.database = data_dir / DATABASE_FILE
+        self.host = ActorHost(
+            SqliteStore(self.database, durability=durability),
+            event_sink=self._on_events,
+            idle_timeout=DEFAULT_IDLE_TIMEOUT if idle_timeout is None else idle_timeout,
+        )
+        self.host.register_actor_type(BANNER_ACTOR_TYPE, BannerActor, lambda ctx: BannerActor(ctx, rules))
+        self._running = False
+
+    async def start(self) -> None:
+        await self.host.start()
+        self._running = True
+
+    async def stop(self) -> None:
+        self._running = False
+        await self.host.stop()
+
+    def is_ready(self) -> bool:
+        return self._running
+
+    def _on_events(self, actor_type: str, actor_id: str, events: list[object]) -> None:
+        for event in events:
+            if isinstance(event, BannerChanged):
+                self._notify(event)
+
+    async def _call(self, banner_id: str, method: str, *args: object, **kwargs: object) -> object:
+        return await self.host.invoke(BANNER_ACTOR_TYPE, banner_id, method, *args, **kwargs)
+
+    async def create_banner(self, banner_id: str, name: str) -> Banner:
+        result = await self._call(banner_id, "register", name)
+        assert isinstance(result, Banner)
+        return result
+
+    async def get_banner(self, banner_id: str) -> Banner:
+        result = await self._call(banner_id, "get")
+        assert isinstance(result, Banner)
+        return result
+
+    async def delete_banner(self, banner_id: str) -> None:
+        await self._call(banner_id, "delete")
+
+    async def submit_message(
+        self,
+        banner_id: str,
+        text: str,
+        *,
+        idempotency_key: str | None = None,
+        expected_version: int | None = None,
+    ) -> SubmitOutcome:
+        result = await self._call(
+            banner_id, "submit", text, idempotency_key=idempotency_key, expected_version=expected_version
+        )
+        assert isinstance(result, SubmitOutcome)
+        return result
+
+    async def clear_message(self, banner_id: str) -> Banner:
+        result = await self._call(banner_id, "clear")
+        assert isinstance(result, Banner)
+        return result
+
+    async def list_banners(self, *, after: str | None, limit: int) -> list[Banner]:
+        rows = self.host.store.page_state(BANNER_ACTOR_TYPE, BANNER_KEY, after, limit)
+        return [Banner.model_validate_json(raw) for _, raw in rows]
