@@ -1,0 +1,163 @@
+"""Seeding a fleet of banners in-process, and running a server under test as a child process."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+from _report import rss_mb
+
+from airdisplay.domain import BannerRules
+from airdisplay.runtimes import EmbeddedRuntime
+
+#: Concurrent create_banner calls while seeding. Workers that each take the next id keep the group commit
+#: full all the time; gather() over fixed chunks idles at every chunk boundary (~7k vs ~10k creates/s here).
+SEED_CONCURRENCY = 500
+
+
+def banner_id(number: int) -> str:
+    """The id of seeded banner `number`; bench/submit.lua builds the same ids."""
+    return f"b{number:07d}"
+
+
+@dataclass(frozen=True)
+class SeedResult:
+    count: int
+    seconds: float
+    stop_seconds: float
+    peak_rss_mb: float
+
+    @property
+    def per_second(self) -> float:
+        return self.count / self.seconds
+
+
+async def seed_fleet(
+    data_dir: Path,
+    count: int,
+    *,
+    rules: BannerRules | None = None,
+    concurrency: int = SEED_CONCURRENCY,
+    progress: bool = True,
+) -> SeedResult:
+    """Register banners b0000000.. in `data_dir` through the embedded runtime, then stop it."""
+    runtime = EmbeddedRuntime(data_dir, rules or BannerRules(display_seconds=3600))
+    await runtime.start()
+    numbers = iter(range(count))
+    done = 0
+
+    async def worker() -> None:
+        nonlocal done
+        for number in numbers:
+            await runtime.create_banner(banner_id(number), f"Banner {number}")
+            done += 1
+
+    async def report() -> None:
+        while True:
+            await asyncio.sleep(10)
+            print(f"  seeded {done:,}/{count:,} ({rss_mb():,.0f} MB RSS)", file=sys.stderr, flush=True)
+
+    reporter = asyncio.create_task(report()) if progress else None
+    started = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    seconds = time.perf_counter() - started
+    if reporter is not None:
+        reporter.cancel()
+    peak = rss_mb(field="VmHWM")
+    started = time.perf_counter()
+    await runtime.stop()
+    return SeedResult(count, seconds, time.perf_counter() - started, peak)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def airdisplay_command() -> list[str]:
+    """`airdisplay` of this environment, run directly so that its PID is the server's (not uv's)."""
+    script = Path(sys.executable).parent / "airdisplay"
+    return [str(script)] if script.exists() else ["uv", "run", "airdisplay"]
+
+
+def pinned(cpu: int | None, argv: list[str]) -> list[str]:
+    """`argv` pinned to one CPU with taskset, when there is a CPU to spare and taskset exists."""
+    if cpu is None or shutil.which("taskset") is None or (os.cpu_count() or 1) < 2:
+        return argv
+    return ["taskset", "-c", str(cpu), *argv]
+
+
+def http_get(url: str, timeout: float = 10.0) -> tuple[int, bytes]:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+
+
+class ServerProcess:
+    """A server under test, started in its own session and stopped by its PID."""
+
+    def __init__(self, name: str, argv: list[str], port: int, log_path: Path) -> None:
+        self.name = name
+        self.argv = argv
+        self.port = port
+        self.log_path = log_path
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.started_at = 0.0
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def start(self) -> None:
+        log = self.log_path.open("wb")
+        self.started_at = time.perf_counter()
+        self.proc = subprocess.Popen(
+            self.argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
+        )
+        log.close()
+
+    def wait_ready(self, path: str = "/readyz", timeout: float = 120.0) -> float:
+        """Poll `path` until it answers 200; seconds since the process was started."""
+        assert self.proc is not None
+        deadline = time.perf_counter() + timeout
+        while time.perf_counter() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{self.name} exited with {self.proc.returncode}; see {self.log_path}")
+            try:
+                status, _ = http_get(self.base_url + path, timeout=1.0)
+                if status == 200:
+                    return time.perf_counter() - self.started_at
+            except OSError:
+                pass
+            time.sleep(0.005)
+        raise TimeoutError(f"{self.name} not ready after {timeout} s; see {self.log_path}")
+
+    def stop(self, timeout: float = 60.0) -> None:
+        """SIGINT (graceful: the runtime commits and closes), then SIGKILL if it does not exit."""
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.send_signal(signal.SIGINT)
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()

@@ -1,0 +1,5 @@
+"""`python -m airdisplay` runs the CLI."""
+
+from .cli import main
+
+main()

@@ -1,0 +1,315 @@
+"""The embedded actor runtime against a real SQLite file."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import time
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from airdisplay.actors import (
+    ActivationFailed,
+    Actor,
+    ActorHost,
+    RuntimeClosed,
+    SqliteStore,
+    UnknownActorMethod,
+    UnknownActorType,
+)
+from tests.conftest import eventually
+
+
+class Counter(Actor):
+    """A test actor whose read-modify-write would lose updates if two turns ever overlapped."""
+
+    activations = 0
+    deactivations = 0
+    fired: list[tuple[str, str, float]] = []
+    fail_reminders = 0
+
+    async def on_activate(self) -> None:
+        type(self).activations += 1
+        await asyncio.sleep(0.01)  # a slow activation widens any race between first calls
+
+    async def on_deactivate(self) -> None:
+        type(self).deactivations += 1
+
+    async def increment(self, by: int = 1) -> int:
+        found, value = await self._state_manager.try_get_state("n")
+        await asyncio.sleep(0)  # let every other caller run in between read and write
+        new = (value if found else 0) + by
+        await self._state_manager.set_state("n", new)
+        self.publish(("n", new))
+        return new
+
+    async def read(self) -> int | None:
+        found, value = await self._state_manager.try_get_state("n")
+        return value if found else None
+
+    async def break_after_writing(self) -> None:
+        await self._state_manager.set_state("n", 999)
+        await self.register_reminder("never", b"", timedelta(seconds=0))
+        self.publish(("n", 999))
+        raise RuntimeError("boom")
+
+    async def mutate_in_place_then_fail(self) -> None:
+        items = await self._state_manager.get_state("items")
+        items.append("partial")
+        raise RuntimeError("boom")
+
+    async def set_items(self, items: list[str]) -> None:
+        await self._state_manager.set_state("items", items)
+
+    async def get_items(self) -> list[str]:
+        return list(await self._state_manager.get_state("items"))
+
+    async def block(self, started: asyncio.Event, release: asyncio.Event) -> None:
+        started.set()
+        await release.wait()
+
+    async def remind(self, name: str, seconds: float, period: float | None = None) -> None:
+        await self._state_manager.set_state("has-reminder", True)
+        await self.register_reminder(
+            name,
+            name.encode(),
+            timedelta(seconds=seconds),
+            None if period is None else timedelta(seconds=period),
+        )
+
+    async def forget(self, name: str) -> None:
+        await self.unregister_reminder(name)
+
+    async def receive_reminder(self, name, state, due_time, period) -> None:
+        if type(self).fail_reminders > 0:
+            type(self).fail_reminders -= 1
+            raise RuntimeError("handler failure")
+        type(self).fired.append((self.id, name, time.time()))
+
+
+@pytest.fixture(autouse=True)
+def reset_counter():
+    Counter.activations = Counter.deactivations = Counter.fail_reminders = 0
+    Counter.fired = []
+
+
+def make_host(path: Path, **kw) -> tuple[ActorHost, list[object]]:
+    events: list[object] = []
+    host = ActorHost(
+        SqliteStore(path / "actors.db"),
+        event_sink=lambda t, i, evs: events.extend((i, e) for e in evs),
+        **kw,
+    )
+    host.register_actor_type("counter", Counter)
+    return host, events
+
+
+@pytest.fixture
+async def host(tmp_path):
+    host, _ = make_host(tmp_path)
+    await host.start()
+    yield host
+    await host.stop()
+
+
+def stored_rows(path: Path, sql: str) -> list[tuple]:
+    with sqlite3.connect(path / "actors.db") as conn:
+        return conn.execute(sql).fetchall()
+
+
+async def test_thousand_concurrent_calls_to_one_actor_are_serialised(host):
+    results = await asyncio.gather(*(host.invoke("counter", "c1", "increment") for _ in range(1000)))
+    assert sorted(results) == list(range(1, 1001))  # every turn saw the previous one: no lost update
+    assert await host.invoke("counter", "c1", "read") == 1000
+
+
+async def test_calls_to_different_actors_overlap(host):
+    started, release = asyncio.Event(), asyncio.Event()
+    blocked = asyncio.create_task(host.invoke("counter", "slow", "block", started, release))
+    await started.wait()
+    assert await host.invoke("counter", "other", "increment") == 1  # not stuck behind "slow"
+    assert not blocked.done()
+    release.set()
+    await blocked
+
+
+async def test_a_blocked_turn_holds_back_only_its_own_actor(host):
+    started, release = asyncio.Event(), asyncio.Event()
+    blocked = asyncio.create_task(host.invoke("counter", "c1", "block", started, release))
+    await started.wait()
+    queued = asyncio.create_task(host.invoke("counter", "c1", "increment"))
+    await host.invoke("counter", "c2", "increment")
+    assert not queued.done()
+    release.set()
+    assert await queued == 1
+    await blocked
+
+
+async def test_concurrent_first_calls_activate_once(host):
+    await asyncio.gather(*(host.invoke("counter", "fresh", "increment") for _ in range(50)))
+    assert Counter.activations == 1
+    assert host.active_count == 1
+
+
+async def test_reply_comes_after_the_write_is_durable(host, tmp_path):
+    await host.invoke("counter", "c1", "increment", 41)
+    assert stored_rows(tmp_path, "SELECT value FROM actor_state WHERE actor_id='c1'") == [(b"41",)]
+
+
+async def test_failing_turn_leaves_no_partial_state(host, tmp_path):
+    await host.invoke("counter", "c1", "increment", 5)
+    events_before = Counter.fired[:]
+    with pytest.raises(RuntimeError, match="boom"):
+        await host.invoke("counter", "c1", "break_after_writing")
+    assert await host.invoke("counter", "c1", "read") == 5
+    assert stored_rows(tmp_path, "SELECT value FROM actor_state WHERE actor_id='c1'") == [(b"5",)]
+    assert stored_rows(tmp_path, "SELECT name FROM reminders") == []  # the failed turn's reminder is gone too
+    assert Counter.fired == events_before
+
+
+async def test_mutating_a_read_value_then_failing_does_not_corrupt_state(host):
+    await host.invoke("counter", "c1", "set_items", ["a"])
+    with pytest.raises(RuntimeError):
+        await host.invoke("counter", "c1", "mutate_in_place_then_fail")
+    assert await host.invoke("counter", "c1", "get_items") == ["a"]
+
+
+async def test_events_reach_the_sink_after_commit_in_turn_order(tmp_path):
+    host, events = make_host(tmp_path)
+    await host.start()
+    try:
+        await asyncio.gather(*(host.invoke("counter", "c1", "increment") for _ in range(100)))
+        with pytest.raises(RuntimeError):
+            await host.invoke("counter", "c1", "break_after_writing")
+    finally:
+        await host.stop()
+    assert events == [("c1", ("n", i)) for i in range(1, 101)]
+
+
+async def test_idle_actors_leave_memory_and_come_back_with_their_state(tmp_path):
+    host, _ = make_host(tmp_path, idle_timeout=0.05)
+    await host.start()
+    try:
+        for i in range(20):
+            await host.invoke("counter", f"c{i}", "increment", i)
+        await eventually(lambda: host.active_count == 0, what="idle actors to be deactivated")
+        assert Counter.deactivations == 20
+        assert await host.invoke("counter", "c7", "read") == 7
+        assert Counter.activations == 21
+    finally:
+        await host.stop()
+
+
+async def test_actor_without_state_is_not_kept_in_memory(host):
+    assert await host.invoke("counter", "ghost", "read") is None
+    await eventually(lambda: host.active_count == 0, what="stateless actor to be dropped")
+
+
+async def test_unknown_actor_type_and_method_are_refused(host):
+    with pytest.raises(UnknownActorType):
+        await host.invoke("nope", "x", "read")
+    with pytest.raises(UnknownActorMethod):
+        await host.invoke("counter", "x", "on_activate")
+    with pytest.raises(UnknownActorMethod):
+        await host.invoke("counter", "x", "_private")
+
+
+async def test_calls_after_stop_are_refused(tmp_path):
+    host, _ = make_host(tmp_path)
+    await host.start()
+    await host.stop()
+    with pytest.raises(RuntimeClosed):
+        await host.invoke("counter", "c1", "read")
+
+
+async def test_failed_activation_fails_the_call_and_the_next_call_retries(host, monkeypatch):
+    original = Counter.on_activate
+
+    async def broken(self):
+        raise OSError("disk went away")
+
+    monkeypatch.setattr(Counter, "on_activate", broken)
+    with pytest.raises(ActivationFailed, match="disk went away"):
+        await host.invoke("counter", "c1", "read")
+    monkeypatch.setattr(Counter, "on_activate", original)
+    assert await host.invoke("counter", "c1", "increment") == 1
+
+
+async def test_one_shot_reminder_fires_at_its_due_time_and_is_removed(host, tmp_path):
+    registered = time.time()
+    await host.invoke("counter", "c1", "remind", "once", 0.2)
+    await eventually(lambda: len(Counter.fired) == 1, what="the reminder to fire")
+    actor_id, name, fired_at = Counter.fired[0]
+    assert (actor_id, name) == ("c1", "once")
+    assert fired_at >= registered + 0.2  # never early
+    await eventually(lambda: host.reminders_in_memory == 0, what="the scheduler to forget it")
+    assert stored_rows(tmp_path, "SELECT name FROM reminders") == []
+
+
+async def test_periodic_reminder_repeats_until_unregistered(host, tmp_path):
+    await host.invoke("counter", "c1", "remind", "tick", 0.01, 0.02)
+    await eventually(lambda: len(Counter.fired) >= 3, what="three ticks")
+    await host.invoke("counter", "c1", "forget", "tick")
+    assert stored_rows(tmp_path, "SELECT name FROM reminders") == []
+    await eventually(lambda: host.reminders_in_memory == 0, what="the tick to leave the scheduler")
+
+
+async def test_reregistering_a_reminder_replaces_it(host, tmp_path):
+    await host.invoke("counter", "c1", "remind", "r", 3600)
+    await host.invoke("counter", "c1", "remind", "r", 0.05)
+    await eventually(lambda: len(Counter.fired) == 1, what="the replacement to fire")
+    await eventually(lambda: not stored_rows(tmp_path, "SELECT name FROM reminders"), what="the row to go")
+    # the replaced one-hour registration is not waiting anywhere either
+    await eventually(lambda: host.reminders_in_memory == 0, what="the scheduler to be empty")
+
+
+async def test_failing_reminder_handler_is_retried(host):
+    Counter.fail_reminders = 1
+    await host.invoke("counter", "c1", "remind", "retry-me", 0.01)
+    await eventually(lambda: len(Counter.fired) == 1, what="the retried reminder")
+    assert Counter.fail_reminders == 0
+
+
+async def test_overdue_reminders_fire_after_a_restart(tmp_path):
+    now = [1_000_000.0]
+    host, _ = make_host(tmp_path, clock=lambda: now[0])
+    await host.start()
+    await host.invoke("counter", "c1", "remind", "late", 30)
+    await host.invoke("counter", "c2", "remind", "later", 60)
+    await host.stop()
+    assert len(stored_rows(tmp_path, "SELECT name FROM reminders")) == 2
+
+    now[0] += 3600  # the host was down for an hour
+    host, _ = make_host(tmp_path, clock=lambda: now[0])
+    await host.start()
+    try:
+        await eventually(lambda: len(Counter.fired) == 2, what="both overdue reminders")
+        assert {(a, n) for a, n, _ in Counter.fired} == {("c1", "late"), ("c2", "later")}
+        await eventually(lambda: not stored_rows(tmp_path, "SELECT name FROM reminders"), what="rows removed")
+    finally:
+        await host.stop()
+
+
+async def test_scheduler_pages_reminders_instead_of_loading_all(tmp_path):
+    host, _ = make_host(tmp_path, reminder_page_size=10)
+    await host.start()
+    try:
+        await asyncio.gather(
+            *(host.invoke("counter", f"c{i}", "remind", "r", 0.2 + i / 500) for i in range(200))
+        )
+        assert host.reminders_in_memory <= 20  # two pages at most, not 200
+        peak = 0
+
+        def all_fired() -> bool:
+            nonlocal peak
+            peak = max(peak, host.reminders_in_memory)
+            return len(Counter.fired) == 200
+
+        await eventually(all_fired, what="all 200 reminders")
+        assert peak <= 20
+        fired_order = [int(a[1:]) for a, _, _ in Counter.fired]
+        assert len(set(fired_order)) == 200  # each exactly once
+    finally:
+        await host.stop()

@@ -1,0 +1,95 @@
+"""A real uvicorn server on a free loopback port, in the test's event loop, with a real HTTP client."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+import uvicorn
+from pydantic import SecretStr
+
+from airdisplay.api import create_app
+from airdisplay.config import Settings
+from airdisplay.domain import BannerChanged
+from airdisplay.runtimes import EmbeddedRuntime
+from tests.conftest import eventually
+
+
+@dataclass
+class RunningServer:
+    url: str
+    client: httpx.AsyncClient
+    runtime: EmbeddedRuntime
+    changes: list[BannerChanged]
+    data_dir: Path
+    _server: uvicorn.Server
+    _task: asyncio.Task[None]
+
+    async def stop(self) -> None:
+        """Graceful shutdown, as on SIGTERM."""
+        if not self._task.done():
+            await self.client.aclose()
+            self._server.should_exit = True
+            await self._task
+
+    async def create(self, banner_id: str, name: str = "Test banner") -> httpx.Response:
+        response = await self.client.post("/api/v1/banners", json={"id": banner_id, "name": name})
+        assert response.status_code == 201, response.text
+        return response
+
+    async def wait_for_change(self, banner_id: str, kind: str) -> BannerChanged:
+        def seen() -> bool:
+            return any(c.banner_id == banner_id and c.kind == kind for c in self.changes)
+
+        await eventually(seen, what=f"{kind} on {banner_id}")
+        return next(c for c in self.changes if c.banner_id == banner_id and c.kind == kind)
+
+
+ServerFactory = Callable[..., Awaitable[RunningServer]]
+
+
+@pytest.fixture
+async def start_server(tmp_path) -> AsyncIterator[ServerFactory]:
+    """Start servers on a data dir (default: this test's tmp_path); all are stopped at the end."""
+    running: list[RunningServer] = []
+
+    async def start(
+        data_dir: Path | None = None, api_key: str | None = None, **settings: object
+    ) -> RunningServer:
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+        config = Settings(
+            data_dir=data_dir or tmp_path,
+            port=port,
+            api_key=SecretStr(api_key) if api_key else None,
+            **settings,
+        )
+        app = create_app(config)
+        runtime = app.state.runtime
+        changes: list[BannerChanged] = []
+        runtime.add_listener(changes.append)
+        server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
+        task = asyncio.create_task(server.serve(sockets=[sock]))
+        await eventually(lambda: server.started or task.done(), what="server start")
+        if task.done():
+            task.result()
+        url = f"http://127.0.0.1:{port}"
+        client = httpx.AsyncClient(base_url=url, timeout=30, limits=httpx.Limits(max_connections=500))
+        handle = RunningServer(url, client, runtime, changes, config.data_dir, server, task)
+        running.append(handle)
+        return handle
+
+    yield start
+    for handle in running:
+        await handle.stop()
+
+
+@pytest.fixture
+async def server(start_server) -> RunningServer:
+    return await start_server(message_seconds=60)

@@ -1,0 +1,156 @@
+"""The `airdisplay serve` command as a real process: options, environment, start-up errors, kill -9."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+AIRDISPLAY = [sys.executable, "-m", "airdisplay"]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def spawn(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [*AIRDISPLAY, "serve", *args],
+        env={**os.environ, **(env or {})},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+
+
+def wait_ready(proc: subprocess.Popen[bytes], url: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"server exited: {proc.stdout.read().decode() if proc.stdout else ''}")
+        try:
+            if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.05)
+    raise AssertionError("server did not become ready")
+
+
+def stop(proc: subprocess.Popen[bytes]) -> str:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=30)
+    return out.decode()
+
+
+@pytest.mark.slow
+async def test_acknowledged_writes_survive_kill_9(tmp_path):
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    proc = spawn("--port", str(port), "--data-dir", str(tmp_path), "--message-seconds", "600")
+    try:
+        await asyncio.to_thread(wait_ready, proc, url)
+        acknowledged: dict[str, dict] = {}
+        async with httpx.AsyncClient(base_url=url, timeout=30) as client:
+
+            async def register_and_show(i: int) -> None:
+                banner_id = f"k{i}"
+                created = await client.post("/api/v1/banners", json={"id": banner_id, "name": f"Banner {i}"})
+                assert created.status_code == 201
+                acknowledged[banner_id] = created.json()
+                shown = await client.post(f"/api/v1/banners/{banner_id}/message", json={"text": f"msg {i}"})
+                assert shown.status_code == 201
+                acknowledged[banner_id] = shown.json()
+
+            await asyncio.gather(*(register_and_show(i) for i in range(100)))
+        proc.send_signal(signal.SIGKILL)  # right after the last acknowledgement, no shutdown at all
+        proc.wait(timeout=10)
+    finally:
+        stop(proc)
+
+    proc = spawn("--port", str(port), "--data-dir", str(tmp_path), "--message-seconds", "600")
+    try:
+        await asyncio.to_thread(wait_ready, proc, url)
+        async with httpx.AsyncClient(base_url=url, timeout=30) as client:
+            for banner_id, body in acknowledged.items():
+                assert (await client.get(f"/api/v1/banners/{banner_id}")).json() == body
+    finally:
+        stop(proc)
+
+
+@pytest.mark.slow
+def test_options_come_from_the_environment(tmp_path):
+    port = free_port()
+    data_dir = tmp_path / "from-env"
+    proc = spawn(
+        env={
+            "AIRDISPLAY_HOST": "127.0.0.1",
+            "AIRDISPLAY_PORT": str(port),
+            "AIRDISPLAY_DATA_DIR": str(data_dir),
+            "AIRDISPLAY_MESSAGE_SECONDS": "42",
+        }
+    )
+    try:
+        url = f"http://127.0.0.1:{port}"
+        wait_ready(proc, url)
+        httpx.post(f"{url}/api/v1/banners", json={"id": "e1", "name": "Env"}).raise_for_status()
+        shown = httpx.post(f"{url}/api/v1/banners/e1/message", json={"text": "hi"}).json()["message"]
+        from datetime import datetime
+
+        duration = datetime.fromisoformat(shown["expires_at"]) - datetime.fromisoformat(shown["shown_at"])
+        assert duration.total_seconds() == 42
+        assert (data_dir / "airdisplay.db").exists()
+    finally:
+        output = stop(proc)
+    assert "Traceback" not in output
+
+
+@pytest.mark.parametrize(
+    ("prepare", "args", "expected"),
+    [
+        ("corrupt", [], "cannot use"),
+        ("file-as-dir", [], "cannot create data directory"),
+        ("none", ["--host", "0.0.0.0"], "needs an API key"),
+        ("none", ["--message-seconds", "0"], "message_seconds"),
+    ],
+    ids=["corrupt database", "data dir is a file", "public without key", "zero duration"],
+)
+def test_start_up_problems_exit_with_a_clear_error(tmp_path, prepare, args, expected):
+    data_dir: Path = tmp_path / "data"
+    if prepare == "corrupt":
+        data_dir.mkdir()
+        (data_dir / "airdisplay.db").write_bytes(b"garbage" * 1000)
+    elif prepare == "file-as-dir":
+        data_dir.write_text("not a directory")
+    result = subprocess.run(
+        [*AIRDISPLAY, "serve", "--port", str(free_port()), "--data-dir", str(data_dir), *args],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 2
+    assert expected in result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+
+
+def test_public_listening_with_a_key_is_allowed_to_start(tmp_path):
+    """Only checks the exposure rule; the server itself is exercised elsewhere."""
+    from pydantic import SecretStr
+
+    from airdisplay.config import Settings
+
+    Settings(host="0.0.0.0", api_key=SecretStr("k")).check_exposure()
+    with pytest.raises(ValueError, match="API key"):
+        Settings(host="0.0.0.0").check_exposure()
+    Settings(host="::1").check_exposure()
+    Settings(host="localhost").check_exposure()
