@@ -15,6 +15,9 @@ from .actors import SqliteStore, StoreError
 from .config import Settings
 from .runtimes.embedded import DATABASE_FILE
 
+#: Largest WebSocket frame a client may send: a subscribe frame for 1,000 ids of 64 characters fits.
+WS_MAX_FRAME = 256 * 1024
+
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "auto_envvar_prefix": "AIRDISPLAY"})
 @click.version_option(__version__, prog_name="airdisplay")
@@ -134,6 +137,7 @@ def serve(
         access_log=access_log,
         log_level="info",
         proxy_headers=False,
+        ws_max_size=WS_MAX_FRAME,
     )
 
 

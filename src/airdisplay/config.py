@@ -29,6 +29,10 @@ class Settings(BaseModel):
     durability: Literal["full", "normal"] = "full"
     runtime: Literal["embedded"] = "embedded"
     max_body_bytes: int = Field(DEFAULT_MAX_BODY_BYTES, ge=256)
+    #: Frames buffered per stream connection before coalescing (see realtime/_subscriber.py).
+    send_buffer: int = Field(256, ge=1, le=100_000)
+    #: Keep-alive interval of WebSocket and SSE streams.
+    ping_seconds: float = Field(15.0, gt=0)
 
     @property
     def rules(self) -> BannerRules:

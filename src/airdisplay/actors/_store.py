@@ -158,6 +158,41 @@ class SqliteStore:
         ).fetchall()
         return [(actor_id, bytes(value)) for actor_id, value in rows]
 
+    def ensure_field_index(self, key: str, field: str) -> None:
+        """Index `lower(value.field)` of state entries `key`, for `search_state` (idempotent)."""
+        if not field.isidentifier():
+            raise ValueError(f"bad field name {field!r}")
+        self._r.execute(
+            f"CREATE INDEX IF NOT EXISTS state_{key}_{field} ON actor_state "
+            f"(actor_type, lower(json_extract(CAST(value AS TEXT), '$.{field}'))) WHERE key = '{key}'"
+        )
+
+    def search_state(
+        self, actor_type: str, key: str, field: str, prefix: str, after: str | None, limit: int
+    ) -> list[tuple[str, bytes]]:
+        """Like page_state, for actors whose id or lower-cased `field` starts with `prefix` (lower-case).
+
+        Two index range scans (id, and the field index) merged by id; cost grows with the matches of
+        the prefix, not with the number of actors.
+        """
+        if not (key.isidentifier() and field.isidentifier()):
+            raise ValueError("key and field must be identifiers")
+        upper = prefix + "\U0010ffff"
+        name = f"lower(json_extract(CAST(value AS TEXT), '$.{field}'))"
+        by_id = self._r.execute(
+            "SELECT actor_id, value FROM actor_state WHERE actor_type=? AND key=? "
+            "AND actor_id>=? AND actor_id<? AND actor_id>? ORDER BY actor_id LIMIT ?",
+            (actor_type, key, prefix, upper, after or "", limit),
+        ).fetchall()
+        # The key is inlined so that SQLite can use the partial index (it cannot match a bound parameter).
+        by_field = self._r.execute(
+            f"SELECT actor_id, value FROM actor_state WHERE actor_type=? AND key='{key}' "
+            f"AND {name}>=? AND {name}<? AND actor_id>? ORDER BY actor_id LIMIT ?",
+            (actor_type, prefix, upper, after or "", limit),
+        ).fetchall()
+        merged = dict(sorted({**dict(by_id), **dict(by_field)}.items())[:limit])
+        return [(actor_id, bytes(value)) for actor_id, value in merged.items()]
+
     def page_reminders(self, after: tuple[float, str, str, str] | None, limit: int) -> list[ReminderRecord]:
         """Reminders in due order, strictly after cursor `after` (None: from the start)."""
         sql = "SELECT actor_type, actor_id, name, due_at, period, data FROM reminders"

@@ -6,13 +6,17 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from fastapi.staticfiles import StaticFiles
 
 from .. import __version__
 from ..config import Settings
+from ..events import InProcessEventBus
+from ..realtime import StreamHub
 from ..runtimes import BannerRuntime, EmbeddedRuntime
+from ..web import STATIC_DIR
 from ._limits import BodySizeLimit
 from .problems import install_problem_handlers
-from .routes import banners, health
+from .routes import banners, events, health, legacy, stream, ui
 
 
 def build_runtime(settings: Settings) -> BannerRuntime:
@@ -28,11 +32,13 @@ def create_app(settings: Settings, runtime: BannerRuntime | None = None) -> Fast
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await bus.start()
         await runtime.start()
         try:
             yield
         finally:
             await runtime.stop()
+            await bus.stop()
 
     app = FastAPI(
         title="AirDisplay",
@@ -40,10 +46,19 @@ def create_app(settings: Settings, runtime: BannerRuntime | None = None) -> Fast
         summary="Electronic aircraft banners: one message at a time, 60 seconds each, live.",
         lifespan=lifespan,
     )
+    bus = InProcessEventBus()
+    runtime.add_listener(bus.publish)
     app.state.settings = settings
     app.state.runtime = runtime
+    app.state.bus = bus
+    app.state.hub = StreamHub(bus)
     install_problem_handlers(app)
     app.include_router(banners.router)
+    app.include_router(stream.router)
+    app.include_router(events.router)
     app.include_router(health.router)
+    app.include_router(legacy.router)
+    app.include_router(ui.router)
+    app.mount("/static", StaticFiles(directory=STATIC_DIR, check_dir=False), name="static")
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     return app

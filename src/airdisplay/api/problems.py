@@ -68,7 +68,7 @@ def _busy(exc: BannerBusy) -> JSONResponse:
     return problem(
         409,
         "Banner is showing a message",
-        f"{exc} ; try again in {seconds} s",
+        f"{exc}; try again in {seconds} s",
         kind="banner-busy",
         headers={"Retry-After": str(seconds)},
         banner_id=exc.banner_id,

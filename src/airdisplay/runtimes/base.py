@@ -50,8 +50,11 @@ class BannerRuntime(ABC):
     async def clear_message(self, banner_id: str) -> Banner: ...
 
     @abstractmethod
-    async def list_banners(self, *, after: str | None, limit: int) -> list[Banner]:
-        """Banners ordered by id, strictly after `after`; a keyset page, fast at any fleet size."""
+    async def list_banners(self, *, after: str | None, limit: int, search: str | None = None) -> list[Banner]:
+        """Banners ordered by id, strictly after `after`; a keyset page, fast at any fleet size.
+
+        With `search`, only banners whose id or name starts with it (case-insensitive).
+        """
 
     def add_listener(self, listener: ChangeListener) -> None:
         """Call `listener` with every committed change (after it is durable)."""

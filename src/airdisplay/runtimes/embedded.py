@@ -49,6 +49,7 @@ class EmbeddedRuntime(BannerRuntime):
 
     async def start(self) -> None:
         await self.host.start()
+        self.host.store.ensure_field_index(BANNER_KEY, "name")
         self._running = True
 
     async def stop(self) -> None:
@@ -98,6 +99,10 @@ class EmbeddedRuntime(BannerRuntime):
         assert isinstance(result, Banner)
         return result
 
-    async def list_banners(self, *, after: str | None, limit: int) -> list[Banner]:
-        rows = self.host.store.page_state(BANNER_ACTOR_TYPE, BANNER_KEY, after, limit)
+    async def list_banners(self, *, after: str | None, limit: int, search: str | None = None) -> list[Banner]:
+        store = self.host.store
+        if search:
+            rows = store.search_state(BANNER_ACTOR_TYPE, BANNER_KEY, "name", search.lower(), after, limit)
+        else:
+            rows = store.page_state(BANNER_ACTOR_TYPE, BANNER_KEY, after, limit)
         return [Banner.model_validate_json(raw) for _, raw in rows]

@@ -50,9 +50,12 @@ async def list_banners(
     runtime: Runtime,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = DEFAULT_PAGE,
     after: Annotated[str | None, Query(max_length=64, description="Last id of the previous page")] = None,
+    q: Annotated[
+        str | None, Query(max_length=100, description="Only ids or names starting with this (any case)")
+    ] = None,
 ) -> Response:
-    """List banners by id, a page at a time."""
-    items = await runtime.list_banners(after=after, limit=limit)
+    """List banners by id, a page at a time, optionally filtered by an id or name prefix."""
+    items = await runtime.list_banners(after=after, limit=limit, search=q.strip() if q else None)
     page = BannersPage(items=items, next_after=items[-1].id if len(items) == limit else None)
     return Response(page.model_dump_json(), media_type="application/json")
 

@@ -1,0 +1,86 @@
+"""The original demo's API, so its page and scripts work unchanged against AirDisplay (docs/legacy-api.md)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Response, WebSocket
+from pydantic import BaseModel, ConfigDict, Field
+
+from ...domain import BANNER_ID_PATTERN
+from ...events import legacy_banner_json
+from ...realtime import StreamHub, Subscriber
+from ..deps import Authorized, JsonBody, Runtime
+from .stream import serve_subscriber
+
+router = APIRouter(tags=["legacy"])
+
+#: The demo listed every banner; a fleet can be millions, so the legacy list is the first page only.
+LEGACY_LIST_LIMIT = 500
+LegacyId = Annotated[str, Path(pattern=BANNER_ID_PATTERN)]
+
+
+class LegacyBanner(BaseModel):
+    """The demo's banner: `message` is '' and `expires` is year 1 while no message shows."""
+
+    id: str
+    message: str
+    expires: str
+
+
+class LegacyUpdate(BaseModel):
+    """The demo's update body; unknown fields are ignored as they were there."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    message: str = Field(max_length=1000)
+
+
+def _json(text: str) -> Response:
+    return Response(text, media_type="application/json")
+
+
+@router.get("/banners", response_model=list[LegacyBanner])
+async def legacy_list(runtime: Runtime) -> Response:
+    """Legacy: the first 500 banners as {id, message, expires}."""
+    banners = await runtime.list_banners(after=None, limit=LEGACY_LIST_LIMIT)
+    return _json("[" + ",".join(legacy_banner_json(b.id, b) for b in banners) + "]")
+
+
+@router.get("/banner/{banner_id}", response_model=LegacyBanner)
+async def legacy_get(banner_id: LegacyId, runtime: Runtime) -> Response:
+    """Legacy: one banner as {id, message, expires}."""
+    banner = await runtime.get_banner(banner_id)
+    return _json(legacy_banner_json(banner.id, banner))
+
+
+@router.post("/banner/{banner_id}", response_model=LegacyBanner, dependencies=[Authorized, JsonBody])
+async def legacy_update(banner_id: LegacyId, body: LegacyUpdate, runtime: Runtime) -> Response:
+    """Legacy: show a message; 409 with {"detail": ...} while one is showing."""
+    outcome = await runtime.submit_message(banner_id, body.message)
+    return _json(legacy_banner_json(banner_id, outcome.banner))
+
+
+@router.websocket("/ws")
+async def legacy_ws(websocket: WebSocket) -> None:
+    """Legacy: every banner change, as the banner object {id, message, expires}."""
+    app = websocket.app
+    hub: StreamHub = app.state.hub
+    await websocket.accept()
+    subscriber = Subscriber(app.state.settings.send_buffer)
+    hub.watch_all(subscriber)
+    try:
+        receiver = asyncio.create_task(_ignore_input(websocket))
+        await serve_subscriber(websocket, subscriber, receiver, ping_seconds=None)
+    finally:
+        hub.drop(subscriber)
+        subscriber.close()
+
+
+async def _ignore_input(websocket: WebSocket) -> None:
+    """The demo's clients send nothing that matters; read until they leave."""
+    while True:
+        message = await websocket.receive()
+        if message["type"] == "websocket.disconnect":
+            return

@@ -1,0 +1,25 @@
+"""Realtime fan-out: subscribers with bounded, coalescing outboxes, fed by the event bus."""
+
+from ._hub import StreamHub
+from ._session import MAX_BANNERS_PER_CONNECTION, StreamSession, TooManyBanners
+from ._subscriber import (
+    DEFAULT_SEND_BUFFER,
+    Outgoing,
+    Subscriber,
+    SubscriberClosed,
+    SubscriberOverflow,
+    SubscriberState,
+)
+
+__all__ = [
+    "DEFAULT_SEND_BUFFER",
+    "MAX_BANNERS_PER_CONNECTION",
+    "Outgoing",
+    "StreamHub",
+    "StreamSession",
+    "Subscriber",
+    "SubscriberClosed",
+    "SubscriberOverflow",
+    "SubscriberState",
+    "TooManyBanners",
+]

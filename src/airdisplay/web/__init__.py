@@ -1,0 +1,12 @@
+"""The web UI's files: hand-written pages in static/, vendor assets copied from npm by `make install`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+STATIC_DIR = Path(__file__).parent / "static"
+INDEX_HTML = STATIC_DIR / "index.html"
+#: Alpine.js, copied from node_modules at set-up time (never fetched from a CDN at run time).
+VENDOR_DIR = STATIC_DIR / "vendor"
+
+__all__ = ["INDEX_HTML", "STATIC_DIR", "VENDOR_DIR"]
