@@ -31,6 +31,8 @@ class Settings(BaseModel):
     max_body_bytes: int = Field(DEFAULT_MAX_BODY_BYTES, ge=256)
     #: Frames buffered per stream connection before coalescing (see realtime/_subscriber.py).
     send_buffer: int = Field(256, ge=1, le=100_000)
+    #: A stream client whose frames wait unsent this long is disconnected (it stopped reading).
+    stall_seconds: float = Field(10.0, gt=0)
     #: Keep-alive interval of WebSocket and SSE streams.
     ping_seconds: float = Field(15.0, gt=0)
 

@@ -11,9 +11,11 @@ from pathlib import Path
 import httpx
 import pytest
 import uvicorn
+from fastapi import FastAPI
 from pydantic import SecretStr
 
 from airdisplay.api import create_app
+from airdisplay.cli import WS_MAX_FRAME
 from airdisplay.config import Settings
 from airdisplay.domain import BannerChanged
 from airdisplay.runtimes import EmbeddedRuntime
@@ -27,6 +29,7 @@ class RunningServer:
     runtime: EmbeddedRuntime
     changes: list[BannerChanged]
     data_dir: Path
+    app: FastAPI
     _server: uvicorn.Server
     _task: asyncio.Task[None]
 
@@ -74,14 +77,16 @@ async def start_server(tmp_path) -> AsyncIterator[ServerFactory]:
         runtime = app.state.runtime
         changes: list[BannerChanged] = []
         runtime.add_listener(changes.append)
-        server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
+        server = uvicorn.Server(
+            uvicorn.Config(app, log_level="warning", lifespan="on", ws_max_size=WS_MAX_FRAME)
+        )
         task = asyncio.create_task(server.serve(sockets=[sock]))
         await eventually(lambda: server.started or task.done(), what="server start")
         if task.done():
             task.result()
         url = f"http://127.0.0.1:{port}"
         client = httpx.AsyncClient(base_url=url, timeout=30, limits=httpx.Limits(max_connections=500))
-        handle = RunningServer(url, client, runtime, changes, config.data_dir, server, task)
+        handle = RunningServer(url, client, runtime, changes, config.data_dir, app, server, task)
         running.append(handle)
         return handle
 

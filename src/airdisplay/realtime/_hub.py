@@ -40,6 +40,14 @@ class StreamHub:
     def watched_banners(self) -> int:
         return len(self._by_banner)
 
+    @property
+    def subscribers(self) -> set[Subscriber]:
+        """Every connected subscriber (computed on demand: for probes and tests, not the hot path)."""
+        found = set(self._firehose)
+        for watchers in self._by_banner.values():
+            found |= watchers
+        return found
+
     def _on_event(self, event: Published) -> None:
         watchers = self._by_banner.get(event.banner_id)
         if watchers:

@@ -5,14 +5,18 @@ Failure rules:
 - Per banner, versions only go up: an offer at or below the newest version already queued or sent for
   that banner is dropped (a `created` event starts the id's versions again).
 - When the outbox holds more than `limit` frames, it keeps only the newest frame per banner (lossless for
-  state). If that is still more than `limit`, the subscriber is marked overflowed: `take` raises
-  SubscriberOverflow and the connection is closed; the client resumes by reconnecting.
+  state), so a client that falls behind costs at most one frame per watched banner.
+- The subscriber overflows (`take` raises SubscriberOverflow, the connection is closed, the client resumes
+  by reconnecting) when its frames have waited longer than `stall_seconds` without the sender taking any
+  (the client stopped reading), or when even coalesced it holds more than `max_pending` distinct banners
+  (only possible on the legacy all-banners stream).
 """
 
 from __future__ import annotations
 
 import asyncio
 import enum
+import time
 from collections import deque
 from typing import NamedTuple
 
@@ -44,15 +48,33 @@ class SubscriberState(enum.Enum):
 #: Frames buffered per connection before coalescing. 256 covers a burst on every banner of a 24-card page
 #: many times over; memory stays ~256 shared frame references per connection.
 DEFAULT_SEND_BUFFER = 256
+#: A client whose frames wait this long unsent has stopped reading (TCP buffers full): cut it off.
+DEFAULT_STALL_SECONDS = 10.0
+#: Distinct banners one subscriber may have pending even after coalescing.
+DEFAULT_MAX_PENDING = 10_000
 
 
 class Subscriber:
     """Frames waiting to be sent to one client; banner frames are versioned, control frames are not."""
 
-    __slots__ = ("limit", "state", "coalesced", "_banners", "_control", "_versions", "_ready", "_ended")
+    __slots__ = (
+        "limit",
+        "max_pending",
+        "state",
+        "coalesced",
+        "_banners",
+        "_control",
+        "_versions",
+        "_ready",
+        "_ended",
+        "_waiting_since",
+    )
 
-    def __init__(self, limit: int = DEFAULT_SEND_BUFFER) -> None:
+    def __init__(self, limit: int = DEFAULT_SEND_BUFFER, max_pending: int = DEFAULT_MAX_PENDING) -> None:
         self.limit = limit
+        self.max_pending = max(limit, max_pending)
+        #: Monotonic time since when queued frames have waited for the sender, None when none wait.
+        self._waiting_since: float | None = None
         self.state = SubscriberState.OPEN
         self.coalesced = 0
         self._banners: deque[Outgoing] = deque()
@@ -82,14 +104,19 @@ class Subscriber:
         self._banners.append(Outgoing(banner_id, version, frame))
         if len(self._banners) > self.limit:
             self._coalesce()
-        self._ready.set()
+        self._wake()
         return True
+
+    def _wake(self) -> None:
+        if self._waiting_since is None:
+            self._waiting_since = time.monotonic()
+        self._ready.set()
 
     def control(self, frame: str) -> None:
         """Queue a control frame (ack, ping, error); sent before pending banner frames."""
         if self.state is SubscriberState.OPEN:
             self._control.append(frame)
-            self._ready.set()
+            self._wake()
 
     def _coalesce(self) -> None:
         newest: dict[str | None, Outgoing] = {}
@@ -98,10 +125,21 @@ class Subscriber:
             newest[item.banner_id] = item
         self._banners = deque(newest.values())
         self.coalesced += 1
-        if len(self._banners) > self.limit:
+        if len(self._banners) > self.max_pending:
+            self.overflow()
+
+    def overflow(self) -> None:
+        """Give up on this client: drop its frames and end it (the connection closes with 4008)."""
+        if self.state is SubscriberState.OPEN:
             self.state = SubscriberState.OVERFLOWED
             self._banners.clear()
+            self._control.clear()
+            self._ready.set()
             self._ended.set()
+
+    def stalled_for(self) -> float:
+        """Seconds that queued frames have waited for the sender (0 when nothing waits)."""
+        return 0.0 if self._waiting_since is None else time.monotonic() - self._waiting_since
 
     async def take(self) -> list[Outgoing]:
         """Wait for frames and return all that are queued, control frames first."""
@@ -116,6 +154,7 @@ class Subscriber:
         frames.extend(self._banners)
         self._control.clear()
         self._banners.clear()
+        self._waiting_since = None
         return frames
 
     def close(self) -> None:

@@ -72,7 +72,9 @@ async def legacy_ws(websocket: WebSocket) -> None:
     hub.watch_all(subscriber)
     try:
         receiver = asyncio.create_task(_ignore_input(websocket))
-        await serve_subscriber(websocket, subscriber, receiver, ping_seconds=None)
+        await serve_subscriber(
+            websocket, subscriber, receiver, ping_seconds=None, stall_seconds=app.state.settings.stall_seconds
+        )
     finally:
         hub.drop(subscriber)
         subscriber.close()

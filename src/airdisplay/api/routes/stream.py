@@ -78,14 +78,28 @@ async def ping_every(subscriber: Subscriber, seconds: float) -> None:
         subscriber.control(ping_frame())
 
 
+async def watch_stall(subscriber: Subscriber, stall_seconds: float) -> None:
+    """Cut off a client whose frames have waited unsent for `stall_seconds` (it stopped reading)."""
+    while subscriber.state is SubscriberState.OPEN:
+        await asyncio.sleep(stall_seconds / 4)
+        if subscriber.stalled_for() > stall_seconds:
+            subscriber.overflow()
+
+
 async def serve_subscriber(
-    websocket: WebSocket, subscriber: Subscriber, receiver: asyncio.Task[None], ping_seconds: float | None
+    websocket: WebSocket,
+    subscriber: Subscriber,
+    receiver: asyncio.Task[None],
+    *,
+    ping_seconds: float | None,
+    stall_seconds: float,
 ) -> None:
     """Run sender, pinger and receiver until one ends; close with 4008 if the client fell too far behind."""
     tasks: list[asyncio.Task[object]] = [
         receiver,
         asyncio.create_task(pump(websocket, subscriber)),
         asyncio.create_task(subscriber.ended()),
+        asyncio.create_task(watch_stall(subscriber, stall_seconds)),
     ]
     if ping_seconds is not None:
         tasks.append(asyncio.create_task(ping_every(subscriber, ping_seconds)))
@@ -120,7 +134,13 @@ async def stream(websocket: WebSocket, banners: Annotated[str | None, Query()] =
         if banners:
             await _apply(session, SubscribeFrame(type="subscribe", banners=banners.split(",")))
         receiver = asyncio.create_task(_receive(websocket, session))
-        await serve_subscriber(websocket, subscriber, receiver, settings.ping_seconds)
+        await serve_subscriber(
+            websocket,
+            subscriber,
+            receiver,
+            ping_seconds=settings.ping_seconds,
+            stall_seconds=settings.stall_seconds,
+        )
     finally:
         session.close()
 

@@ -1,0 +1,479 @@
+// AirDisplay fleet page: one Alpine component (CSP build, so templates only read properties and call the
+// methods below). Pages come from GET /api/v1/banners; live state from the WebSocket of docs/realtime.md.
+'use strict';
+
+(function () {
+  /** A page of cards: fits a laptop screen and keeps every tick cheap. */
+  const PAGE_SIZE = 24;
+  const STREAM_PATH = '/api/v1/stream';
+  /** Countdown refresh; the bar's CSS transition has the same length so it drains smoothly. */
+  const TICK_MS = 250;
+  /** Reconnect backoff: 0.5 s doubling to 10 s, with jitter so a restarted server is not stampeded. */
+  const RETRY_FIRST_MS = 500;
+  const RETRY_MAX_MS = 10000;
+  const KEY_STORAGE = 'airdisplay.apiKey';
+  /** Server clock estimate: skew below a second is latency noise and is left alone. */
+  const SKEW_SAMPLES = 10;
+  const SKEW_IGNORE_MS = 1000;
+  /** Strip text sizes: a towed banner shows a short text big, a long one smaller. */
+  const LED_MEDIUM = 18;
+  const LED_SMALL = 34;
+
+  function parseTime(value) {
+    const ms = Date.parse(value);
+    return Number.isNaN(ms) ? 0 : ms;
+  }
+
+  /** Idempotency keys make the one automatic retry after a network error safe; getRandomValues also
+   *  works on plain-http origins, where crypto.randomUUID does not exist. */
+  function newIdempotencyKey() {
+    const bytes = new Uint8Array(16);
+    crypto.getRandomValues(bytes);
+    return Array.from(bytes, (b) => b.toString(16).padStart(2, '0')).join('');
+  }
+
+  function makeCard(banner) {
+    const card = {
+      id: banner.id, name: banner.name, version: 0, message: null, shownMs: 0, expiresMs: 0,
+      gone: false, draft: '', sending: false, problem: '', busyUntil: 0,
+    };
+    setBanner(card, banner);
+    return card;
+  }
+
+  function setBanner(card, banner) {
+    card.name = banner.name;
+    card.version = banner.version;
+    card.gone = false;
+    card.message = banner.message;
+    card.shownMs = banner.message ? parseTime(banner.message.shown_at) : 0;
+    card.expiresMs = banner.message ? parseTime(banner.message.expires_at) : 0;
+    if (!banner.message) card.busyUntil = 0; // it is free now, whatever the last refusal said
+  }
+
+  /** A `banner` frame applies when it is newer than the card, or when it tells that the banner left
+   *  (`deleted`, `missing`) or came back (any frame with a banner on a card that had left: a new life
+   *  of the id, whose versions start again at 1). */
+  function applies(card, frame) {
+    if (frame.kind === 'deleted' || frame.kind === 'missing') return !card.gone || frame.version > card.version;
+    if (!frame.banner) return false;
+    return card.gone || frame.version > card.version;
+  }
+
+  function problemText(response) {
+    const body = response.data;
+    if (body && typeof body.detail === 'string' && body.detail) return body.detail;
+    if (body && typeof body.title === 'string' && body.title) return body.title;
+    return 'The server answered ' + response.status;
+  }
+
+  function fleet() {
+    // Not reactive: connection plumbing and the id → card index of the page on screen.
+    let socket = null;
+    let retries = 0;
+    let retryTimer = null;
+    let tickTimer = null;
+    let loadSeq = 0;
+    let skewSamples = [];
+    let skewMs = 0;
+    let index = new Map();
+
+    return {
+      cards: [],
+      cursors: [], // `after` of each page before this one; the first page has none
+      nextAfter: null,
+      query: '',
+      loading: false,
+      loaded: false,
+      fleetError: '',
+      link: 'connecting', // connecting | live | reconnecting
+      synced: false, // the server confirmed a subscription to exactly the cards on screen
+      now: Date.now(),
+      toolsOpen: false,
+      apiKey: '',
+      keyDraft: '',
+      keyNote: '',
+      keyWanted: false,
+      newId: '',
+      newName: '',
+      registering: false,
+      registerNote: '',
+      registerFailed: false,
+
+      init() {
+        this.apiKey = readStoredKey();
+        tickTimer = setInterval(() => { this.now = Date.now() + skewMs; }, TICK_MS);
+        this.connect();
+        this.loadPage([]);
+      },
+
+      destroy() {
+        clearInterval(tickTimer);
+        clearTimeout(retryTimer);
+        if (socket) socket.close(1000);
+      },
+
+      // ---- fleet pages -------------------------------------------------------------------------------
+
+      /** Fetch the page after `cursors`' last id; the page and its cursors change together on success. */
+      async loadPage(cursors, goingOn) {
+        const seq = ++loadSeq;
+        const params = new URLSearchParams({ limit: String(PAGE_SIZE) });
+        if (cursors.length) params.set('after', cursors[cursors.length - 1]);
+        const q = this.query.trim();
+        if (q) params.set('q', q);
+        this.loading = true;
+        let response;
+        try {
+          response = await this.request('GET', '/api/v1/banners?' + params.toString());
+        } catch (err) {
+          if (seq === loadSeq) {
+            this.loading = false;
+            this.fleetError = 'Cannot reach the server. Retry with the page buttons or reload.';
+          }
+          return;
+        }
+        if (seq !== loadSeq) return; // a newer navigation won
+        this.loading = false;
+        if (response.status !== 200 || !response.data || !Array.isArray(response.data.items)) {
+          this.fleetError = 'Could not load the fleet: ' + problemText(response);
+          return;
+        }
+        const items = response.data.items;
+        if (goingOn && items.length === 0 && this.cards.length) {
+          this.nextAfter = null; // the last page was exactly full: there is nothing after it
+          return;
+        }
+        this.fleetError = '';
+        this.cursors = cursors;
+        this.nextAfter = response.data.next_after;
+        this.cards = items.map(makeCard);
+        index = new Map(this.cards.map((card) => [card.id, card])); // the reactive proxies
+        this.loaded = true;
+        this.subscribePage();
+      },
+
+      nextPage() {
+        if (this.nextAfter) this.loadPage(this.cursors.concat([this.nextAfter]), true);
+      },
+
+      previousPage() {
+        if (this.cursors.length) this.loadPage(this.cursors.slice(0, -1), false);
+      },
+
+      search() {
+        this.loadPage([], false);
+      },
+
+      reloadPage() {
+        this.loadPage(this.cursors, false);
+      },
+
+      cannotGoBack() { return this.cursors.length === 0 || this.loading; },
+      cannotGoOn() { return !this.nextAfter || this.loading; },
+
+      pageText() {
+        if (!this.loaded) return 'Loading…';
+        const first = this.cursors.length * PAGE_SIZE + 1;
+        if (!this.cards.length) return 'Page ' + (this.cursors.length + 1);
+        return 'Page ' + (this.cursors.length + 1) + ' · ' + first + '–' + (first + this.cards.length - 1);
+      },
+
+      isEmpty() { return this.loaded && this.cards.length === 0; },
+      emptyTitle() { return this.query.trim() ? 'No banner matches “' + this.query.trim() + '”' : 'No banners yet'; },
+      emptyHint() {
+        return this.query.trim() ? 'Search looks at the start of ids and names.'
+          : 'Open Operator to register the first banner of the fleet.';
+      },
+
+      // ---- live updates ------------------------------------------------------------------------------
+
+      connect() {
+        clearTimeout(retryTimer);
+        const scheme = location.protocol === 'https:' ? 'wss://' : 'ws://';
+        let ws;
+        try {
+          ws = new WebSocket(scheme + location.host + STREAM_PATH);
+        } catch (err) {
+          this.scheduleReconnect();
+          return;
+        }
+        socket = ws;
+        ws.onopen = () => {
+          if (socket !== ws) return;
+          skewSamples = [];
+          this.link = 'live';
+          this.subscribePage();
+        };
+        ws.onmessage = (event) => {
+          if (socket !== ws) return;
+          let frame;
+          try { frame = JSON.parse(event.data); } catch (err) { return; }
+          this.onFrame(frame);
+        };
+        ws.onclose = () => {
+          if (socket !== ws) return;
+          socket = null;
+          this.synced = false;
+          this.scheduleReconnect();
+        };
+      },
+
+      scheduleReconnect() {
+        this.link = 'reconnecting';
+        const ceiling = Math.min(RETRY_MAX_MS, RETRY_FIRST_MS * 2 ** retries);
+        retries += 1;
+        retryTimer = setTimeout(() => this.connect(), ceiling / 2 + Math.random() * ceiling / 2);
+      },
+
+      /** Subscribe to exactly the cards on screen, telling the versions we hold so nothing goes back. */
+      subscribePage() {
+        if (!socket || socket.readyState !== WebSocket.OPEN || !this.loaded) return;
+        this.synced = false;
+        const known = {};
+        for (const card of this.cards) if (!card.gone && card.version > 0) known[card.id] = card.version;
+        socket.send(JSON.stringify({ type: 'set', banners: this.cards.map((card) => card.id), known }));
+      },
+
+      onFrame(frame) {
+        if (typeof frame.at === 'string' && frame.kind !== 'snapshot') this.sampleClock(frame.at);
+        if (frame.type === 'subscribed') {
+          retries = 0; // the server took our subscription: the link works
+          const wanted = new Set(index.keys());
+          const got = Array.isArray(frame.banners) ? frame.banners : [];
+          this.synced = got.length === wanted.size && got.every((id) => wanted.has(id));
+        } else if (frame.type === 'banner') {
+          const card = index.get(frame.banner_id);
+          if (card && applies(card, frame)) this.applyFrame(card, frame);
+        } else if (frame.type === 'error') {
+          console.warn('AirDisplay stream refused a frame:', frame.detail);
+        }
+      },
+
+      applyFrame(card, frame) {
+        if (frame.banner) {
+          setBanner(card, frame.banner);
+          return;
+        }
+        card.gone = true;
+        card.version = frame.version;
+        card.message = null;
+        card.busyUntil = 0;
+      },
+
+      /** The server's clock from event times: `at` minus latency never exceeds it, so keep the max. */
+      sampleClock(at) {
+        const ms = parseTime(at);
+        if (!ms) return;
+        skewSamples.push(ms - Date.now());
+        if (skewSamples.length > SKEW_SAMPLES) skewSamples.shift();
+        const best = Math.max(...skewSamples);
+        skewMs = Math.abs(best) < SKEW_IGNORE_MS ? 0 : best;
+      },
+
+      linkText() {
+        if (this.link === 'live') return 'Live';
+        if (this.link === 'reconnecting') return 'Reconnecting…';
+        return 'Connecting…';
+      },
+      linkClass() { return 'link-' + this.link; },
+      linkTitle() {
+        return this.link === 'live' ? 'Live updates on' : 'Live updates paused; what you see may be out of date';
+      },
+      fleetClass() { return this.link === 'live' ? '' : 'stale'; },
+
+      // ---- a card ------------------------------------------------------------------------------------
+
+      stateOf(card) {
+        if (card.gone) return 'gone';
+        if (card.sending) return 'sending';
+        return card.message ? 'showing' : 'free';
+      },
+      stateText(card) {
+        const state = this.stateOf(card);
+        if (this.link !== 'live' && state !== 'sending') return 'offline';
+        return { gone: 'removed', sending: 'sending…', showing: 'showing', free: 'free' }[state];
+      },
+      cardClass(card) { return 'is-' + this.stateOf(card); },
+
+      messageText(card) { return card.message ? card.message.text : ''; },
+      isIdle(card) { return !card.message; },
+      idleText(card) { return card.gone ? 'not in the fleet' : 'free'; },
+      stripClass(card) {
+        if (!card.message) return 'strip-idle';
+        const length = card.message.text.length;
+        if (length > LED_SMALL) return 'strip-lit led-small';
+        return length > LED_MEDIUM ? 'strip-lit led-medium' : 'strip-lit';
+      },
+
+      msLeft(card) {
+        return card.message ? Math.max(0, card.expiresMs - this.now) : 0;
+      },
+      secondsLeft(card) {
+        return card.message ? Math.ceil(this.msLeft(card) / 1000) : 0;
+      },
+      secondsText(card) {
+        return card.message ? this.secondsLeft(card) + ' s' : '—';
+      },
+      barStyle(card) {
+        let fraction = 0;
+        const total = card.expiresMs - card.shownMs;
+        if (card.message && total > 0) fraction = Math.min(1, this.msLeft(card) / total);
+        return { transform: 'scaleX(' + fraction.toFixed(4) + ')' };
+      },
+      countdownClass(card) {
+        if (!card.message) return 'countdown-idle';
+        return this.msLeft(card) <= 10000 ? 'countdown-ending' : '';
+      },
+
+      // ---- submitting --------------------------------------------------------------------------------
+
+      cannotSend(card) { return card.sending || card.gone; },
+      sendLabel(card) { return card.sending ? 'Sending…' : 'Send'; },
+
+      async submit(card) {
+        if (card.sending || card.gone) return;
+        card.sending = true;
+        card.problem = '';
+        card.busyUntil = 0;
+        const path = '/api/v1/banners/' + encodeURIComponent(card.id) + '/message';
+        const body = { text: card.draft };
+        const headers = { 'Idempotency-Key': newIdempotencyKey() };
+        let response;
+        try {
+          try {
+            response = await this.request('POST', path, body, headers);
+          } catch (err) {
+            response = await this.request('POST', path, body, headers); // same key: cannot show twice
+          }
+        } catch (err) {
+          card.sending = false;
+          card.problem = 'Network error: the message was not sent.';
+          return;
+        }
+        card.sending = false;
+        if (response.status === 201) {
+          card.draft = '';
+          if (response.data && response.data.version > card.version) setBanner(card, response.data);
+        } else if (response.status === 409 && response.data && response.data.free_at) {
+          card.busyUntil = parseTime(response.data.free_at) || (this.now + retryAfterMs(response));
+        } else if (response.status === 401 || response.status === 403) {
+          card.problem = this.askForKey(response);
+        } else {
+          card.problem = problemText(response);
+        }
+      },
+
+      hasNotice(card) { return Boolean(card.problem) || card.busyUntil > 0; },
+      noticeText(card) {
+        if (card.busyUntil > 0) {
+          const seconds = Math.max(0, Math.ceil((card.busyUntil - this.now) / 1000));
+          const at = new Date(card.busyUntil - skewMs).toLocaleTimeString();
+          return 'Banner busy — free in ' + seconds + ' s (at ' + at + ')';
+        }
+        return card.problem;
+      },
+      noticeClass(card) { return card.busyUntil > 0 ? 'notice-busy' : 'notice-error'; },
+
+      // ---- operator tools ----------------------------------------------------------------------------
+
+      toggleTools() { this.toolsOpen = !this.toolsOpen; },
+      toolsClass() { return this.keyWanted ? 'attention' : ''; },
+      hasKey() { return Boolean(this.apiKey); },
+
+      askForKey(response) {
+        this.toolsOpen = true;
+        this.keyWanted = true;
+        this.keyNote = this.apiKey ? 'The server refused this key (' + response.status + '). Enter the right one.'
+          : 'This server needs the operator API key for changes.';
+        return 'Operator API key needed: enter it under Operator, then try again.';
+      },
+
+      saveKey() {
+        const key = this.keyDraft.trim();
+        if (!/^[\x21-\x7e]+$/.test(key)) {
+          this.keyNote = 'A key is visible ASCII characters without spaces.';
+          return;
+        }
+        this.apiKey = key;
+        this.keyDraft = '';
+        this.keyWanted = false;
+        this.keyNote = 'Key saved in this browser.';
+        try { localStorage.setItem(KEY_STORAGE, key); } catch (err) { /* private mode: keep it in memory */ }
+        for (const card of this.cards) if (card.problem.startsWith('Operator API key')) card.problem = '';
+      },
+
+      forgetKey() {
+        this.apiKey = '';
+        this.keyNote = 'Key forgotten.';
+        try { localStorage.removeItem(KEY_STORAGE); } catch (err) { /* nothing stored */ }
+      },
+
+      keyHint() {
+        if (this.keyNote) return this.keyNote;
+        return this.apiKey ? 'A key is saved in this browser.' : 'Only needed when the server has one set.';
+      },
+      keyHintClass() { return this.keyWanted ? 'hint-error' : ''; },
+
+      async register() {
+        if (this.registering) return;
+        this.registering = true;
+        this.registerNote = '';
+        let response;
+        try {
+          response = await this.request('POST', '/api/v1/banners', { id: this.newId.trim(), name: this.newName });
+        } catch (err) {
+          this.registering = false;
+          this.registerFailed = true;
+          this.registerNote = 'Network error: the banner was not registered.';
+          return;
+        }
+        this.registering = false;
+        if (response.status === 201) {
+          this.registerFailed = false;
+          this.registerNote = 'Registered ' + response.data.id + '.';
+          this.newId = '';
+          this.newName = '';
+          this.reloadPage();
+        } else {
+          this.registerFailed = true;
+          this.registerNote = response.status === 401 || response.status === 403
+            ? this.askForKey(response) : problemText(response);
+        }
+      },
+      registerHintClass() { return this.registerFailed ? 'hint-error' : 'hint-ok'; },
+
+      // ---- HTTP --------------------------------------------------------------------------------------
+
+      async request(method, path, body, extraHeaders) {
+        const headers = { Accept: 'application/json, application/problem+json' };
+        if (body !== undefined) headers['Content-Type'] = 'application/json';
+        if (this.apiKey) headers.Authorization = 'Bearer ' + this.apiKey;
+        Object.assign(headers, extraHeaders || {});
+        const response = await fetch(path, {
+          method,
+          headers,
+          body: body === undefined ? undefined : JSON.stringify(body),
+          cache: 'no-store',
+          credentials: 'same-origin',
+        });
+        let data = null;
+        try { data = await response.json(); } catch (err) { data = null; }
+        return { status: response.status, data, headers: response.headers };
+      },
+    };
+  }
+
+  function retryAfterMs(response) {
+    const seconds = Number(response.headers.get('Retry-After'));
+    return Number.isFinite(seconds) && seconds > 0 ? seconds * 1000 : 0;
+  }
+
+  function readStoredKey() {
+    try { return localStorage.getItem(KEY_STORAGE) || ''; } catch (err) { return ''; }
+  }
+
+  document.addEventListener('alpine:init', () => {
+    window.Alpine.data('fleet', fleet);
+  });
+})();

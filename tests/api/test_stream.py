@@ -1,0 +1,273 @@
+"""The WebSocket stream against a real server with the `websockets` client library."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+
+import pytest
+import websockets
+
+from airdisplay.realtime import SubscriberState
+from tests.conftest import eventually
+
+FRAME_WAIT = 10.0
+
+
+class StreamClient:
+    """A WebSocket client that reads frames as JSON and can wait for a particular one."""
+
+    def __init__(self, ws):
+        self.ws = ws
+        self.seen: list[dict] = []
+
+    @classmethod
+    async def connect(cls, server, query: str = "") -> StreamClient:
+        url = server.url.replace("http://", "ws://") + "/api/v1/stream" + query
+        return cls(await websockets.connect(url, max_size=2**22))
+
+    async def send(self, **frame) -> None:
+        await self.ws.send(json.dumps(frame))
+
+    async def next(self, *, skip_pings: bool = True) -> dict:
+        while True:
+            frame = json.loads(await asyncio.wait_for(self.ws.recv(), FRAME_WAIT))
+            self.seen.append(frame)
+            if not (skip_pings and frame["type"] == "ping"):
+                return frame
+
+    async def until(self, predicate) -> dict:
+        while True:
+            frame = await self.next()
+            if predicate(frame):
+                return frame
+
+    async def banner_frames(self, banner_id: str, count: int) -> list[dict]:
+        found = []
+        while len(found) < count:
+            frame = await self.next()
+            if frame["type"] == "banner" and frame["banner_id"] == banner_id:
+                found.append(frame)
+        return found
+
+    async def close(self) -> None:
+        await self.ws.close()
+
+
+@pytest.fixture
+async def clients():
+    opened: list[StreamClient] = []
+
+    async def open_client(server, query: str = "") -> StreamClient:
+        client = await StreamClient.connect(server, query)
+        opened.append(client)
+        return client
+
+    yield open_client
+    for client in opened:
+        await client.close()
+
+
+async def post(server, banner_id: str, text: str) -> dict:
+    response = await server.client.post(f"/api/v1/banners/{banner_id}/message", json={"text": text})
+    assert response.status_code == 201, response.text
+    return response.json()
+
+
+async def test_subscribing_sends_current_state_first(server, clients):
+    await server.create("b1", "First")
+    shown = await post(server, "b1", "hello")
+    client = await clients(server)
+    await client.send(type="subscribe", banners=["b1"])
+    first, second = await client.next(), await client.next()
+    by_type = {first["type"]: first, second["type"]: second}
+    assert by_type["subscribed"]["banners"] == ["b1"]
+    snapshot = by_type["banner"]
+    assert snapshot["kind"] == "snapshot" and snapshot["version"] == 2
+    assert snapshot["banner"] == shown
+
+
+async def test_live_events_arrive_in_version_order(server, clients):
+    await server.create("b1")
+    client = await clients(server, "?banners=b1")
+    await client.banner_frames("b1", 1)  # the snapshot
+    for i in range(10):
+        await post(server, "b1", f"m{i}")
+        assert (await server.client.delete("/api/v1/banners/b1/message")).status_code == 200
+    frames = await client.banner_frames("b1", 20)
+    assert [f["version"] for f in frames] == list(range(2, 22))
+    assert [f["kind"] for f in frames[:2]] == ["message_shown", "message_cleared"]
+    assert frames[0]["banner"]["message"]["text"] == "m0"
+
+
+async def test_resume_after_reconnect_has_no_gaps_or_regressions(server, clients):
+    await server.create("b1")
+    client = await clients(server, "?banners=b1")
+    await post(server, "b1", "one")
+    frames = await client.banner_frames("b1", 2)
+    have = frames[-1]["version"]
+    await client.close()
+
+    await server.client.delete("/api/v1/banners/b1/message")  # happens while disconnected
+    await post(server, "b1", "two")
+
+    again = await clients(server)
+    await again.send(type="subscribe", banners=["b1"], known={"b1": have})
+    resumed = await again.until(lambda f: f["type"] == "banner")
+    assert resumed["kind"] == "snapshot" and resumed["version"] == have + 2
+    assert resumed["banner"]["message"]["text"] == "two"
+    await server.client.delete("/api/v1/banners/b1/message")
+    live = await again.until(lambda f: f["type"] == "banner")
+    assert live["version"] == have + 3
+
+
+async def test_known_current_version_skips_the_snapshot(server, clients):
+    await server.create("b1")
+    await server.create("b2")
+    client = await clients(server)
+    await client.send(type="subscribe", banners=["b1", "b2"], known={"b1": 1})
+    first = await client.until(lambda f: f["type"] == "banner")
+    assert first["banner_id"] == "b2"  # b1 was already current on the client
+    await post(server, "b1", "live")
+    live = await client.until(lambda f: f["type"] == "banner")
+    assert (live["banner_id"], live["version"]) == ("b1", 2)
+
+
+async def test_changing_the_subscription_while_connected(server, clients):
+    for banner_id in ("a1", "b1", "c1"):
+        await server.create(banner_id)
+    client = await clients(server, "?banners=a1")
+    await client.banner_frames("a1", 1)
+    await client.send(type="set", banners=["b1", "c1"])
+    await client.until(lambda f: f["type"] == "subscribed" and f["banners"] == ["b1", "c1"])
+    await client.send(type="unsubscribe", banners=["c1"])
+    await client.until(lambda f: f["type"] == "subscribed" and f["banners"] == ["b1"])
+    await post(server, "a1", "not for me")
+    await post(server, "c1", "not for me either")
+    await post(server, "b1", "for me")
+    live = await client.until(lambda f: f["type"] == "banner" and f["kind"] != "snapshot")
+    assert live["banner_id"] == "b1"
+    assert not [
+        f
+        for f in client.seen
+        if f["type"] == "banner" and f["kind"] == "message_shown" and f["banner_id"] != "b1"
+    ]
+
+
+async def test_expiry_reaches_subscribers(start_server, clients):
+    server = await start_server(message_seconds=0.3)
+    await server.create("b1")
+    client = await clients(server, "?banners=b1")
+    await post(server, "b1", "brief")
+    expired = await client.until(lambda f: f["type"] == "banner" and f["kind"] == "message_expired")
+    assert expired["banner"]["message"] is None and expired["version"] == 3
+
+
+async def test_unknown_banner_is_reported_missing_then_followed_when_created(server, clients):
+    client = await clients(server, "?banners=later")
+    missing = await client.until(lambda f: f["type"] == "banner")
+    assert (missing["kind"], missing["version"], missing["banner"]) == ("missing", 0, None)
+    await server.create("later", "Late")
+    created = await client.until(lambda f: f["type"] == "banner")
+    assert created["kind"] == "created" and created["banner"]["name"] == "Late"
+
+
+async def test_deleted_then_recreated_banner_streams_again(server, clients):
+    await server.create("b1")
+    client = await clients(server, "?banners=b1")
+    await client.banner_frames("b1", 1)
+    await server.client.delete("/api/v1/banners/b1")
+    deleted = (await client.banner_frames("b1", 1))[0]
+    assert deleted["kind"] == "deleted" and deleted["banner"] is None and deleted["version"] == 2
+    await server.create("b1", "Reborn")
+    created = (await client.banner_frames("b1", 1))[0]
+    assert created["kind"] == "created" and created["version"] == 1
+
+
+@pytest.mark.parametrize(
+    ("frame", "expected"),
+    [
+        ("not json", "bad frame"),
+        ('{"type": "dance"}', "bad frame"),
+        ('{"type": "subscribe", "banners": "b1"}', "bad frame"),
+        ('{"type": "subscribe", "banners": ["Bad Id"]}', "slug"),
+        ('{"type": "subscribe", "banners": ["b1"], "known": {"b1": "x"}}', "bad frame"),
+        ('{"type": "subscribe", "banners": ["b1"], "extra": 1}', "bad frame"),
+        (json.dumps({"type": "subscribe", "banners": [f"b{i}" for i in range(1001)]}), "at most 1000"),
+    ],
+    ids=["not json", "unknown type", "banners not a list", "bad id", "bad known", "extra field", "too many"],
+)
+async def test_bad_frames_get_an_error_and_change_nothing(server, clients, frame, expected):
+    await server.create("b1")
+    client = await clients(server)
+    await client.ws.send(frame)
+    error = await client.next()
+    assert error["type"] == "error" and expected in error["detail"]
+    await client.send(type="subscribe", banners=["b1"])  # the connection is still usable
+    assert (await client.until(lambda f: f["type"] == "banner"))["banner_id"] == "b1"
+
+
+async def test_binary_frames_are_refused_with_an_error(server, clients):
+    client = await clients(server)
+    await client.ws.send(b"\x00\x01")
+    assert (await client.next())["type"] == "error"
+
+
+async def test_keep_alive_pings(start_server, clients):
+    server = await start_server(ping_seconds=0.05)
+    client = await clients(server)
+    ping = await client.next(skip_pings=False)
+    assert ping["type"] == "ping" and ping["at"].endswith("Z")
+
+
+def _raw_ws_that_never_reads(url: str) -> socket.socket:
+    """A WebSocket client that completes the handshake and then never reads: the slowest client possible."""
+    host, port = url.removeprefix("http://").split(":")
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect((host, int(port)))
+    sock.sendall(
+        b"GET /api/v1/stream?banners=" + ",".join(f"s{i}" for i in range(40)).encode() + b" HTTP/1.1\r\n"
+        b"Host: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    )
+    assert sock.recv(12) == b"HTTP/1.1 101"
+    return sock
+
+
+@pytest.mark.slow
+async def test_a_client_that_stops_reading_is_cut_off_and_never_delays_others(start_server, clients):
+    server = await start_server(stall_seconds=0.5, message_seconds=3600)
+    hub = server.app.state.hub
+    ids = [f"s{i}" for i in range(40)]
+    for banner_id in ids:
+        await server.create(banner_id, "x" * 100)  # long names make big frames that fill buffers sooner
+    fast = await clients(server, "?banners=" + ",".join(ids))
+    latest: dict[str, int] = {}
+
+    async def read_fast() -> None:
+        while True:
+            frame = await fast.next()
+            if frame["type"] == "banner":
+                assert frame["version"] > latest.get(frame["banner_id"], -1), "a version went backwards"
+                latest[frame["banner_id"]] = frame["version"]
+
+    reader = asyncio.create_task(read_fast())
+    stuck = await asyncio.to_thread(_raw_ws_that_never_reads, server.url)
+    try:
+        await eventually(lambda: len(hub.subscribers) == 2, what="both clients to subscribe")
+        rounds = 0
+        while all(s.state is SubscriberState.OPEN for s in hub.subscribers) and len(hub.subscribers) == 2:
+            rounds += 1
+            assert rounds < 2000, "the stuck client was never cut off"
+            await asyncio.gather(*(server.runtime.submit_message(b, f"round {rounds}") for b in ids))
+            await asyncio.gather(*(server.runtime.clear_message(b) for b in ids))
+        final = {b: (await server.runtime.get_banner(b)).version for b in ids}
+        # The fast client got every banner's newest version while the stuck one was being cut off.
+        await eventually(lambda: latest == final, what="the fast client to catch up")
+        await eventually(lambda: len(hub.subscribers) == 1, what="the stuck client to leave the hub")
+        assert not reader.done()
+    finally:
+        reader.cancel()
+        stuck.close()

@@ -1,0 +1,193 @@
+"""The fleet page in real Chromium against a real server: live updates, countdown, refusals, safety, paging."""
+
+from __future__ import annotations
+
+import re
+
+from playwright.async_api import expect
+
+from tests.web.conftest import UI_TIMEOUT_MS, same_origin
+
+
+async def test_a_message_sent_in_one_tab_shows_in_another_within_a_second(web_server, open_fleet):
+    await web_server.create("n123ab", "Cessna N123AB")
+    sender, watcher = await open_fleet(web_server.url), await open_fleet(web_server.url)
+    await sender.wait_live()
+    await watcher.wait_live()
+    await expect(watcher.card("n123ab")).to_have_attribute("data-state", "free")
+
+    await sender.submit("n123ab", "Marry me, Alex!")
+    await expect(sender.message("n123ab")).to_have_text("Marry me, Alex!")
+    await expect(watcher.message("n123ab")).to_have_text("Marry me, Alex!", timeout=1000)
+    await expect(watcher.card("n123ab")).to_have_attribute("data-state", "showing")
+    await expect(sender.card("n123ab").get_by_role("textbox", name="Message")).to_have_value("")
+
+
+async def test_countdown_runs_down_and_the_message_goes_when_it_expires(start_web_server, open_fleet):
+    server = await start_web_server(message_seconds=2)
+    await server.create("b1", "Short messages")
+    fleet = await open_fleet(server.url)
+    await fleet.wait_live()
+    # Record every value the countdown shows, in the page, so no tick can slip between two polls.
+    await fleet.page.evaluate(
+        """() => {
+            window.seenSeconds = [];
+            const el = document.querySelector('[data-banner-id="b1"] [data-testid="seconds"]');
+            new MutationObserver(() => window.seenSeconds.push(el.dataset.seconds))
+                .observe(el, {attributes: true, attributeFilter: ['data-seconds']});
+        }"""
+    )
+
+    await fleet.submit("b1", "Two seconds of fame")
+    await expect(fleet.card("b1")).to_have_attribute("data-state", "showing")
+    await expect(fleet.card("b1")).to_have_attribute("data-state", "free", timeout=UI_TIMEOUT_MS)
+    await expect(fleet.message("b1")).to_be_hidden()
+
+    seen = [int(s) for s in await fleet.page.evaluate("window.seenSeconds")]
+    shown = [s for s in seen if s > 0]
+    assert shown and shown[0] == 2, seen
+    assert 1 in shown, seen  # it counted down through 1
+    assert shown == sorted(shown, reverse=True), f"the countdown went back up: {seen}"
+    assert (await server.client.get("/api/v1/banners/b1")).json()["message"] is None
+
+
+async def test_a_refused_submit_says_when_the_banner_frees_up(web_server, open_fleet):
+    await web_server.create("b1", "Busy banner")
+    fleet = await open_fleet(web_server.url)
+    await fleet.wait_live()
+    first = await web_server.client.post("/api/v1/banners/b1/message", json={"text": "Already up"})
+    assert first.status_code == 201
+    await expect(fleet.message("b1")).to_have_text("Already up")
+
+    await fleet.submit("b1", "Me too")
+    notice = fleet.notice("b1")
+    await expect(notice).to_have_text(re.compile(r"^Banner busy — free in \d+ s \(at .+\)$"))
+    seconds = int(re.search(r"free in (\d+) s", await notice.inner_text()).group(1))
+    assert 50 <= seconds <= 60
+    await expect(fleet.message("b1")).to_have_text("Already up")
+    await expect(fleet.card("b1").get_by_role("textbox", name="Message")).to_have_value("Me too")
+
+
+async def test_a_rejected_text_shows_the_servers_reason(web_server, open_fleet):
+    await web_server.create("b1", "Strict banner")
+    fleet = await open_fleet(web_server.url)
+    await fleet.submit("b1", "x" * 80)
+    await expect(fleet.notice("b1")).to_contain_text("at most 64")
+    await expect(fleet.card("b1")).to_have_attribute("data-state", "free")
+
+
+async def test_markup_in_a_message_is_shown_as_text_and_never_runs(web_server, open_fleet):
+    await web_server.create("b1", "<b>bold</b> name")
+    sender, watcher = await open_fleet(web_server.url), await open_fleet(web_server.url)
+    await watcher.wait_live()
+    attack = "<img src=x onerror=alert(1)>"
+
+    await sender.submit("b1", attack)
+    for fleet in (sender, watcher):
+        await expect(fleet.message("b1")).to_have_text(attack)
+        await expect(fleet.card("b1").locator(".card-name")).to_have_text("<b>bold</b> name")
+        assert await fleet.page.locator("img").count() == 0
+        assert await fleet.card("b1").locator("b").count() == 0
+        assert fleet.dialogs == []
+        assert not any(url.endswith("/x") for url in fleet.requests), fleet.requests
+
+
+async def test_the_page_loads_and_works_with_no_host_but_the_server(web_server, open_fleet):
+    await web_server.create("b1", "Local only")
+    fleet = await open_fleet(web_server.url)
+    await fleet.wait_live()
+    await fleet.submit("b1", "Offline is fine")
+    await expect(fleet.message("b1")).to_have_text("Offline is fine")
+
+    assert any(url.endswith("/static/vendor/alpine-csp.min.js") for url in fleet.requests)
+    foreign = [url for url in fleet.requests + fleet.sockets if not same_origin(fleet, url)]
+    assert foreign == [], f"the page reached beyond the server: {foreign}"
+
+
+async def test_pages_of_24_with_next_previous_and_search(web_server, open_fleet):
+    for i in range(30):
+        await web_server.create(f"b-{i:02d}", "Zeppelin NT" if i == 7 else f"Banner {i:02d}")
+    fleet = await open_fleet(web_server.url)
+    await fleet.wait_live()
+    await expect(fleet.cards).to_have_count(24)
+    await expect(fleet.cards.first).to_have_attribute("data-banner-id", "b-00")
+    assert _last_set(fleet) == [f"b-{i:02d}" for i in range(24)]
+
+    await fleet.page.get_by_test_id("next").click()
+    await expect(fleet.cards).to_have_count(6)
+    await expect(fleet.cards.first).to_have_attribute("data-banner-id", "b-24")
+    await expect(fleet.page.get_by_test_id("next")).to_be_disabled()
+    await fleet.wait_live()
+    assert _last_set(fleet) == [f"b-{i:02d}" for i in range(24, 30)]
+
+    await fleet.page.get_by_test_id("previous").click()
+    await expect(fleet.cards).to_have_count(24)
+    await expect(fleet.page.get_by_test_id("previous")).to_be_disabled()
+
+    search = fleet.page.get_by_role("searchbox", name="Search banners")
+    await search.fill("b-2")
+    await expect(fleet.cards).to_have_count(10)
+    await expect(fleet.cards.first).to_have_attribute("data-banner-id", "b-20")
+    await search.fill("ZEP")
+    await expect(fleet.cards).to_have_count(1)
+    await expect(fleet.card("b-07")).to_be_visible()
+    await fleet.wait_live()
+    assert _last_set(fleet) == ["b-07"]
+    assert all(len(frame["banners"]) <= 24 for frame in fleet.sent_frames if frame["type"] == "set")
+
+
+async def test_register_a_banner_from_an_empty_fleet(web_server, open_fleet):
+    fleet = await open_fleet(web_server.url)
+    await expect(fleet.page.get_by_text("No banners yet")).to_be_visible()
+    await fleet.page.get_by_role("button", name="Operator").click()
+    form = fleet.page.get_by_test_id("register-form")
+    await form.get_by_placeholder("id, e.g. n123ab").fill("n42")
+    await form.get_by_role("textbox", name="Banner name").fill("Piper N42")
+    await form.get_by_role("button", name="Register").click()
+    await expect(fleet.card("n42")).to_contain_text("Piper N42")
+    assert (await web_server.client.get("/api/v1/banners/n42")).status_code == 200
+
+
+async def test_a_server_with_an_api_key_asks_for_it_once_and_then_it_is_sent(start_web_server, open_fleet):
+    server = await start_web_server(api_key="s3cret-key")
+    await server.create("b1", "Guarded")
+    fleet = await open_fleet(server.url)
+    await fleet.submit("b1", "Let me in")
+    await expect(fleet.notice("b1")).to_contain_text("API key")
+    key_form = fleet.page.get_by_test_id("key-form")
+    await expect(key_form).to_be_visible()
+    await key_form.get_by_label("Operator API key").fill("s3cret-key")
+    await key_form.get_by_role("button", name="Save key").click()
+
+    await fleet.card("b1").get_by_role("button", name="Send").click()
+    await expect(fleet.message("b1")).to_have_text("Let me in")
+    assert await fleet.page.evaluate("localStorage.getItem('airdisplay.apiKey')") == "s3cret-key"
+    await fleet.page.reload()
+    await expect(fleet.message("b1")).to_have_text("Let me in")
+
+
+async def test_after_a_server_restart_the_page_reconnects_and_catches_up(start_web_server, open_fleet, tmp_path):
+    first = await start_web_server(message_seconds=60)
+    await first.create("b1", "Survivor")
+    fleet = await open_fleet(first.url)
+    fleet.tolerated.append("WebSocket connection to")  # refused while the server is down
+    await fleet.wait_live()
+    port = int(first.url.rsplit(":", 1)[1])
+
+    await first.stop()
+    await expect(fleet.link).to_have_text("Reconnecting…")
+    await expect(fleet.card("b1")).to_have_attribute("data-state", "free")  # the last known state stays
+
+    second = await start_web_server(port=port, data_dir=tmp_path, message_seconds=60)
+    shown = await second.client.post("/api/v1/banners/b1/message", json={"text": "Back again"})
+    assert shown.status_code == 201
+    await expect(fleet.message("b1")).to_have_text("Back again", timeout=UI_TIMEOUT_MS + 5000)
+    await expect(fleet.link).to_have_text("Live")
+    resumed = [frame for frame in fleet.sent_frames if frame["type"] == "set"][-1]
+    assert resumed["known"] == {"b1": 1}
+
+
+def _last_set(fleet) -> list[str]:
+    frames = [frame for frame in fleet.sent_frames if frame["type"] == "set"]
+    assert frames, "the page never subscribed"
+    return frames[-1]["banners"]
