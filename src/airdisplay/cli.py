@@ -17,6 +17,8 @@ from .runtimes.embedded import DATABASE_FILE
 
 #: Largest WebSocket frame a client may send: a subscribe frame for 1,000 ids of 64 characters fits.
 WS_MAX_FRAME = 256 * 1024
+#: In-flight requests get this long to finish on SIGTERM/Ctrl+C before streams are cut.
+SHUTDOWN_GRACE_SECONDS = 5
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "auto_envvar_prefix": "AIRDISPLAY"})
@@ -88,6 +90,23 @@ def main() -> None:
     help="SQLite sync: full survives power loss, normal survives crashes [env AIRDISPLAY_DURABILITY].",
 )
 @click.option(
+    "--device-timeout",
+    envvar="AIRDISPLAY_DEVICE_TIMEOUT",
+    type=float,
+    default=30.0,
+    show_default=True,
+    help="Seconds without a heartbeat before a banner counts as offline [env AIRDISPLAY_DEVICE_TIMEOUT].",
+)
+@click.option(
+    "--offline-policy",
+    envvar="AIRDISPLAY_OFFLINE_POLICY",
+    type=click.Choice(["accept", "refuse"]),
+    default="accept",
+    show_default=True,
+    help="Messages for offline banners: accept (delivered on reconnect) or refuse with 503 "
+    "[env AIRDISPLAY_OFFLINE_POLICY].",
+)
+@click.option(
     "--access-log/--no-access-log",
     envvar="AIRDISPLAY_ACCESS_LOG",
     default=False,
@@ -103,6 +122,8 @@ def serve(
     api_key: str | None,
     idle_seconds: float,
     durability: str,
+    device_timeout: float,
+    offline_policy: str,
     access_log: bool,
 ) -> None:
     """Run the AirDisplay service (embedded runtime: one process, one SQLite file)."""
@@ -117,6 +138,8 @@ def serve(
             api_key=SecretStr(api_key) if api_key else None,
             idle_seconds=idle_seconds,
             durability=durability,
+            device_timeout=device_timeout,
+            offline_policy=offline_policy,
         )
         settings.check_exposure()
         SqliteStore(settings.data_dir / DATABASE_FILE).verify()
@@ -138,6 +161,8 @@ def serve(
         log_level="info",
         proxy_headers=False,
         ws_max_size=WS_MAX_FRAME,
+        # Open SSE streams would otherwise hold a graceful shutdown forever.
+        timeout_graceful_shutdown=SHUTDOWN_GRACE_SECONDS,
     )
 
 

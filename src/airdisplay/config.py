@@ -28,6 +28,10 @@ class Settings(BaseModel):
     idle_seconds: float = Field(300.0, gt=0)
     durability: Literal["full", "normal"] = "full"
     runtime: Literal["embedded"] = "embedded"
+    #: A device that sends nothing (heartbeat, ack) for this long is marked offline and disconnected.
+    device_timeout: float = Field(30.0, gt=0)
+    #: Messages for offline banners: "accept" (the banner catches up on reconnect) or "refuse" (503).
+    offline_policy: Literal["accept", "refuse"] = "accept"
     max_body_bytes: int = Field(DEFAULT_MAX_BODY_BYTES, ge=256)
     #: Frames buffered per stream connection before coalescing (see realtime/_subscriber.py).
     send_buffer: int = Field(256, ge=1, le=100_000)
@@ -38,7 +42,11 @@ class Settings(BaseModel):
 
     @property
     def rules(self) -> BannerRules:
-        return BannerRules(max_text_length=self.max_text_length, display_seconds=self.message_seconds)
+        return BannerRules(
+            max_text_length=self.max_text_length,
+            display_seconds=self.message_seconds,
+            refuse_offline=self.offline_policy == "refuse",
+        )
 
     @property
     def is_loopback(self) -> bool:

@@ -159,3 +159,46 @@ def test_idempotency_keys_are_forgotten_after_a_day():
     outcome = submit(register_banner("b", "B", T0), idempotency_key="k1")
     assert outcome.log.find("k1", T0 + timedelta(hours=23)) is not None
     assert outcome.log.find("k1", T0 + timedelta(hours=25)) is None
+
+
+def test_going_online_never_makes_a_shown_message_look_unsent():
+    from airdisplay.domain import device_acknowledged, device_connected, device_disconnected, display_status
+
+    banner = submit(device_connected(register_banner("b", "B", T0), T0)).banner
+    assert display_status(banner) == "sending"
+    shown = device_acknowledged(banner, banner.display_version, T0)
+    assert shown is not None and display_status(shown) == "showing"
+    offline = device_disconnected(shown, T0)
+    assert offline is not None and display_status(offline) == "offline"
+    back = device_connected(offline, T0)
+    assert display_status(back) == "showing"  # what it acknowledged still counts
+    assert back.version == shown.version + 2 and back.display_version == shown.display_version
+
+
+def test_acks_are_idempotent_and_must_name_a_real_display_version():
+    from airdisplay.domain import UnknownDisplayVersion, device_acknowledged, device_connected
+
+    banner = device_connected(register_banner("b", "B", T0), T0)
+    acked = device_acknowledged(banner, 1, T0)
+    assert acked is not None and device_acknowledged(acked, 1, T0) is None
+    with pytest.raises(UnknownDisplayVersion):
+        device_acknowledged(banner, 2, T0)
+    with pytest.raises(UnknownDisplayVersion):
+        device_acknowledged(banner, 0, T0)
+
+
+def test_only_display_changes_bump_the_display_version():
+    banner = register_banner("b", "B", T0)
+    shown = submit(banner).banner
+    cleared = clear_message(shown, T0)
+    assert (banner.display_version, shown.display_version) == (1, 2)
+    assert cleared is not None and cleared.display_version == 3
+
+
+def test_refuse_offline_policy():
+    from airdisplay.domain import BannerOffline, device_connected
+
+    rules = BannerRules(refuse_offline=True)
+    with pytest.raises(BannerOffline):
+        submit(register_banner("b", "B", T0), rules=rules)
+    assert submit(device_connected(register_banner("b", "B", T0), T0), rules=rules).banner.message is not None

@@ -11,12 +11,12 @@ from fastapi.staticfiles import StaticFiles
 from .. import __version__
 from ..config import Settings
 from ..events import InProcessEventBus
-from ..realtime import StreamHub
+from ..realtime import DeviceLinks, StreamHub
 from ..runtimes import BannerRuntime, EmbeddedRuntime
 from ..web import STATIC_DIR
 from ._limits import BodySizeLimit
 from .problems import install_problem_handlers
-from .routes import banners, events, health, legacy, stream, ui
+from .routes import banners, devices, events, health, legacy, stream, ui
 
 
 def build_runtime(settings: Settings) -> BannerRuntime:
@@ -52,10 +52,12 @@ def create_app(settings: Settings, runtime: BannerRuntime | None = None) -> Fast
     app.state.runtime = runtime
     app.state.bus = bus
     app.state.hub = StreamHub(bus)
+    app.state.devices = DeviceLinks(bus)
     install_problem_handlers(app)
     app.include_router(banners.router)
     app.include_router(stream.router)
     app.include_router(events.router)
+    app.include_router(devices.router)
     app.include_router(health.router)
     app.include_router(legacy.router)
     app.include_router(ui.router)

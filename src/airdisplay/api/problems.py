@@ -19,6 +19,7 @@ from ..domain import (
     BannerAlreadyExists,
     BannerBusy,
     BannerNotFound,
+    BannerOffline,
     IdempotencyKeyReused,
     InvalidBannerId,
     InvalidBannerName,
@@ -102,6 +103,10 @@ def install_problem_handlers(app: FastAPI) -> None:
     on(BannerNotFound, lambda e: problem(404, "Banner not found", str(e), kind="banner-not-found"))
     on(BannerAlreadyExists, lambda e: problem(409, "Banner exists", str(e), kind="banner-exists"))
     on(BannerBusy, _busy)
+    on(
+        BannerOffline,
+        lambda e: problem(503, "Banner offline", str(e), kind="banner-offline", banner_id=e.banner_id),
+    )
     on(
         VersionMismatch,
         lambda e: problem(

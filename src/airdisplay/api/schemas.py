@@ -20,6 +20,18 @@ class BannerCreate(BaseModel):
     name: str = Field(min_length=1, max_length=200, examples=["Cessna N123AB, tail banner"])
 
 
+class BannerCreated(Banner):
+    """A newly registered banner with its device token (shown only in this answer)."""
+
+    device_token: str
+
+
+class DeviceToken(BaseModel):
+    """A device token, shown once; the service keeps only its hash."""
+
+    device_token: str
+
+
 class MessageSubmit(BaseModel):
     """Put a message on a banner."""
 

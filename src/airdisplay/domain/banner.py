@@ -10,10 +10,12 @@ from pydantic import BaseModel, ConfigDict
 
 from .exceptions import (
     BannerBusy,
+    BannerOffline,
     IdempotencyKeyReused,
     InvalidBannerId,
     InvalidBannerName,
     InvalidMessageText,
+    UnknownDisplayVersion,
     VersionMismatch,
 )
 
@@ -43,8 +45,23 @@ class Message(BaseModel):
     expires_at: datetime
 
 
+class DeviceState(BaseModel):
+    """What the physical banner last reported: reachable or not, and which display version it shows."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    online: bool = False
+    last_seen: datetime | None = None
+    displayed_version: int | None = None
+
+
 class Banner(BaseModel):
-    """A physical banner as the service knows it; `version` grows by one with every change."""
+    """A physical banner as the service knows it.
+
+    `version` grows by one with every change of any kind; `display_version` only when what the banner
+    should display changes (a message shown, expired or cleared). The device acknowledges display
+    versions, so its own changes (going online, acks) never make a shown message look unsent.
+    """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -52,6 +69,8 @@ class Banner(BaseModel):
     name: str
     message: Message | None = None
     version: int = 1
+    display_version: int = 1
+    device: DeviceState = DeviceState()
     created_at: datetime
     updated_at: datetime
 
@@ -98,6 +117,8 @@ class BannerRules:
 
     max_text_length: int = DEFAULT_MAX_TEXT_LENGTH
     display_seconds: float = DEFAULT_DISPLAY_SECONDS
+    #: Refuse messages for a banner whose device is offline (default: accept; it catches up on reconnect).
+    refuse_offline: bool = False
 
     def __post_init__(self) -> None:
         if self.max_text_length < 1:
@@ -179,6 +200,8 @@ def submit_message(
             return SubmitOutcome(earlier.result, log, replayed=True)
     if expected_version is not None and expected_version != banner.version:
         raise VersionMismatch(banner.id, expected_version, banner.version)
+    if rules.refuse_offline and not banner.device.online:
+        raise BannerOffline(banner.id)
     showing = banner.showing(now)
     if showing is not None:
         raise BannerBusy(banner.id, showing.expires_at)
@@ -188,7 +211,14 @@ def submit_message(
         shown_at=now,
         expires_at=now + timedelta(seconds=rules.display_seconds),
     )
-    updated = banner.model_copy(update={"message": message, "version": banner.version + 1, "updated_at": now})
+    updated = banner.model_copy(
+        update={
+            "message": message,
+            "version": banner.version + 1,
+            "display_version": banner.display_version + 1,
+            "updated_at": now,
+        }
+    )
     if idempotency_key is not None:
         log = log.record(Submission(key=idempotency_key, text=text, at=now, result=updated))
     return SubmitOutcome(updated, log, replayed=False)
@@ -209,4 +239,48 @@ def clear_message(banner: Banner, now: datetime) -> Banner | None:
 
 
 def _without_message(banner: Banner, now: datetime) -> Banner:
-    return banner.model_copy(update={"message": None, "version": banner.version + 1, "updated_at": now})
+    return banner.model_copy(
+        update={
+            "message": None,
+            "version": banner.version + 1,
+            "display_version": banner.display_version + 1,
+            "updated_at": now,
+        }
+    )
+
+
+def device_connected(banner: Banner, now: datetime) -> Banner:
+    """The banner's device came online. What it last acknowledged still counts as displayed."""
+    return _with_device(banner, banner.device.model_copy(update={"online": True, "last_seen": now}), now)
+
+
+def device_disconnected(banner: Banner, now: datetime) -> Banner | None:
+    """The device went offline (link closed or heartbeats missed); None if it was not online."""
+    if not banner.device.online:
+        return None
+    return _with_device(banner, banner.device.model_copy(update={"online": False, "last_seen": now}), now)
+
+
+def device_acknowledged(banner: Banner, display_version: int, now: datetime) -> Banner | None:
+    """The device shows `display_version`; None when that changes nothing (a repeated ack)."""
+    if display_version < 1 or display_version > banner.display_version:
+        raise UnknownDisplayVersion(banner.id, display_version, banner.display_version)
+    device = banner.device
+    if device.displayed_version == display_version and device.online:
+        return None
+    return _with_device(
+        banner,
+        device.model_copy(update={"displayed_version": display_version, "online": True, "last_seen": now}),
+        now,
+    )
+
+
+def display_status(banner: Banner) -> str:
+    """'offline', 'showing' (the device shows what it should) or 'sending' (it has not acknowledged yet)."""
+    if not banner.device.online:
+        return "offline"
+    return "showing" if banner.device.displayed_version == banner.display_version else "sending"
+
+
+def _with_device(banner: Banner, device: DeviceState, now: datetime) -> Banner:
+    return banner.model_copy(update={"device": device, "version": banner.version + 1, "updated_at": now})

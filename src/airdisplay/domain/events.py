@@ -16,6 +16,9 @@ class ChangeKind(enum.StrEnum):
     MESSAGE_SHOWN = "message_shown"
     MESSAGE_EXPIRED = "message_expired"
     MESSAGE_CLEARED = "message_cleared"
+    DEVICE_ONLINE = "device_online"
+    DEVICE_OFFLINE = "device_offline"
+    DEVICE_ACKNOWLEDGED = "device_acknowledged"
     DELETED = "deleted"
 
 

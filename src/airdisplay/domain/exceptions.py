@@ -46,6 +46,30 @@ class BannerBusy(DomainError):
         self.free_at = free_at
 
 
+class BannerOffline(DomainError):
+    """Raised when a message is submitted for an offline banner and the fleet refuses those."""
+
+    def __init__(self, banner_id: str) -> None:
+        super().__init__(f"banner {banner_id!r} is offline and this fleet does not queue messages for it")
+        self.banner_id = banner_id
+
+
+class UnknownDisplayVersion(DomainError, ValueError):
+    """Raised when a device acknowledges a display version the banner never had."""
+
+    def __init__(self, banner_id: str, acknowledged: int, current: int) -> None:
+        super().__init__(f"banner {banner_id!r} has no display version {acknowledged} (current: {current})")
+        self.banner_id = banner_id
+
+
+class DeviceTokenInvalid(DomainError, PermissionError):
+    """Raised when a device presents a token that does not open this banner's channel."""
+
+    def __init__(self, banner_id: str) -> None:
+        super().__init__(f"the token does not open banner {banner_id!r}")
+        self.banner_id = banner_id
+
+
 class VersionMismatch(DomainError):
     """Raised when a caller's expected version (If-Match) is not the banner's current version."""
 

@@ -1,5 +1,6 @@
 """Realtime fan-out: subscribers with bounded, coalescing outboxes, fed by the event bus."""
 
+from ._devices import DeviceLink, DeviceLinks, display_frame
 from ._hub import StreamHub
 from ._session import MAX_BANNERS_PER_CONNECTION, StreamSession, TooManyBanners
 from ._subscriber import (
@@ -13,6 +14,8 @@ from ._subscriber import (
 
 __all__ = [
     "DEFAULT_SEND_BUFFER",
+    "DeviceLink",
+    "DeviceLinks",
     "MAX_BANNERS_PER_CONNECTION",
     "Outgoing",
     "StreamHub",
@@ -22,4 +25,5 @@ __all__ = [
     "SubscriberOverflow",
     "SubscriberState",
     "TooManyBanners",
+    "display_frame",
 ]

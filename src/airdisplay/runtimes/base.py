@@ -6,6 +6,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 
 from ..domain import Banner, BannerChanged, SubmitOutcome
+from .behaviour import Registration
 
 #: Receives every committed banner change, in version order per banner.
 ChangeListener = Callable[[BannerChanged], None]
@@ -28,7 +29,8 @@ class BannerRuntime(ABC):
         """True while the runtime accepts calls."""
 
     @abstractmethod
-    async def create_banner(self, banner_id: str, name: str) -> Banner: ...
+    async def create_banner(self, banner_id: str, name: str) -> Registration:
+        """Register a banner; the registration carries its device token (shown once)."""
 
     @abstractmethod
     async def get_banner(self, banner_id: str) -> Banner: ...
@@ -48,6 +50,22 @@ class BannerRuntime(ABC):
 
     @abstractmethod
     async def clear_message(self, banner_id: str) -> Banner: ...
+
+    @abstractmethod
+    async def rotate_device_token(self, banner_id: str) -> str: ...
+
+    @abstractmethod
+    async def authenticate_device(self, banner_id: str, token: str) -> Banner:
+        """The banner if `token` opens its device channel; raises DeviceTokenInvalid or BannerNotFound."""
+
+    @abstractmethod
+    async def device_online(self, banner_id: str) -> Banner: ...
+
+    @abstractmethod
+    async def device_offline(self, banner_id: str) -> Banner: ...
+
+    @abstractmethod
+    async def device_ack(self, banner_id: str, display_version: int) -> Banner: ...
 
     @abstractmethod
     async def list_banners(self, *, after: str | None, limit: int, search: str | None = None) -> list[Banner]:

@@ -6,7 +6,11 @@ A host class mixes this in with its actor base class (ours, or Dapr's) and provi
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import secrets
 import uuid
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -17,9 +21,13 @@ from ..domain import (
     BannerNotFound,
     BannerRules,
     ChangeKind,
+    DeviceTokenInvalid,
     SubmissionLog,
     SubmitOutcome,
     clear_message,
+    device_acknowledged,
+    device_connected,
+    device_disconnected,
     expire_message,
     register_banner,
     submit_message,
@@ -27,7 +35,22 @@ from ..domain import (
 
 BANNER_KEY = "banner"
 SUBMISSIONS_KEY = "submissions"
+DEVICE_TOKEN_KEY = "device_token_sha256"
 EXPIRE_REMINDER = "expire"
+#: 32 random bytes: a token nobody guesses, so a plain SHA-256 of it is a safe thing to store.
+DEVICE_TOKEN_BYTES = 32
+
+
+@dataclass(frozen=True, slots=True)
+class Registration:
+    """A new banner and its device token; the token is shown this once and stored only as a hash."""
+
+    banner: Banner
+    device_token: str
+
+
+def _token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
 
 
 class BannerBehaviour:
@@ -48,13 +71,48 @@ class BannerBehaviour:
 
     # -- turns -------------------------------------------------------------------------------------
 
-    async def register(self, name: str) -> Banner:
-        """Create the banner; BannerAlreadyExists if it is there already."""
+    async def register(self, name: str) -> Registration:
+        """Create the banner with a fresh device token; BannerAlreadyExists if it is there already."""
         if await self._state_manager.contains_state(BANNER_KEY):
             raise BannerAlreadyExists(str(self.id))
         banner = register_banner(str(self.id), name, self._now())
+        token = await self._new_device_token()
         await self._save(banner, ChangeKind.CREATED)
+        return Registration(banner, token)
+
+    async def rotate_device_token(self) -> str:
+        """Issue a new device token; the old one stops working at once."""
+        await self._load()
+        return await self._new_device_token()
+
+    async def check_device_token(self, token: str) -> Banner:
+        """The banner, if `token` opens its device channel; DeviceTokenInvalid otherwise."""
+        banner = await self._load()
+        found, stored = await self._state_manager.try_get_state(DEVICE_TOKEN_KEY)
+        if not found or not hmac.compare_digest(str(stored), _token_hash(token)):
+            raise DeviceTokenInvalid(banner.id)
         return banner
+
+    async def device_online(self) -> Banner:
+        banner = device_connected(await self._load(), self._now())
+        await self._save(banner, ChangeKind.DEVICE_ONLINE)
+        return banner
+
+    async def device_offline(self) -> Banner:
+        banner = await self._load()
+        offline = device_disconnected(banner, self._now())
+        if offline is None:
+            return banner
+        await self._save(offline, ChangeKind.DEVICE_OFFLINE)
+        return offline
+
+    async def device_ack(self, display_version: int) -> Banner:
+        banner = await self._load()
+        acknowledged = device_acknowledged(banner, display_version, self._now())
+        if acknowledged is None:
+            return banner
+        await self._save(acknowledged, ChangeKind.DEVICE_ACKNOWLEDGED)
+        return acknowledged
 
     async def get(self) -> Banner:
         return await self._load()
@@ -100,7 +158,7 @@ class BannerBehaviour:
     async def delete(self) -> None:
         """Forget the banner, its idempotency log and its pending expiry."""
         banner = await self._load()
-        for key in (BANNER_KEY, SUBMISSIONS_KEY):
+        for key in (BANNER_KEY, SUBMISSIONS_KEY, DEVICE_TOKEN_KEY):
             if await self._state_manager.contains_state(key):
                 await self._state_manager.remove_state(key)
         await self.unregister_reminder(EXPIRE_REMINDER)
@@ -122,6 +180,11 @@ class BannerBehaviour:
             await self.expire(state.decode())
 
     # -- internals ---------------------------------------------------------------------------------
+
+    async def _new_device_token(self) -> str:
+        token = secrets.token_urlsafe(DEVICE_TOKEN_BYTES)
+        await self._state_manager.set_state(DEVICE_TOKEN_KEY, _token_hash(token))
+        return token
 
     def _now(self) -> datetime:
         return datetime.fromtimestamp(self.now(), UTC)

@@ -9,7 +9,7 @@ from ..actors import DEFAULT_IDLE_TIMEOUT, Actor, ActorContext, ActorHost, Sqlit
 from ..actors._store import Durability
 from ..domain import Banner, BannerChanged, BannerRules, SubmitOutcome
 from .base import BannerRuntime
-from .behaviour import BANNER_KEY, BannerBehaviour
+from .behaviour import BANNER_KEY, BannerBehaviour, Registration
 
 log = logging.getLogger("airdisplay.embedded")
 
@@ -67,15 +67,33 @@ class EmbeddedRuntime(BannerRuntime):
     async def _call(self, banner_id: str, method: str, *args: object, **kwargs: object) -> object:
         return await self.host.invoke(BANNER_ACTOR_TYPE, banner_id, method, *args, **kwargs)
 
-    async def create_banner(self, banner_id: str, name: str) -> Banner:
+    async def create_banner(self, banner_id: str, name: str) -> Registration:
         result = await self._call(banner_id, "register", name)
+        assert isinstance(result, Registration)
+        return result
+
+    async def rotate_device_token(self, banner_id: str) -> str:
+        return str(await self._call(banner_id, "rotate_device_token"))
+
+    async def authenticate_device(self, banner_id: str, token: str) -> Banner:
+        return await self._banner(banner_id, "check_device_token", token)
+
+    async def device_online(self, banner_id: str) -> Banner:
+        return await self._banner(banner_id, "device_online")
+
+    async def device_offline(self, banner_id: str) -> Banner:
+        return await self._banner(banner_id, "device_offline")
+
+    async def device_ack(self, banner_id: str, display_version: int) -> Banner:
+        return await self._banner(banner_id, "device_ack", display_version)
+
+    async def _banner(self, banner_id: str, method: str, *args: object) -> Banner:
+        result = await self._call(banner_id, method, *args)
         assert isinstance(result, Banner)
         return result
 
     async def get_banner(self, banner_id: str) -> Banner:
-        result = await self._call(banner_id, "get")
-        assert isinstance(result, Banner)
-        return result
+        return await self._banner(banner_id, "get")
 
     async def delete_banner(self, banner_id: str) -> None:
         await self._call(banner_id, "delete")
@@ -95,9 +113,7 @@ class EmbeddedRuntime(BannerRuntime):
         return result
 
     async def clear_message(self, banner_id: str) -> Banner:
-        result = await self._call(banner_id, "clear")
-        assert isinstance(result, Banner)
-        return result
+        return await self._banner(banner_id, "clear")
 
     async def list_banners(self, *, after: str | None, limit: int, search: str | None = None) -> list[Banner]:
         store = self.host.store

@@ -6,11 +6,12 @@ import re
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Path, Query, Response, status
+from fastapi.responses import JSONResponse
 
 from ...domain import BANNER_ID_PATTERN, Banner
 from ..deps import Authorized, JsonBody, Runtime
 from ..problems import ProblemError
-from ..schemas import BannerCreate, BannerPublic, BannersPage, MessageSubmit
+from ..schemas import BannerCreate, BannerCreated, BannerPublic, BannersPage, DeviceToken, MessageSubmit
 
 router = APIRouter(prefix="/api/v1/banners", tags=["banners"])
 
@@ -35,14 +36,25 @@ def _banner_response(banner: Banner, status_code: int = 200) -> Response:
 
 
 @router.post(
-    "", status_code=201, response_model=BannerPublic, responses=_BUSY, dependencies=[Authorized, JsonBody]
+    "", status_code=201, response_model=BannerCreated, responses=_BUSY, dependencies=[Authorized, JsonBody]
 )
 async def create_banner(body: BannerCreate, runtime: Runtime) -> Response:
-    """Register a banner."""
-    banner = await runtime.create_banner(body.id, body.name)
-    response = _banner_response(banner, 201)
-    response.headers["Location"] = f"/api/v1/banners/{banner.id}"
-    return response
+    """Register a banner; the answer carries its device token, shown this once."""
+    registration = await runtime.create_banner(body.id, body.name)
+    banner = registration.banner
+    return JSONResponse(
+        {**banner.model_dump(mode="json"), "device_token": registration.device_token},
+        status_code=201,
+        headers={"ETag": f'"{banner.version}"', "Location": f"/api/v1/banners/{banner.id}"},
+    )
+
+
+@router.post(
+    "/{banner_id}/device-token", status_code=201, response_model=DeviceToken, dependencies=[Authorized]
+)
+async def rotate_device_token(banner_id: BannerId, runtime: Runtime) -> DeviceToken:
+    """Issue a new device token for the banner; the old one stops working at once."""
+    return DeviceToken(device_token=await runtime.rotate_device_token(banner_id))
 
 
 @router.get("", response_model=BannersPage)
@@ -77,7 +89,11 @@ async def delete_banner(banner_id: BannerId, runtime: Runtime) -> Response:
     "/{banner_id}/message",
     status_code=201,
     response_model=BannerPublic,
-    responses={**_BUSY, 412: {"description": "If-Match names a version the banner has moved past"}},
+    responses={
+        **_BUSY,
+        412: {"description": "If-Match names a version the banner has moved past"},
+        503: {"description": "The banner is offline and the fleet refuses messages for offline banners"},
+    },
     dependencies=[Authorized, JsonBody],
 )
 async def submit_message(

@@ -1,0 +1,179 @@
+"""The device channel: a physical banner's WebSocket (docs/device-protocol.md)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, WebSocket, WebSocketDisconnect
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+
+from ...domain import BannerNotFound, DeviceTokenInvalid, UnknownDisplayVersion, check_banner_id
+from ...domain.exceptions import InvalidBannerId
+from ...realtime import DeviceLink, DeviceLinks, SubscriberState
+from ...runtimes import BannerRuntime
+from .stream import CLOSE_SLOW_CONSUMER, CLOSE_TIMEOUT, error_frame, watch_stall
+
+router = APIRouter(tags=["devices"])
+log = logging.getLogger("airdisplay.devices")
+
+CLOSE_MALFORMED = 4400
+CLOSE_UNAUTHORIZED = 4401
+CLOSE_UNKNOWN_BANNER = 4404
+CLOSE_HEARTBEAT_TIMEOUT = 4408
+CLOSE_REPLACED = 4409
+
+
+class AckFrame(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    type: Literal["ack"]
+    version: int = Field(ge=1)
+
+
+class HeartbeatFrame(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    type: Literal["heartbeat"]
+
+
+DeviceFrame = Annotated[AckFrame | HeartbeatFrame, Field(discriminator="type")]
+_device_frame: TypeAdapter[DeviceFrame] = TypeAdapter(DeviceFrame)
+
+
+class _Malformed(Exception):
+    """Raised for a frame that is not a JSON object at all: the device speaks another protocol."""
+
+
+@router.websocket("/api/v1/devices/{banner_id}/connect")
+async def device_connect(websocket: WebSocket, banner_id: str) -> None:
+    """A banner's own link: display frames out, acks and heartbeats in."""
+    app = websocket.app
+    runtime: BannerRuntime = app.state.runtime
+    links: DeviceLinks = app.state.devices
+    settings = app.state.settings
+    await websocket.accept()
+    scheme, _, token = websocket.headers.get("authorization", "").partition(" ")
+    try:
+        check_banner_id(banner_id)
+        if scheme.lower() != "bearer" or not token.strip():
+            raise DeviceTokenInvalid(banner_id)
+        await runtime.authenticate_device(banner_id, token.strip())
+    except (BannerNotFound, InvalidBannerId):
+        await _close(websocket, CLOSE_UNKNOWN_BANNER, "unknown banner")
+        return
+    except DeviceTokenInvalid:
+        await _close(websocket, CLOSE_UNAUTHORIZED, "missing or invalid device token")
+        return
+
+    link = links.attach(banner_id)
+    try:
+        link.show(await runtime.device_online(banner_id))
+        outcome = await _serve(websocket, runtime, link, settings.device_timeout, settings.stall_seconds)
+    finally:
+        if links.detach(link) and not link.deleted:
+            with contextlib.suppress(BannerNotFound):
+                await runtime.device_offline(banner_id)
+    if outcome is not None:
+        await _close(websocket, *outcome)
+
+
+async def _serve(
+    websocket: WebSocket,
+    runtime: BannerRuntime,
+    link: DeviceLink,
+    heartbeat_seconds: float,
+    stall_seconds: float,
+) -> tuple[int, str] | None:
+    """Run the link until it ends; returns the close code and reason to send, if any."""
+    receiver = asyncio.create_task(_receive(websocket, runtime, link))
+    tasks = {
+        receiver: "receive",
+        asyncio.create_task(_send(websocket, link)): "send",
+        asyncio.create_task(_watch_heartbeat(link, heartbeat_seconds)): "timeout",
+        asyncio.create_task(watch_stall(link.subscriber, stall_seconds)): "stall",
+        asyncio.create_task(link.subscriber.ended()): "ended",
+    }
+    try:
+        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    reasons = {tasks[task] for task in done}
+    if receiver in done and not receiver.cancelled() and isinstance(receiver.exception(), _Malformed):
+        await _flush(websocket, link)  # the error frame goes out before the close
+        return CLOSE_MALFORMED, "malformed frame: send JSON text frames of the device protocol"
+    if "receive" in reasons:
+        return None  # the device left
+    if link.replaced:
+        return CLOSE_REPLACED, "replaced by a newer connection for this banner"
+    if link.deleted:
+        return CLOSE_UNKNOWN_BANNER, "the banner was deleted"
+    if "timeout" in reasons:
+        return CLOSE_HEARTBEAT_TIMEOUT, f"no heartbeat for {heartbeat_seconds:g} s"
+    if link.subscriber.state is SubscriberState.OVERFLOWED:
+        return CLOSE_SLOW_CONSUMER, "too slow: reconnect"
+    return None
+
+
+async def _send(websocket: WebSocket, link: DeviceLink) -> None:
+    while True:
+        for item in await link.subscriber.take():
+            await websocket.send_text(item.frame)
+
+
+async def _watch_heartbeat(link: DeviceLink, heartbeat_seconds: float) -> None:
+    """Return once the device has been silent for longer than `heartbeat_seconds`."""
+    while True:
+        await asyncio.sleep(min(heartbeat_seconds / 4, 5.0))
+        if link.silent_for() > heartbeat_seconds:
+            return
+
+
+async def _receive(websocket: WebSocket, runtime: BannerRuntime, link: DeviceLink) -> None:
+    with contextlib.suppress(WebSocketDisconnect):
+        while True:
+            message = await websocket.receive()
+            if message["type"] == "websocket.disconnect":
+                return
+            text = message.get("text")
+            try:
+                if text is None or not isinstance(json.loads(text), dict):
+                    raise _Malformed
+            except (ValueError, _Malformed):
+                link.subscriber.control(
+                    error_frame("malformed frame: expected a JSON object in a text frame")
+                )
+                await asyncio.sleep(0)  # let the error frame go out before the close
+                await _flush(websocket, link)
+                raise _Malformed from None
+            try:
+                frame = _device_frame.validate_json(text)
+            except ValidationError as exc:
+                first = exc.errors()[0]
+                where = ".".join(str(p) for p in first["loc"])
+                link.subscriber.control(
+                    error_frame(f"bad frame: {where + ': ' if where else ''}{first['msg']}")
+                )
+                continue
+            link.heard()
+            if isinstance(frame, AckFrame):
+                try:
+                    await runtime.device_ack(link.banner_id, frame.version)
+                except UnknownDisplayVersion as exc:
+                    link.subscriber.control(error_frame(str(exc)))
+
+
+async def _flush(websocket: WebSocket, link: DeviceLink) -> None:
+    """Send what is still queued (the sender task has been cancelled)."""
+    if link.subscriber.pending:
+        for item in await link.subscriber.take():
+            with contextlib.suppress(Exception):
+                await websocket.send_text(item.frame)
+
+
+async def _close(websocket: WebSocket, code: int, reason: str) -> None:
+    with contextlib.suppress(Exception):
+        await asyncio.wait_for(websocket.close(code, reason), CLOSE_TIMEOUT)

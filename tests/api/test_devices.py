@@ -1,0 +1,246 @@
+"""The device channel against a real server: tokens, display frames, acks, heartbeats, offline policy."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+import websockets
+from websockets.exceptions import ConnectionClosed
+
+from tests.api.test_stream import StreamClient
+from tests.conftest import eventually
+
+FRAME_WAIT = 10.0
+
+
+async def connect_device(server, banner_id: str, token: str | None):
+    url = server.url.replace("http://", "ws://") + f"/api/v1/devices/{banner_id}/connect"
+    headers = {"Authorization": f"Bearer {token}"} if token is not None else {}
+    return await websockets.connect(url, additional_headers=headers)
+
+
+async def recv(ws) -> dict:
+    return json.loads(await asyncio.wait_for(ws.recv(), FRAME_WAIT))
+
+
+async def closed_with(ws) -> int:
+    with pytest.raises(ConnectionClosed) as closed:
+        while True:
+            await asyncio.wait_for(ws.recv(), FRAME_WAIT)
+    return closed.value.rcvd.code
+
+
+async def register(server, banner_id: str) -> str:
+    return (await server.create(banner_id)).json()["device_token"]
+
+
+async def banner(server, banner_id: str) -> dict:
+    return (await server.client.get(f"/api/v1/banners/{banner_id}")).json()
+
+
+async def test_token_is_shown_once_at_creation(server):
+    created = (await server.create("b1")).json()
+    assert len(created["device_token"]) >= 40
+    assert "device_token" not in await banner(server, "b1")
+    listing = (await server.client.get("/api/v1/banners")).json()
+    assert "device_token" not in json.dumps(listing)
+
+
+async def test_ack_flow_end_to_end(server):
+    token = await register(server, "b1")
+    ui = await StreamClient.connect(server, "?banners=b1")
+    device = await connect_device(server, "b1", token)
+    try:
+        first = await recv(device)
+        assert first == {"type": "display", "version": 1, "text": None, "expires_at": None}
+        await eventually(lambda: any(c.kind == "device_online" for c in server.changes), what="online")
+
+        shown = (await server.client.post("/api/v1/banners/b1/message", json={"text": "Hi ✈"})).json()
+        display = await recv(device)
+        assert display["version"] == 2 and display["text"] == "Hi ✈"
+        assert display["expires_at"] == shown["message"]["expires_at"]
+        assert (await banner(server, "b1"))["device"]["displayed_version"] is None  # nothing acknowledged yet
+
+        await device.send(json.dumps({"type": "ack", "version": 2}))
+        acked = await ui.until(lambda f: f["type"] == "banner" and f["kind"] == "device_acknowledged")
+        assert acked["banner"]["device"] == {
+            "online": True,
+            "last_seen": acked["banner"]["device"]["last_seen"],
+            "displayed_version": 2,
+        }
+        assert acked["banner"]["display_version"] == 2
+    finally:
+        await device.close()
+        await ui.close()
+    await eventually(lambda: any(c.kind == "device_offline" for c in server.changes), what="offline on close")
+    after = await banner(server, "b1")
+    assert after["device"]["online"] is False and after["device"]["displayed_version"] == 2
+
+
+async def test_reconnect_catches_up_with_the_current_display(server):
+    token = await register(server, "b1")
+    device = await connect_device(server, "b1", token)
+    await recv(device)
+    await device.close()
+    await eventually(lambda: any(c.kind == "device_offline" for c in server.changes), what="offline")
+    await server.client.post("/api/v1/banners/b1/message", json={"text": "while you were away"})
+
+    device = await connect_device(server, "b1", token)
+    try:
+        display = await recv(device)
+        assert display["version"] == 2 and display["text"] == "while you were away"
+    finally:
+        await device.close()
+
+
+async def test_heartbeats_cost_no_writes(server):
+    token = await register(server, "b1")
+    device = await connect_device(server, "b1", token)
+    try:
+        await recv(device)
+        await eventually(lambda: any(c.kind == "device_online" for c in server.changes), what="online")
+        before = (await banner(server, "b1"))["version"]
+        changes_before = len(server.changes)
+        for _ in range(20):
+            await device.send('{"type": "heartbeat"}')
+        await device.send(json.dumps({"type": "ack", "version": 1}))  # a real change, to know all were read
+        await eventually(lambda: len(server.changes) > changes_before, what="the ack")
+        assert [c.kind for c in server.changes[changes_before:]] == ["device_acknowledged"]
+        assert (await banner(server, "b1"))["version"] == before + 1
+    finally:
+        await device.close()
+
+
+@pytest.mark.parametrize(
+    ("banner_id", "token", "code"),
+    [
+        ("b1", "wrong-token", 4401),
+        ("b1", None, 4401),
+        ("b1", "", 4401),
+        ("b2", "TOKEN-OF-B1", 4401),
+        ("nope", "x", 4404),
+    ],
+    ids=["wrong token", "no header", "empty token", "another banner's token", "unknown banner"],
+)
+async def test_bad_credentials_are_rejected_and_change_nothing(server, banner_id, token, code):
+    token_b1 = await register(server, "b1")
+    await register(server, "b2")
+    before = {b: await banner(server, b) for b in ("b1", "b2")}
+    device = await connect_device(server, banner_id, token_b1 if token == "TOKEN-OF-B1" else token)
+    assert await closed_with(device) == code
+    assert {b: await banner(server, b) for b in ("b1", "b2")} == before
+
+
+async def test_malformed_frame_gets_an_error_and_a_close(server):
+    token = await register(server, "b1")
+    device = await connect_device(server, "b1", token)
+    await recv(device)
+    await device.send("this is not json")
+    error = await recv(device)
+    assert error["type"] == "error" and "malformed" in error["detail"]
+    assert await closed_with(device) == 4400
+
+
+@pytest.mark.parametrize(
+    "frame",
+    [
+        '{"type": "reboot"}',
+        '{"type": "ack"}',
+        '{"type": "ack", "version": "two"}',
+        '{"type": "ack", "version": 99}',
+    ],
+    ids=["unknown type", "ack without version", "ack version not a number", "ack of a version never sent"],
+)
+async def test_invalid_frames_get_an_error_and_change_nothing(server, frame):
+    token = await register(server, "b1")
+    device = await connect_device(server, "b1", token)
+    try:
+        await recv(device)
+        await eventually(lambda: any(c.kind == "device_online" for c in server.changes), what="online")
+        before = await banner(server, "b1")
+        await device.send(frame)
+        assert (await recv(device))["type"] == "error"
+        await device.send('{"type": "heartbeat"}')  # still connected
+        assert await banner(server, "b1") == before
+    finally:
+        await device.close()
+
+
+async def test_missed_heartbeats_turn_the_banner_offline_for_ui_subscribers(start_server):
+    server = await start_server(device_timeout=0.3)
+    token = await register(server, "b1")
+    ui = await StreamClient.connect(server, "?banners=b1")
+    device = await connect_device(server, "b1", token)
+    try:
+        await recv(device)
+        online = await ui.until(lambda f: f["type"] == "banner" and f["kind"] == "device_online")
+        assert online["banner"]["device"]["online"] is True
+        offline = await ui.until(lambda f: f["type"] == "banner" and f["kind"] == "device_offline")
+        assert offline["banner"]["device"]["online"] is False
+        assert await closed_with(device) == 4408
+    finally:
+        await ui.close()
+
+
+async def test_second_connection_replaces_the_first(server):
+    token = await register(server, "b1")
+    first = await connect_device(server, "b1", token)
+    await recv(first)
+    second = await connect_device(server, "b1", token)
+    await recv(second)
+    assert await closed_with(first) == 4409
+    await server.client.post("/api/v1/banners/b1/message", json={"text": "to the new link"})
+    assert (await recv(second))["text"] == "to the new link"
+    assert (await banner(server, "b1"))["device"]["online"] is True
+    await second.close()
+
+
+async def test_rotated_token_replaces_the_old_one(server):
+    old = await register(server, "b1")
+    rotated = await server.client.post("/api/v1/banners/b1/device-token")
+    assert rotated.status_code == 201
+    new = rotated.json()["device_token"]
+    assert new != old
+    assert await closed_with(await connect_device(server, "b1", old)) == 4401
+    device = await connect_device(server, "b1", new)
+    assert (await recv(device))["type"] == "display"
+    await device.close()
+    assert (await server.client.post("/api/v1/banners/nobody/device-token")).status_code == 404
+
+
+async def test_refuse_policy_answers_503_for_offline_banners(start_server):
+    server = await start_server(offline_policy="refuse")
+    token = await register(server, "b1")
+    refused = await server.client.post("/api/v1/banners/b1/message", json={"text": "anyone?"})
+    assert refused.status_code == 503 and refused.json()["type"].endswith("/banner-offline")
+    assert (await banner(server, "b1"))["version"] == 1
+    device = await connect_device(server, "b1", token)
+    try:
+        await recv(device)
+        await eventually(lambda: any(c.kind == "device_online" for c in server.changes), what="online")
+        assert (
+            await server.client.post("/api/v1/banners/b1/message", json={"text": "now"})
+        ).status_code == 201
+    finally:
+        await device.close()
+
+
+async def test_accept_policy_queues_for_offline_banners(server):
+    token = await register(server, "b1")
+    accepted = await server.client.post("/api/v1/banners/b1/message", json={"text": "later"})
+    assert accepted.status_code == 201
+    device = await connect_device(server, "b1", token)
+    try:
+        assert (await recv(device))["text"] == "later"
+    finally:
+        await device.close()
+
+
+async def test_deleting_a_banner_ends_its_device_link(server):
+    token = await register(server, "b1")
+    device = await connect_device(server, "b1", token)
+    await recv(device)
+    await server.client.delete("/api/v1/banners/b1")
+    assert await closed_with(device) == 4404
