@@ -9,8 +9,16 @@ export UV_PYTHON_DOWNLOADS := never
 $(UV):
 	python3 -m pip install --user --quiet uv
 
+# The web UI's Alpine.js comes from npm (exact version in package-lock.json) and is served from our own
+# origin: the page never loads anything from a CDN.
+ALPINE_DIST := node_modules/@alpinejs/csp/dist/cdn.min.js
+ALPINE_VENDOR := src/airdisplay/web/static/vendor/alpine-csp.min.js
+
 install: $(UV)
 	$(UV) sync --frozen
+	npm ci --no-audit --no-fund
+	mkdir -p $(dir $(ALPINE_VENDOR))
+	cp $(ALPINE_DIST) $(ALPINE_VENDOR)
 
 run: install
 	$(UV) run airdisplay serve $(ARGS)

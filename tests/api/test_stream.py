@@ -271,3 +271,21 @@ async def test_a_client_that_stops_reading_is_cut_off_and_never_delays_others(st
     finally:
         reader.cancel()
         stuck.close()
+
+
+async def test_resume_with_versions_from_an_earlier_life_gets_the_current_truth(server, clients):
+    await server.create("b1")
+    await post(server, "b1", "gone soon")
+    await server.client.delete("/api/v1/banners/b1")
+    await server.create("b2")
+    await post(server, "b2", "old life")
+    await server.client.delete("/api/v1/banners/b2")
+    await server.create("b2", "New life")
+    client = await clients(server)
+    await client.send(type="set", banners=["b1", "b2"], known={"b1": 2, "b2": 2})
+    frames = {
+        f["banner_id"]: f for f in [await client.until(lambda f: f["type"] == "banner") for _ in range(2)]
+    }
+    assert frames["b1"]["kind"] == "missing"
+    assert frames["b2"]["kind"] == "snapshot" and frames["b2"]["banner"]["name"] == "New life"
+    assert frames["b2"]["version"] == 1

@@ -16,13 +16,14 @@ import pytest
 import uvicorn
 from playwright.async_api import Browser, ConsoleMessage, Dialog, Locator, Page, WebSocket, async_playwright
 from pydantic import SecretStr
-from tests.api.conftest import RunningServer
-from tests.conftest import eventually
 
 from airdisplay.api import create_app
+from airdisplay.cli import WS_MAX_FRAME
 from airdisplay.config import Settings
 from airdisplay.domain import BannerChanged
 from airdisplay.web import VENDOR_DIR
+from tests.api.conftest import RunningServer
+from tests.conftest import eventually
 
 
 def _find_chromium() -> str | None:
@@ -49,8 +50,6 @@ ALPINE = VENDOR_DIR / "alpine-csp.min.js"
 #: Browser-side waits; generous for a loaded 2-core CI machine.
 UI_TIMEOUT_MS = 10_000
 
-pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="Chromium not installed (apt-get install chromium)")
-
 
 @pytest.fixture
 async def start_web_server(tmp_path) -> AsyncIterator[Callable[..., Awaitable[RunningServer]]]:
@@ -73,7 +72,9 @@ async def start_web_server(tmp_path) -> AsyncIterator[Callable[..., Awaitable[Ru
         app = create_app(config)
         changes: list[BannerChanged] = []
         app.state.runtime.add_listener(changes.append)
-        server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
+        server = uvicorn.Server(
+            uvicorn.Config(app, log_level="warning", lifespan="on", ws_max_size=WS_MAX_FRAME)
+        )
         task = asyncio.create_task(server.serve(sockets=[sock]))
         await eventually(lambda: server.started or task.done(), what="server start")
         if task.done():
@@ -81,7 +82,16 @@ async def start_web_server(tmp_path) -> AsyncIterator[Callable[..., Awaitable[Ru
         url = f"http://127.0.0.1:{port}"
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else None
         client = httpx.AsyncClient(base_url=url, timeout=30, headers=headers)
-        handle = RunningServer(url, client, app.state.runtime, changes, config.data_dir, server, task)
+        handle = RunningServer(
+            url=url,
+            client=client,
+            runtime=app.state.runtime,
+            changes=changes,
+            data_dir=config.data_dir,
+            app=app,
+            _server=server,
+            _task=task,
+        )
         running.append(handle)
         return handle
 
@@ -97,6 +107,8 @@ async def web_server(start_web_server) -> RunningServer:
 
 @pytest.fixture
 async def browser() -> AsyncIterator[Browser]:
+    if CHROMIUM is None:
+        pytest.skip("no Chromium: install Debian's package (apt-get install chromium); .ci/run does")
     if not ALPINE.exists():
         pytest.fail(f"{ALPINE} is missing: run `make install` (it copies Alpine.js from node_modules)")
     async with async_playwright() as playwright:
@@ -147,7 +159,7 @@ class FleetPage:
 
     async def wait_live(self) -> None:
         """Until the stream has confirmed a subscription to exactly the cards on screen."""
-        await self.fleet.and_(self.page.locator('[data-synced="true"]')).wait_for(timeout=UI_TIMEOUT_MS)
+        await self.page.locator('main.fleet[data-synced="true"]').wait_for()
 
     async def submit(self, banner_id: str, text: str) -> None:
         card = self.card(banner_id)

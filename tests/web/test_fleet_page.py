@@ -1,4 +1,4 @@
-"""The fleet page in real Chromium against a real server: live updates, countdown, refusals, safety, paging."""
+"""The fleet page in real Chromium against a real server: live updates, countdown, errors, safety, paging."""
 
 from __future__ import annotations
 
@@ -166,7 +166,9 @@ async def test_a_server_with_an_api_key_asks_for_it_once_and_then_it_is_sent(sta
     await expect(fleet.message("b1")).to_have_text("Let me in")
 
 
-async def test_after_a_server_restart_the_page_reconnects_and_catches_up(start_web_server, open_fleet, tmp_path):
+async def test_after_a_server_restart_the_page_reconnects_and_catches_up(
+    start_web_server, open_fleet, tmp_path
+):
     first = await start_web_server(message_seconds=60)
     await first.create("b1", "Survivor")
     fleet = await open_fleet(first.url)
@@ -191,3 +193,18 @@ def _last_set(fleet) -> list[str]:
     frames = [frame for frame in fleet.sent_frames if frame["type"] == "set"]
     assert frames, "the page never subscribed"
     return frames[-1]["banners"]
+
+
+async def test_a_deleted_banner_shows_as_removed_and_comes_back_when_registered_again(web_server, open_fleet):
+    await web_server.create("b1", "Old life")
+    fleet = await open_fleet(web_server.url)
+    await fleet.wait_live()
+    shown = await web_server.client.post("/api/v1/banners/b1/message", json={"text": "first life"})
+    await expect(fleet.card("b1")).to_have_attribute("data-version", str(shown.json()["version"]))
+    assert (await web_server.client.delete("/api/v1/banners/b1")).status_code == 204
+    await expect(fleet.card("b1")).to_have_attribute("data-state", "gone")
+    await expect(fleet.card("b1").get_by_role("button", name="Send")).to_be_disabled()
+
+    await web_server.create("b1", "New life")  # versions start again at 1
+    await expect(fleet.card("b1")).to_have_attribute("data-state", "free")
+    await expect(fleet.card("b1").locator(".card-name")).to_have_text("New life")

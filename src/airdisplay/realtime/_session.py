@@ -46,7 +46,7 @@ class StreamSession:
         for banner_id in ids:
             if banner_id in known:
                 self.subscriber.knows(banner_id, known[banner_id])
-        await self._send_snapshots([b for b in ids if b in new or b in known])
+        await self._send_snapshots([b for b in ids if b in new or b in known], known)
 
     def unsubscribe(self, banner_ids: Iterable[str]) -> None:
         gone = [banner_id for banner_id in banner_ids if banner_id in self.banners]
@@ -66,7 +66,7 @@ class StreamSession:
         self.subscriber.close()
         self.banners.clear()
 
-    async def _send_snapshots(self, banner_ids: list[str]) -> None:
+    async def _send_snapshots(self, banner_ids: list[str], known: dict[str, int]) -> None:
         results = await asyncio.gather(
             *(self.runtime.get_banner(banner_id) for banner_id in banner_ids), return_exceptions=True
         )
@@ -74,11 +74,18 @@ class StreamSession:
         for banner_id, result in zip(banner_ids, results, strict=True):
             if banner_id not in self.banners:
                 continue  # unsubscribed while the snapshot was read
+            # A client that knows a version above the current one saw an earlier life of this id (the
+            # banner was deleted, maybe registered again): the snapshot replaces what it has, unless a live
+            # event already superseded its knowledge while the snapshot was read.
+            claimed = known.get(banner_id)
+            stale_life = claimed is not None and self.subscriber.version_of(banner_id) == claimed
             if isinstance(result, Banner):
                 frame = banner_frame("snapshot", banner_id, result.version, result, result.updated_at)
-                self.subscriber.offer(banner_id, result.version, frame)
+                resets = stale_life and claimed is not None and result.version < claimed
+                self.subscriber.offer(banner_id, result.version, frame, resets=resets)
             elif isinstance(result, BannerNotFound):
-                self.subscriber.offer(banner_id, 0, banner_frame("missing", banner_id, 0, None, now))
+                frame = banner_frame("missing", banner_id, 0, None, now)
+                self.subscriber.offer(banner_id, 0, frame, resets=stale_life and bool(claimed))
             else:
                 log.warning("snapshot of %s failed: %s", banner_id, result)
 

@@ -88,6 +88,10 @@ class Subscriber:
         if version > self._versions.get(banner_id, -1):
             self._versions[banner_id] = version
 
+    def version_of(self, banner_id: str) -> int | None:
+        """The newest version queued or sent for the banner (or declared known), if any."""
+        return self._versions.get(banner_id)
+
     def forget(self, banner_id: str) -> None:
         """Stop tracking the banner (unsubscribed); queued frames for it are dropped."""
         self._versions.pop(banner_id, None)

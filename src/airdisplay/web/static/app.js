@@ -34,7 +34,7 @@
 
   function makeCard(banner) {
     const card = {
-      id: banner.id, name: banner.name, version: 0, message: null, shownMs: 0, expiresMs: 0,
+      id: banner.id, name: banner.name, version: 0, createdAt: '', message: null, shownMs: 0, expiresMs: 0,
       gone: false, draft: '', sending: false, problem: '', busyUntil: 0,
     };
     setBanner(card, banner);
@@ -44,6 +44,7 @@
   function setBanner(card, banner) {
     card.name = banner.name;
     card.version = banner.version;
+    card.createdAt = banner.created_at;
     card.gone = false;
     card.message = banner.message;
     card.shownMs = banner.message ? parseTime(banner.message.shown_at) : 0;
@@ -51,13 +52,19 @@
     if (!banner.message) card.busyUntil = 0; // it is free now, whatever the last refusal said
   }
 
-  /** A `banner` frame applies when it is newer than the card, or when it tells that the banner left
-   *  (`deleted`, `missing`) or came back (any frame with a banner on a card that had left: a new life
-   *  of the id, whose versions start again at 1). */
+  /** A stream frame applies when it is newer than the card, or when it tells that the banner left
+   *  (`deleted`, `missing`) or came back: a banner registered again is a new life of the id, whose
+   *  versions start again at 1, told apart by its `created_at`. The stream keeps each banner's frames
+   *  in order, so a new life seen there is the current one. */
   function applies(card, frame) {
     if (frame.kind === 'deleted' || frame.kind === 'missing') return !card.gone || frame.version > card.version;
     if (!frame.banner) return false;
-    return card.gone || frame.version > card.version;
+    return card.gone || frame.banner.created_at !== card.createdAt || frame.version > card.version;
+  }
+
+  /** An HTTP answer may be overtaken by the stream, so it only ever moves the same life forward. */
+  function advances(card, banner) {
+    return !card.gone && banner.created_at === card.createdAt && banner.version > card.version;
   }
 
   function problemText(response) {
@@ -129,7 +136,7 @@
         } catch (err) {
           if (seq === loadSeq) {
             this.loading = false;
-            this.fleetError = 'Cannot reach the server. Retry with the page buttons or reload.';
+            this.fleetError = 'Cannot reach the server; the page loads again when it is back.';
           }
           return;
         }
@@ -203,7 +210,8 @@
           if (socket !== ws) return;
           skewSamples = [];
           this.link = 'live';
-          this.subscribePage();
+          if (this.fleetError) this.reloadPage(); // the server is back: the page it failed to load
+          else this.subscribePage();
         };
         ws.onmessage = (event) => {
           if (socket !== ws) return;
@@ -252,13 +260,18 @@
 
       applyFrame(card, frame) {
         if (frame.banner) {
-          setBanner(card, frame.banner);
+          this.showBanner(card, frame.banner);
           return;
         }
         card.gone = true;
         card.version = frame.version;
         card.message = null;
         card.busyUntil = 0;
+      },
+
+      showBanner(card, banner) {
+        this.now = Date.now() + skewMs; // a new countdown starts from now, not from the last tick
+        setBanner(card, banner);
       },
 
       /** The server's clock from event times: `at` minus latency never exceeds it, so keep the max. */
@@ -306,8 +319,11 @@
         return length > LED_MEDIUM ? 'strip-lit led-medium' : 'strip-lit';
       },
 
+      /** Time left on the message, never more than its whole duration (a clock a little behind the
+       *  server's must not show 61 s of a 60 s message). */
       msLeft(card) {
-        return card.message ? Math.max(0, card.expiresMs - this.now) : 0;
+        if (!card.message) return 0;
+        return Math.min(card.expiresMs - card.shownMs, Math.max(0, card.expiresMs - this.now));
       },
       secondsLeft(card) {
         return card.message ? Math.ceil(this.msLeft(card) / 1000) : 0;
@@ -354,7 +370,7 @@
         card.sending = false;
         if (response.status === 201) {
           card.draft = '';
-          if (response.data && response.data.version > card.version) setBanner(card, response.data);
+          if (response.data && advances(card, response.data)) this.showBanner(card, response.data);
         } else if (response.status === 409 && response.data && response.data.free_at) {
           card.busyUntil = parseTime(response.data.free_at) || (this.now + retryAfterMs(response));
         } else if (response.status === 401 || response.status === 403) {
