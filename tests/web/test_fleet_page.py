@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import re
 
+import websockets
 from playwright.async_api import expect
 
 from tests.web.conftest import UI_TIMEOUT_MS, same_origin
@@ -208,3 +210,26 @@ async def test_a_deleted_banner_shows_as_removed_and_comes_back_when_registered_
     await web_server.create("b1", "New life")  # versions start again at 1
     await expect(fleet.card("b1")).to_have_attribute("data-state", "free")
     await expect(fleet.card("b1").locator(".card-name")).to_have_text("New life")
+
+
+async def test_each_card_tells_whether_the_physical_banner_shows_the_message(web_server, open_fleet):
+    token = (await web_server.create("b1", "With a device")).json()["device_token"]
+    fleet = await open_fleet(web_server.url)
+    await fleet.wait_live()
+    device_state = fleet.card("b1").get_by_test_id("device")
+    await expect(device_state).to_have_text("banner offline")
+
+    url = web_server.url.replace("http://", "ws://") + "/api/v1/devices/b1/connect"
+    async with websockets.connect(url, additional_headers={"Authorization": f"Bearer {token}"}) as device:
+        blank = json.loads(await device.recv())
+        await expect(device_state).to_have_text("sending…")  # online, but it has not acknowledged yet
+        await device.send(json.dumps({"type": "ack", "version": blank["version"]}))
+        await expect(device_state).to_have_text("showing on banner")
+
+        await fleet.submit("b1", "Up in the sky")
+        display = json.loads(await device.recv())
+        assert display["text"] == "Up in the sky"
+        await expect(device_state).to_have_text("sending…")
+        await device.send(json.dumps({"type": "ack", "version": display["version"]}))
+        await expect(device_state).to_have_text("showing on banner")
+    await expect(device_state).to_have_text("banner offline")

@@ -35,7 +35,7 @@
   function makeCard(banner) {
     const card = {
       id: banner.id, name: banner.name, version: 0, createdAt: '', message: null, shownMs: 0, expiresMs: 0,
-      gone: false, draft: '', sending: false, problem: '', busyUntil: 0,
+      gone: false, draft: '', sending: false, problem: '', busyUntil: 0, device: null, displayVersion: 0,
     };
     setBanner(card, banner);
     return card;
@@ -47,6 +47,8 @@
     card.createdAt = banner.created_at;
     card.gone = false;
     card.message = banner.message;
+    card.device = banner.device || null;
+    card.displayVersion = banner.display_version || 0;
     card.shownMs = banner.message ? parseTime(banner.message.shown_at) : 0;
     card.expiresMs = banner.message ? parseTime(banner.message.expires_at) : 0;
     if (!banner.message) card.busyUntil = 0; // it is free now, whatever the last refusal said
@@ -308,6 +310,18 @@
         return { gone: 'removed', sending: 'sending…', showing: 'showing', free: 'free' }[state];
       },
       cardClass(card) { return 'is-' + this.stateOf(card); },
+
+      /** What the physical banner reports, comparing like with like: the display version it acknowledged
+       *  against the one it should show (docs/device-protocol.md). */
+      deviceState(card) {
+        if (!card.device || !card.device.online) return 'offline';
+        return card.device.displayed_version === card.displayVersion ? 'on-banner' : 'sending';
+      },
+      deviceText(card) {
+        return { offline: 'banner offline', 'on-banner': 'showing on banner', sending: 'sending…' }[
+          this.deviceState(card)];
+      },
+      deviceClass(card) { return 'device-' + this.deviceState(card); },
 
       messageText(card) { return card.message ? card.message.text : ''; },
       isIdle(card) { return !card.message; },
