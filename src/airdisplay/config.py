@@ -27,7 +27,14 @@ class Settings(BaseModel):
     api_key: SecretStr | None = None
     idle_seconds: float = Field(300.0, gt=0)
     durability: Literal["full", "normal"] = "full"
-    runtime: Literal["embedded"] = "embedded"
+    runtime: Literal["embedded", "dapr"] = "embedded"
+    #: Dapr mode: the sidecar's HTTP API, the pub/sub component and topic, and the directory's Redis.
+    dapr_url: str = "http://127.0.0.1:3500"
+    dapr_pubsub: str = "pubsub"
+    dapr_topic: str = "banner-changes"
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    dapr_api_token: SecretStr | None = None
+    app_api_token: SecretStr | None = None
     #: A device that sends nothing (heartbeat, ack) for this long is marked offline and disconnected.
     device_timeout: float = Field(30.0, gt=0)
     #: Messages for offline banners: "accept" (the banner catches up on reconnect) or "refuse" (503).
@@ -64,4 +71,9 @@ class Settings(BaseModel):
             raise ValueError(
                 f"listening on {self.host} needs an API key: set AIRDISPLAY_API_KEY (or --api-key); "
                 "without one, AirDisplay only listens on 127.0.0.1"
+            )
+        if self.runtime == "dapr" and self.app_api_token is None and not self.is_loopback:
+            raise ValueError(
+                f"listening on {self.host} in Dapr mode needs APP_API_TOKEN, so that only daprd can call "
+                "the actor routes (/actors/...); give daprd the same token (dapr.io/app-token-secret)"
             )

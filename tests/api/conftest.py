@@ -11,6 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 import uvicorn
+from dapr.actor.runtime.runtime import ActorRuntime
 from fastapi import FastAPI
 from pydantic import SecretStr
 
@@ -19,7 +20,9 @@ from airdisplay.cli import WS_MAX_FRAME
 from airdisplay.config import Settings
 from airdisplay.domain import BannerChanged
 from airdisplay.runtimes import EmbeddedRuntime
+from airdisplay.runtimes.dapr import DaprRuntime
 from tests.conftest import eventually
+from tests.dapr.double import DaprdDouble
 
 
 @dataclass
@@ -32,6 +35,7 @@ class RunningServer:
     app: FastAPI
     _server: uvicorn.Server
     _task: asyncio.Task[None]
+    daprd: DaprdDouble | None = None
 
     async def stop(self) -> None:
         """Graceful shutdown, as on SIGTERM."""
@@ -39,6 +43,8 @@ class RunningServer:
             await self.client.aclose()
             self._server.should_exit = True
             await self._task
+        if self.daprd is not None:
+            await self.daprd.stop()
 
     async def create(self, banner_id: str, name: str = "Test banner") -> httpx.Response:
         response = await self.client.post("/api/v1/banners", json={"id": banner_id, "name": name})
@@ -56,13 +62,33 @@ class RunningServer:
 ServerFactory = Callable[..., Awaitable[RunningServer]]
 
 
+async def _dapr_runtime(config: Settings, request: pytest.FixtureRequest) -> tuple[DaprdDouble, DaprRuntime]:
+    """The Dapr runtime against the daprd double (see tests/dapr/double.py) and a real Redis."""
+    redis_url = request.getfixturevalue("redis_url")
+    ActorRuntime._actor_managers = {}  # the SDK keeps registrations in class globals
+    daprd = DaprdDouble()
+    await daprd.start()
+    app_token = config.app_api_token.get_secret_value() if config.app_api_token else None
+    runtime = DaprRuntime(
+        config.rules,
+        dapr_url=daprd.url,
+        redis_url=redis_url,
+        actor_client=daprd.actor_client,
+        app_api_token=app_token,
+    )
+    return daprd, runtime
+
+
 @pytest.fixture
-async def start_server(tmp_path) -> AsyncIterator[ServerFactory]:
+async def start_server(tmp_path, request) -> AsyncIterator[ServerFactory]:
     """Start servers on a data dir (default: this test's tmp_path); all are stopped at the end."""
     running: list[RunningServer] = []
 
     async def start(
-        data_dir: Path | None = None, api_key: str | None = None, **settings: object
+        data_dir: Path | None = None,
+        api_key: str | None = None,
+        runtime: str = "embedded",
+        **settings: object,
     ) -> RunningServer:
         sock = socket.socket()
         sock.bind(("127.0.0.1", 0))
@@ -71,9 +97,15 @@ async def start_server(tmp_path) -> AsyncIterator[ServerFactory]:
             data_dir=data_dir or tmp_path,
             port=port,
             api_key=SecretStr(api_key) if api_key else None,
+            runtime=runtime,
             **settings,
         )
-        app = create_app(config)
+        daprd = None
+        if runtime == "dapr":
+            daprd, dapr_runtime = await _dapr_runtime(config, request)
+            app = create_app(config, dapr_runtime)
+        else:
+            app = create_app(config)
         runtime = app.state.runtime
         changes: list[BannerChanged] = []
         runtime.add_listener(changes.append)
@@ -86,7 +118,9 @@ async def start_server(tmp_path) -> AsyncIterator[ServerFactory]:
             task.result()
         url = f"http://127.0.0.1:{port}"
         client = httpx.AsyncClient(base_url=url, timeout=30, limits=httpx.Limits(max_connections=500))
-        handle = RunningServer(url, client, runtime, changes, config.data_dir, app, server, task)
+        handle = RunningServer(url, client, runtime, changes, config.data_dir, app, server, task, daprd)
+        if daprd is not None and config.app_api_token is None:
+            await daprd.connect_app(url)
         running.append(handle)
         return handle
 

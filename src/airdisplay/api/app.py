@@ -10,7 +10,6 @@ from fastapi.staticfiles import StaticFiles
 
 from .. import __version__
 from ..config import Settings
-from ..events import InProcessEventBus
 from ..realtime import DeviceLinks, StreamHub
 from ..runtimes import BannerRuntime, EmbeddedRuntime
 from ..web import STATIC_DIR
@@ -21,6 +20,18 @@ from .routes import banners, devices, events, health, legacy, stream, ui
 
 def build_runtime(settings: Settings) -> BannerRuntime:
     """The runtime named in the settings."""
+    if settings.runtime == "dapr":
+        from ..runtimes.dapr import DaprRuntime  # imported only when chosen: it pulls in the Dapr SDK
+
+        return DaprRuntime(
+            settings.rules,
+            dapr_url=settings.dapr_url,
+            redis_url=settings.redis_url,
+            pubsub=settings.dapr_pubsub,
+            topic=settings.dapr_topic,
+            dapr_api_token=settings.dapr_api_token.get_secret_value() if settings.dapr_api_token else None,
+            app_api_token=settings.app_api_token.get_secret_value() if settings.app_api_token else None,
+        )
     return EmbeddedRuntime(
         settings.data_dir, settings.rules, idle_timeout=settings.idle_seconds, durability=settings.durability
     )
@@ -46,8 +57,7 @@ def create_app(settings: Settings, runtime: BannerRuntime | None = None) -> Fast
         summary="Electronic aircraft banners: one message at a time, 60 seconds each, live.",
         lifespan=lifespan,
     )
-    bus = InProcessEventBus()
-    runtime.add_listener(bus.publish)
+    bus = runtime.event_bus
     app.state.settings = settings
     app.state.runtime = runtime
     app.state.bus = bus
@@ -60,6 +70,7 @@ def create_app(settings: Settings, runtime: BannerRuntime | None = None) -> Fast
     app.include_router(devices.router)
     app.include_router(health.router)
     app.include_router(legacy.router)
+    runtime.install(app)
     app.include_router(ui.router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR, check_dir=False), name="static")
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)

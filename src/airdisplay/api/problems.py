@@ -26,6 +26,7 @@ from ..domain import (
     InvalidMessageText,
     VersionMismatch,
 )
+from ..runtimes.base import RuntimeUnavailable
 
 log = logging.getLogger("airdisplay.api")
 
@@ -122,6 +123,7 @@ def install_problem_handlers(app: FastAPI) -> None:
     on(RuntimeClosed, lambda e: problem(503, "Service unavailable", "the service is starting or stopping"))
     on(StoreError, _unavailable)
     on(ActivationFailed, _unavailable)
+    on(RuntimeUnavailable, _unavailable)
     on(StarletteHTTPException, _http)
     on(Exception, _internal)
 

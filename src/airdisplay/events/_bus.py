@@ -35,6 +35,10 @@ class EventBus(ABC):
     async def stop(self) -> None:  # noqa: B027
         """Disconnect the transport."""
 
+    def deliver(self, change: BannerChanged) -> None:
+        """Hand a change that arrived from the transport to this process's subscribers."""
+        self._deliver(Published(change))
+
     def _deliver(self, event: Published) -> None:
         for handler in list(self._handlers):
             try:
@@ -47,4 +51,4 @@ class InProcessEventBus(EventBus):
     """Delivers synchronously in the publishing turn, so per-banner order is the turn order."""
 
     def publish(self, change: BannerChanged) -> None:
-        self._deliver(Published(change))
+        self.deliver(change)

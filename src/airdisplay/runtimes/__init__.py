@@ -1,7 +1,7 @@
 """Where banner actors run: the embedded runtime (default) and, later, Dapr; one interface for both."""
 
-from .base import BannerRuntime, ChangeListener
+from .base import BannerRuntime, ChangeListener, RuntimeUnavailable
 from .behaviour import Registration
 from .embedded import EmbeddedRuntime
 
-__all__ = ["BannerRuntime", "ChangeListener", "EmbeddedRuntime", "Registration"]
+__all__ = ["BannerRuntime", "ChangeListener", "EmbeddedRuntime", "Registration", "RuntimeUnavailable"]

@@ -4,9 +4,19 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from ..domain import Banner, BannerChanged, SubmitOutcome
+from ..events import EventBus, Published
 from .behaviour import Registration
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
+
+
+class RuntimeUnavailable(RuntimeError):
+    """Raised when the runtime cannot reach the banner actors (sidecar down, network); nothing changed."""
+
 
 #: Receives every committed banner change, in version order per banner.
 ChangeListener = Callable[[BannerChanged], None]
@@ -17,6 +27,11 @@ class BannerRuntime(ABC):
 
     #: The name operators choose it by (`airdisplay serve --runtime NAME`).
     name: str
+    #: Carries every committed change to this process's subscribers (streams, device links).
+    event_bus: EventBus
+
+    def install(self, app: FastAPI) -> None:  # noqa: B027 - most runtimes need no routes of their own
+        """Add routes the runtime itself needs (Dapr: the ones daprd calls)."""
 
     @abstractmethod
     async def start(self) -> None: ...
@@ -75,15 +90,9 @@ class BannerRuntime(ABC):
         """
 
     def add_listener(self, listener: ChangeListener) -> None:
-        """Call `listener` with every committed change (after it is durable)."""
-        self._listeners().append(listener)
+        """Call `listener` with every committed change this process hears of (after it is durable)."""
 
-    def _listeners(self) -> list[ChangeListener]:
-        listeners: list[ChangeListener] | None = self.__dict__.get("_change_listeners")
-        if listeners is None:
-            listeners = self.__dict__["_change_listeners"] = []
-        return listeners
+        def forward(event: Published) -> None:
+            listener(event.change)
 
-    def _notify(self, change: BannerChanged) -> None:
-        for listener in self._listeners():
-            listener(change)
+        self.event_bus.subscribe(forward)

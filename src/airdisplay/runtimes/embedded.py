@@ -8,6 +8,7 @@ from pathlib import Path
 from ..actors import DEFAULT_IDLE_TIMEOUT, Actor, ActorContext, ActorHost, SqliteStore
 from ..actors._store import Durability
 from ..domain import Banner, BannerChanged, BannerRules, SubmitOutcome
+from ..events import InProcessEventBus
 from .base import BannerRuntime
 from .behaviour import BANNER_KEY, BannerBehaviour, Registration
 
@@ -45,6 +46,7 @@ class EmbeddedRuntime(BannerRuntime):
             idle_timeout=DEFAULT_IDLE_TIMEOUT if idle_timeout is None else idle_timeout,
         )
         self.host.register_actor_type(BANNER_ACTOR_TYPE, BannerActor, lambda ctx: BannerActor(ctx, rules))
+        self.event_bus = InProcessEventBus()
         self._running = False
 
     async def start(self) -> None:
@@ -62,7 +64,7 @@ class EmbeddedRuntime(BannerRuntime):
     def _on_events(self, actor_type: str, actor_id: str, events: list[object]) -> None:
         for event in events:
             if isinstance(event, BannerChanged):
-                self._notify(event)
+                self.event_bus.publish(event)
 
     async def _call(self, banner_id: str, method: str, *args: object, **kwargs: object) -> object:
         return await self.host.invoke(BANNER_ACTOR_TYPE, banner_id, method, *args, **kwargs)

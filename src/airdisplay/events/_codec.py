@@ -1,0 +1,35 @@
+"""A banner change as JSON, for transports that carry events between processes (Dapr pub/sub)."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Any
+
+from ..domain import Banner, BannerChanged, ChangeKind
+
+
+def change_to_json(change: BannerChanged) -> dict[str, Any]:
+    return {
+        "kind": change.kind.value,
+        "banner_id": change.banner_id,
+        "version": change.version,
+        "banner": None if change.banner is None else change.banner.model_dump(mode="json"),
+        "at": change.at.isoformat(),
+    }
+
+
+def change_from_json(data: dict[str, Any] | str | bytes) -> BannerChanged:
+    """Decode; raises ValueError (or a pydantic ValidationError, also a ValueError) for anything malformed."""
+    if isinstance(data, str | bytes):
+        data = json.loads(data)
+    if not isinstance(data, dict):
+        raise ValueError("a banner change must be a JSON object")
+    banner = data.get("banner")
+    return BannerChanged(
+        kind=ChangeKind(data["kind"]),
+        banner_id=str(data["banner_id"]),
+        version=int(data["version"]),
+        banner=None if banner is None else Banner.model_validate(banner),
+        at=datetime.fromisoformat(data["at"]),
+    )

@@ -1,0 +1,159 @@
+"""The banner actor hosted by the official Dapr Python SDK: the same BannerBehaviour, Dapr's Actor base.
+
+Pitfalls of the SDK (1.19) handled here on purpose, each with a test in tests/runtimes/test_dapr_actor.py:
+- A method that raises leaves its changes in the SDK's state cache, and the next turn saves them
+  (manager.py clears the cache only for DaprInternalError). Every turn here clears the cache on failure.
+- State is saved by the SDK after the method returns; events must leave only after the state is durable,
+  so each turn saves explicitly and then publishes.
+- Domain refusals are returned as results (see _wire.py), never raised: daprd would turn them into a 500.
+- The expiry is a one-shot reminder (period None, sent as `"period": null`); `timedelta(0)` would repeat.
+- Reminders arrive at least once (daprd retries a failing one 3 times): the expiry handler is idempotent.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from datetime import timedelta
+from typing import Any
+
+from dapr.actor import Actor, ActorInterface, Remindable, actormethod
+from dapr.actor.id import ActorId
+from dapr.actor.runtime.context import ActorRuntimeContext
+
+from ...domain import BannerChanged, BannerRules, DomainError
+from ...events import EventBus
+from ..behaviour import BannerBehaviour
+from ._wire import banner_value, error, ok
+
+#: The actor type name daprd routes by; the SDK takes it from the class name.
+DAPR_ACTOR_TYPE = "BannerActor"
+
+
+class BannerActorInterface(ActorInterface):
+    """The methods daprd can call; names are the wire names, each takes one JSON object."""
+
+    @actormethod(name="Register")
+    async def call_register(self, data: dict[str, Any]) -> dict[str, Any]: ...
+
+    @actormethod(name="Get")
+    async def call_get(self, data: dict[str, Any]) -> dict[str, Any]: ...
+
+    @actormethod(name="Submit")
+    async def call_submit(self, data: dict[str, Any]) -> dict[str, Any]: ...
+
+    @actormethod(name="Clear")
+    async def call_clear(self, data: dict[str, Any]) -> dict[str, Any]: ...
+
+    @actormethod(name="Delete")
+    async def call_delete(self, data: dict[str, Any]) -> dict[str, Any]: ...
+
+    @actormethod(name="RotateDeviceToken")
+    async def call_rotate_device_token(self, data: dict[str, Any]) -> dict[str, Any]: ...
+
+    @actormethod(name="CheckDeviceToken")
+    async def call_check_device_token(self, data: dict[str, Any]) -> dict[str, Any]: ...
+
+    @actormethod(name="DeviceOnline")
+    async def call_device_online(self, data: dict[str, Any]) -> dict[str, Any]: ...
+
+    @actormethod(name="DeviceOffline")
+    async def call_device_offline(self, data: dict[str, Any]) -> dict[str, Any]: ...
+
+    @actormethod(name="DeviceAck")
+    async def call_device_ack(self, data: dict[str, Any]) -> dict[str, Any]: ...
+
+
+class BannerActor(BannerBehaviour, Actor, BannerActorInterface, Remindable):  # type: ignore[misc]
+    """A banner on Dapr. (Remindable must be a direct base: the SDK checks __bases__.)"""
+
+    def __init__(
+        self, ctx: ActorRuntimeContext, actor_id: ActorId, rules: BannerRules, bus: EventBus
+    ) -> None:
+        super().__init__(ctx, actor_id)
+        self.rules = rules
+        self._bus = bus
+        self._events: list[object] = []
+
+    def now(self) -> float:
+        return time.time()
+
+    def publish(self, event: object) -> None:
+        self._events.append(event)
+
+    async def _turn(self, action: Callable[[], Awaitable[object]]) -> dict[str, Any]:
+        """Run one turn: all or nothing for state, events only after the state is saved."""
+        self._events = []
+        try:
+            value = await action()
+        except DomainError as exc:
+            await self._state_manager.clear_cache()
+            return error(exc)
+        except BaseException:
+            await self._state_manager.clear_cache()
+            raise
+        await self._state_manager.save_state()
+        for event in self._events:
+            if isinstance(event, BannerChanged):
+                self._bus.publish(event)
+        self._events = []
+        return ok(value)
+
+    # -- the interface -----------------------------------------------------------------------------
+
+    async def call_register(self, data: dict[str, Any]) -> dict[str, Any]:
+        async def run() -> object:
+            registration = await self.register(str(data.get("name", "")))
+            return {"banner": banner_value(registration.banner), "device_token": registration.device_token}
+
+        return await self._turn(run)
+
+    async def call_get(self, data: dict[str, Any]) -> dict[str, Any]:
+        return await self._turn(lambda: self._as_value(self.get()))
+
+    async def call_submit(self, data: dict[str, Any]) -> dict[str, Any]:
+        async def run() -> object:
+            outcome = await self.submit(
+                str(data.get("text", "")),
+                idempotency_key=data.get("idempotency_key"),
+                expected_version=data.get("expected_version"),
+            )
+            return {"banner": banner_value(outcome.banner), "replayed": outcome.replayed}
+
+        return await self._turn(run)
+
+    async def call_clear(self, data: dict[str, Any]) -> dict[str, Any]:
+        return await self._turn(lambda: self._as_value(self.clear()))
+
+    async def call_delete(self, data: dict[str, Any]) -> dict[str, Any]:
+        return await self._turn(self.delete)
+
+    async def call_rotate_device_token(self, data: dict[str, Any]) -> dict[str, Any]:
+        return await self._turn(self.rotate_device_token)
+
+    async def call_check_device_token(self, data: dict[str, Any]) -> dict[str, Any]:
+        return await self._turn(lambda: self._as_value(self.check_device_token(str(data.get("token", "")))))
+
+    async def call_device_online(self, data: dict[str, Any]) -> dict[str, Any]:
+        return await self._turn(lambda: self._as_value(self.device_online()))
+
+    async def call_device_offline(self, data: dict[str, Any]) -> dict[str, Any]:
+        return await self._turn(lambda: self._as_value(self.device_offline()))
+
+    async def call_device_ack(self, data: dict[str, Any]) -> dict[str, Any]:
+        return await self._turn(lambda: self._as_value(self.device_ack(int(data.get("version", 0)))))
+
+    async def receive_reminder(
+        self,
+        name: str,
+        state: bytes,
+        due_time: timedelta,
+        period: timedelta | None,
+        ttl: timedelta | None = None,
+    ) -> None:
+        """Reminder delivery (at least once). A failure raises so that daprd retries it."""
+        await self._turn(lambda: BannerBehaviour.receive_reminder(self, name, state, due_time, period))
+
+    @staticmethod
+    async def _as_value(pending: Awaitable[Any]) -> object:
+        return banner_value(await pending)

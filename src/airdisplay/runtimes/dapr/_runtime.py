@@ -1,0 +1,212 @@
+"""Banner actors on Dapr: this replica hosts some of them (the SDK's ActorRuntime behind daprd) and calls
+any of them through its sidecar; events travel over Dapr pub/sub; the fleet listing comes from Redis.
+
+Ports and variables (docs in deploy/dapr/README.md): the app listens on `--port` (daprd's `--app-port`);
+daprd's HTTP API on DAPR_HTTP_PORT (default 3500). DAPR_API_TOKEN is sent to daprd; APP_API_TOKEN, when
+set, is required from daprd on the routes it calls (/actors, /dapr, /events).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+from typing import Any
+
+import httpx
+from dapr.actor.runtime.runtime import ActorRuntime
+from dapr.clients.base import DaprActorClientBase
+from dapr.clients.http.dapr_actor_http_client import DaprActorHttpClient
+from dapr.ext.fastapi import DaprActor, DaprApp
+from fastapi import Body, FastAPI
+from fastapi.responses import JSONResponse
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from ...domain import Banner, BannerRules, SubmissionLog, SubmitOutcome
+from ...events import change_from_json
+from ..base import BannerRuntime
+from ..behaviour import Registration
+from ._actor import DAPR_ACTOR_TYPE, BannerActor
+from ._directory import RedisDirectory
+from ._events import DaprEventBus
+from ._serializer import PlainJSONSerializer
+from ._wire import ActorCallFailed, unwrap
+
+log = logging.getLogger("airdisplay.dapr")
+
+#: daprd's default HTTP port, and the names the components in deploy/dapr/components use.
+DEFAULT_DAPR_HTTP_PORT = 3500
+DEFAULT_PUBSUB = "pubsub"
+DEFAULT_TOPIC = "banner-changes"
+#: Routes daprd calls on the app; guarded by APP_API_TOKEN when it is set.
+DAPR_FACING_PREFIXES = ("/actors/", "/dapr/", "/events/")
+
+
+class DaprRuntime(BannerRuntime):
+    """The BannerRuntime for replicas behind daprd sidecars."""
+
+    name = "dapr"
+
+    def __init__(
+        self,
+        rules: BannerRules,
+        *,
+        dapr_url: str,
+        redis_url: str,
+        pubsub: str = DEFAULT_PUBSUB,
+        topic: str = DEFAULT_TOPIC,
+        dapr_api_token: str | None = None,
+        app_api_token: str | None = None,
+        actor_client: DaprActorClientBase | None = None,
+    ) -> None:
+        self.rules = rules
+        self.dapr_url = dapr_url.rstrip("/")
+        self.event_bus: DaprEventBus = DaprEventBus(self.dapr_url, pubsub, topic, dapr_api_token)
+        self.directory = RedisDirectory(redis_url)
+        self.app_api_token = app_api_token
+        self._headers = {"dapr-api-token": dapr_api_token} if dapr_api_token else {}
+        self._actor_client = actor_client
+        self._http: httpx.AsyncClient | None = None
+        self._serializer = PlainJSONSerializer()
+        self._running = False
+        self.event_bus.subscribe(self._fold_into_directory)
+        self._directory_writes: set[asyncio.Task[None]] = set()
+
+    # -- lifecycle ---------------------------------------------------------------------------------
+
+    def install(self, app: FastAPI) -> None:
+        """Add the routes daprd calls: actor hosting (SDK), the subscription, and the app-token guard."""
+        DaprActor(app)
+        dapr_app = DaprApp(app)
+        bus = self.event_bus
+
+        @dapr_app.subscribe(pubsub=bus.pubsub, topic=bus.topic)
+        async def banner_changes(event: dict[str, Any] = Body(...)) -> dict[str, str]:  # noqa: B008
+            """Banner events from Dapr pub/sub, fanned out to this replica's streams and devices."""
+            try:
+                change = change_from_json(event.get("data"))  # type: ignore[arg-type]
+            except (ValueError, KeyError, TypeError) as exc:
+                log.warning("dropping a malformed banner event: %s", exc)
+                return {"status": "DROP"}
+            bus.deliver(change)
+            return {"status": "SUCCESS"}
+
+        if self.app_api_token:
+            app.add_middleware(AppTokenGuard, token=self.app_api_token)
+
+    async def start(self) -> None:
+        client = self._actor_client
+        if client is None:
+            # The SDK's client waits for the sidecar synchronously (DAPR_HEALTH_TIMEOUT): off the loop.
+            client = await asyncio.to_thread(DaprActorHttpClient, self._serializer)
+        await ActorRuntime.register_actor(
+            BannerActor,
+            message_serializer=self._serializer,
+            state_serializer=self._serializer,
+            actor_factory=lambda ctx, actor_id: BannerActor(ctx, actor_id, self.rules, self.event_bus),
+            actor_client=client,
+        )
+        self._http = httpx.AsyncClient(base_url=self.dapr_url, headers=self._headers, timeout=30)
+        await self.directory.ping()
+        self._running = True
+
+    async def stop(self) -> None:
+        self._running = False
+        if self._directory_writes:
+            await asyncio.gather(*self._directory_writes, return_exceptions=True)
+        if self._http is not None:
+            await self._http.aclose()
+        await self.directory.close()
+
+    def is_ready(self) -> bool:
+        return self._running
+
+    # -- calls through daprd -----------------------------------------------------------------------
+
+    async def _call(self, banner_id: str, method: str, data: dict[str, Any] | None = None) -> Any:
+        if self._http is None:
+            raise ActorCallFailed("the Dapr runtime is not started")
+        try:
+            response = await self._http.put(
+                f"/v1.0/actors/{DAPR_ACTOR_TYPE}/{banner_id}/method/{method}",
+                content=self._serializer.serialize(data or {}),
+                headers={"Content-Type": "application/json"},
+            )
+        except httpx.HTTPError as exc:
+            raise ActorCallFailed(f"daprd cannot be reached at {self.dapr_url}: {exc}") from None
+        if response.status_code != 200:
+            raise ActorCallFailed(
+                f"daprd answered {response.status_code} for {method}: {response.text[:300]}"
+            )
+        return unwrap(self._serializer.deserialize(response.content))
+
+    async def create_banner(self, banner_id: str, name: str) -> Registration:
+        value = await self._call(banner_id, "Register", {"name": name})
+        registration = Registration(Banner.model_validate(value["banner"]), value["device_token"])
+        await self.directory.put(registration.banner, created=True)
+        return registration
+
+    async def get_banner(self, banner_id: str) -> Banner:
+        return Banner.model_validate(await self._call(banner_id, "Get"))
+
+    async def delete_banner(self, banner_id: str) -> None:
+        await self._call(banner_id, "Delete")
+        await self.directory.remove(banner_id)
+
+    async def submit_message(
+        self,
+        banner_id: str,
+        text: str,
+        *,
+        idempotency_key: str | None = None,
+        expected_version: int | None = None,
+    ) -> SubmitOutcome:
+        value = await self._call(
+            banner_id,
+            "Submit",
+            {"text": text, "idempotency_key": idempotency_key, "expected_version": expected_version},
+        )
+        return SubmitOutcome(Banner.model_validate(value["banner"]), SubmissionLog(), value["replayed"])
+
+    async def clear_message(self, banner_id: str) -> Banner:
+        return Banner.model_validate(await self._call(banner_id, "Clear"))
+
+    async def rotate_device_token(self, banner_id: str) -> str:
+        return str(await self._call(banner_id, "RotateDeviceToken"))
+
+    async def authenticate_device(self, banner_id: str, token: str) -> Banner:
+        return Banner.model_validate(await self._call(banner_id, "CheckDeviceToken", {"token": token}))
+
+    async def device_online(self, banner_id: str) -> Banner:
+        return Banner.model_validate(await self._call(banner_id, "DeviceOnline"))
+
+    async def device_offline(self, banner_id: str) -> Banner:
+        return Banner.model_validate(await self._call(banner_id, "DeviceOffline"))
+
+    async def device_ack(self, banner_id: str, display_version: int) -> Banner:
+        return Banner.model_validate(await self._call(banner_id, "DeviceAck", {"version": display_version}))
+
+    async def list_banners(self, *, after: str | None, limit: int, search: str | None = None) -> list[Banner]:
+        return await self.directory.page(after, limit, search)
+
+    def _fold_into_directory(self, event: Any) -> None:
+        task = asyncio.get_running_loop().create_task(self.directory.apply(event.change))
+        self._directory_writes.add(task)
+        task.add_done_callback(self._directory_writes.discard)
+
+
+class AppTokenGuard:
+    """Refuse daprd-facing routes unless the request carries `dapr-api-token: <APP_API_TOKEN>`."""
+
+    def __init__(self, app: ASGIApp, token: str) -> None:
+        self.app = app
+        self.token = token.encode()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"].startswith(DAPR_FACING_PREFIXES):
+            sent = dict(scope["headers"]).get(b"dapr-api-token", b"")
+            if not hmac.compare_digest(sent, self.token):
+                response = JSONResponse({"detail": "missing or wrong dapr-api-token"}, status_code=401)
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
