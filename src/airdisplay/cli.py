@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -107,6 +108,43 @@ def main() -> None:
     "[env AIRDISPLAY_OFFLINE_POLICY].",
 )
 @click.option(
+    "--runtime",
+    envvar="AIRDISPLAY_RUNTIME",
+    type=click.Choice(["embedded", "dapr"]),
+    default="embedded",
+    show_default=True,
+    help="embedded: one process with SQLite; dapr: banner actors on daprd [env AIRDISPLAY_RUNTIME].",
+)
+@click.option(
+    "--dapr-http-port",
+    envvar="DAPR_HTTP_PORT",
+    type=int,
+    default=3500,
+    show_default=True,
+    help="Dapr mode: daprd's HTTP port [env DAPR_HTTP_PORT].",
+)
+@click.option(
+    "--redis-url",
+    envvar="AIRDISPLAY_REDIS_URL",
+    default="redis://127.0.0.1:6379/0",
+    show_default=True,
+    help="Dapr mode: Redis for the fleet directory [env AIRDISPLAY_REDIS_URL].",
+)
+@click.option(
+    "--dapr-pubsub",
+    envvar="AIRDISPLAY_DAPR_PUBSUB",
+    default="pubsub",
+    show_default=True,
+    help="Dapr mode: pub/sub component name [env AIRDISPLAY_DAPR_PUBSUB].",
+)
+@click.option(
+    "--dapr-topic",
+    envvar="AIRDISPLAY_DAPR_TOPIC",
+    default="banner-changes",
+    show_default=True,
+    help="Dapr mode: topic of banner events [env AIRDISPLAY_DAPR_TOPIC].",
+)
+@click.option(
     "--access-log/--no-access-log",
     envvar="AIRDISPLAY_ACCESS_LOG",
     default=False,
@@ -124,6 +162,11 @@ def serve(
     durability: str,
     device_timeout: float,
     offline_policy: str,
+    runtime: str,
+    dapr_http_port: int,
+    redis_url: str,
+    dapr_pubsub: str,
+    dapr_topic: str,
     access_log: bool,
 ) -> None:
     """Run the AirDisplay service (embedded runtime: one process, one SQLite file)."""
@@ -140,9 +183,17 @@ def serve(
             durability=durability,
             device_timeout=device_timeout,
             offline_policy=offline_policy,
+            runtime=runtime,
+            dapr_url=f"http://127.0.0.1:{dapr_http_port}",
+            redis_url=redis_url,
+            dapr_pubsub=dapr_pubsub,
+            dapr_topic=dapr_topic,
+            dapr_api_token=_secret("DAPR_API_TOKEN"),
+            app_api_token=_secret("APP_API_TOKEN"),
         )
         settings.check_exposure()
-        SqliteStore(settings.data_dir / DATABASE_FILE).verify()
+        if settings.runtime == "embedded":
+            SqliteStore(settings.data_dir / DATABASE_FILE).verify()
     except ValidationError as exc:
         _fail("; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()))
     except (ValueError, StoreError) as exc:
@@ -164,6 +215,11 @@ def serve(
         # Open SSE streams would otherwise hold a graceful shutdown forever.
         timeout_graceful_shutdown=SHUTDOWN_GRACE_SECONDS,
     )
+
+
+def _secret(variable: str) -> SecretStr | None:
+    value = os.environ.get(variable)
+    return SecretStr(value) if value else None
 
 
 def _fail(message: str) -> None:
@@ -263,3 +319,70 @@ def simulate(
     click.echo(text)
     if report is not None:
         report.write_text(text + "\n")
+
+
+@main.group()
+def dapr() -> None:
+    """Tools for running AirDisplay on Dapr."""
+
+
+@dapr.command("check")
+@click.option(
+    "--resources-path",
+    type=click.Path(path_type=Path),
+    default=Path("deploy/dapr/components"),
+    show_default=True,
+    help="Directory of Dapr component files.",
+)
+@click.option(
+    "--run-file",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="A `dapr run -f` file to check too (default: deploy/dapr/dapr.yaml when it exists).",
+)
+@click.option(
+    "--port",
+    envvar="AIRDISPLAY_PORT",
+    type=int,
+    default=8000,
+    show_default=True,
+    help="The port AirDisplay serves on [env AIRDISPLAY_PORT].",
+)
+@click.option(
+    "--app-port",
+    envvar="APP_PORT",
+    type=int,
+    default=None,
+    help="The port daprd calls the app on (daprd --app-port) [env APP_PORT].",
+)
+@click.option(
+    "--pubsub",
+    envvar="AIRDISPLAY_DAPR_PUBSUB",
+    default="pubsub",
+    show_default=True,
+    help="Pub/sub component name [env AIRDISPLAY_DAPR_PUBSUB].",
+)
+def dapr_check(
+    resources_path: Path, run_file: Path | None, port: int, app_port: int | None, pubsub: str
+) -> None:
+    """Validate the Dapr components and settings before daprd starts; exits 1 on any error."""
+    from .runtimes.dapr._check import Expectations, check_dapr_setup
+
+    if (
+        run_file is None
+        and Path("deploy/dapr/dapr.yaml").exists()
+        and resources_path == Path("deploy/dapr/components")
+    ):
+        run_file = Path("deploy/dapr/dapr.yaml")
+    expect = Expectations(
+        pubsub=pubsub, app_port=port, dapr_app_port=app_port, dapr_http_port=os.environ.get("DAPR_HTTP_PORT")
+    )
+    findings = check_dapr_setup(resources_path, expect, run_file)
+    for finding in findings:
+        click.echo(str(finding), err=finding.level == "error")
+    errors = sum(1 for f in findings if f.level == "error")
+    checked = f"{resources_path}" + (f" and {run_file}" if run_file else "")
+    if errors:
+        click.echo(f"dapr check: {errors} error(s) in {checked}", err=True)
+        sys.exit(1)
+    click.echo(f"dapr check: {checked} look right ({len(findings)} warning(s))")
