@@ -19,6 +19,8 @@ install: $(UV)
 	npm ci --no-audit --no-fund
 	mkdir -p $(dir $(ALPINE_VENDOR))
 	cp $(ALPINE_DIST) $(ALPINE_VENDOR)
+	cp node_modules/swagger-ui-dist/swagger-ui-bundle.js node_modules/swagger-ui-dist/swagger-ui.css \
+		$(dir $(ALPINE_VENDOR))
 
 run: install
 	$(UV) run airdisplay serve $(ARGS)

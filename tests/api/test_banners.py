@@ -153,6 +153,12 @@ async def test_health_and_readiness(server):
     assert (await server.client.get("/readyz")).json() == {"status": "ready"}
 
 
+async def test_api_docs_are_served_from_local_assets(server):
+    page = (await server.client.get("/docs")).text
+    assert "/static/vendor/swagger-ui-bundle.js" in page and "cdn." not in page
+    assert (await server.client.get("/static/vendor/swagger-ui-bundle.js")).status_code == 200
+
+
 async def test_openapi_describes_the_api(server):
     spec = (await server.client.get("/openapi.json")).json()
     assert {"/api/v1/banners", "/api/v1/banners/{banner_id}", "/api/v1/banners/{banner_id}/message"} <= set(

@@ -52,6 +52,7 @@ def create_app(settings: Settings, runtime: BannerRuntime | None = None) -> Fast
             await bus.stop()
 
     app = FastAPI(
+        docs_url=None,  # served by routes/ui.py from local assets: /docs works offline too
         title="AirDisplay",
         version=__version__,
         summary="Electronic aircraft banners: one message at a time, 60 seconds each, live.",

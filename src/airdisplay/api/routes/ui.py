@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from fastapi import APIRouter
+from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import FileResponse, HTMLResponse
 
 from ...web import INDEX_HTML
@@ -19,6 +20,18 @@ SECURITY_HEADERS = {
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "no-referrer",
 }
+
+
+@router.get("/docs", response_class=HTMLResponse)
+async def api_docs() -> HTMLResponse:
+    """Swagger UI for the OpenAPI document, from assets installed by npm (no CDN)."""
+    return get_swagger_ui_html(
+        openapi_url="/openapi.json",
+        title="AirDisplay API",
+        swagger_js_url="/static/vendor/swagger-ui-bundle.js",
+        swagger_css_url="/static/vendor/swagger-ui.css",
+        swagger_favicon_url="data:,",
+    )
 
 
 @router.get("/", response_class=HTMLResponse, response_model=None)
