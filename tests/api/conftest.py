@@ -88,10 +88,14 @@ async def start_server(tmp_path, request) -> AsyncIterator[ServerFactory]:
         data_dir: Path | None = None,
         api_key: str | None = None,
         runtime: str = "embedded",
+        port: int = 0,
+        client_sends_key: bool = False,
         **settings: object,
     ) -> RunningServer:
+        """`port` 0 picks a free one; a given port lets a restarted server keep its URL."""
         sock = socket.socket()
-        sock.bind(("127.0.0.1", 0))
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("127.0.0.1", port))
         port = sock.getsockname()[1]
         config = Settings(
             data_dir=data_dir or tmp_path,
@@ -117,7 +121,10 @@ async def start_server(tmp_path, request) -> AsyncIterator[ServerFactory]:
         if task.done():
             task.result()
         url = f"http://127.0.0.1:{port}"
-        client = httpx.AsyncClient(base_url=url, timeout=30, limits=httpx.Limits(max_connections=500))
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key and client_sends_key else None
+        client = httpx.AsyncClient(
+            base_url=url, timeout=30, headers=headers, limits=httpx.Limits(max_connections=500)
+        )
         handle = RunningServer(url, client, runtime, changes, config.data_dir, app, server, task, daprd)
         if daprd is not None and config.app_api_token is None:
             await daprd.connect_app(url)

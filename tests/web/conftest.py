@@ -2,28 +2,18 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import shutil
-import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
-import uvicorn
 from playwright.async_api import Browser, ConsoleMessage, Dialog, Locator, Page, WebSocket, async_playwright
-from pydantic import SecretStr
 
-from airdisplay.api import create_app
-from airdisplay.cli import WS_MAX_FRAME
-from airdisplay.config import Settings
-from airdisplay.domain import BannerChanged
 from airdisplay.web import VENDOR_DIR
-from tests.api.conftest import RunningServer
-from tests.conftest import eventually
+from tests.api.conftest import RunningServer, start_server  # noqa: F401 - start_server is a fixture
 
 
 def _find_chromium() -> str | None:
@@ -52,52 +42,13 @@ UI_TIMEOUT_MS = 10_000
 
 
 @pytest.fixture
-async def start_web_server(tmp_path) -> AsyncIterator[Callable[..., Awaitable[RunningServer]]]:
-    """Like tests/api's start_server, but a server can take a given port: a restart keeps the page's URL."""
-    running: list[RunningServer] = []
+def start_web_server(start_server) -> Callable[..., Awaitable[RunningServer]]:  # noqa: F811
+    """tests/api's start_server, with a test client that sends the operator key the page will be asked for."""
 
-    async def start(
-        port: int = 0, data_dir: Path | None = None, api_key: str | None = None, **settings: object
-    ) -> RunningServer:
-        sock = socket.socket()
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(("127.0.0.1", port))
-        port = sock.getsockname()[1]
-        config = Settings(
-            data_dir=data_dir or tmp_path,
-            port=port,
-            api_key=SecretStr(api_key) if api_key else None,
-            **settings,
-        )
-        app = create_app(config)
-        changes: list[BannerChanged] = []
-        app.state.runtime.add_listener(changes.append)
-        server = uvicorn.Server(
-            uvicorn.Config(app, log_level="warning", lifespan="on", ws_max_size=WS_MAX_FRAME)
-        )
-        task = asyncio.create_task(server.serve(sockets=[sock]))
-        await eventually(lambda: server.started or task.done(), what="server start")
-        if task.done():
-            task.result()
-        url = f"http://127.0.0.1:{port}"
-        headers = {"Authorization": f"Bearer {api_key}"} if api_key else None
-        client = httpx.AsyncClient(base_url=url, timeout=30, headers=headers)
-        handle = RunningServer(
-            url=url,
-            client=client,
-            runtime=app.state.runtime,
-            changes=changes,
-            data_dir=config.data_dir,
-            app=app,
-            _server=server,
-            _task=task,
-        )
-        running.append(handle)
-        return handle
+    async def start(**settings: Any) -> RunningServer:
+        return await start_server(client_sends_key=True, **settings)
 
-    yield start
-    for handle in running:
-        await handle.stop()
+    return start
 
 
 @pytest.fixture
