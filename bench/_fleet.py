@@ -12,17 +12,29 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Coroutine
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, TypeVar
 
 from _report import rss_mb
-
 from airdisplay.domain import BannerRules
 from airdisplay.runtimes import EmbeddedRuntime
+
+T = TypeVar("T")
 
 #: Concurrent create_banner calls while seeding. Workers that each take the next id keep the group commit
 #: full all the time; gather() over fixed chunks idles at every chunk boundary (~7k vs ~10k creates/s here).
 SEED_CONCURRENCY = 500
+
+
+def run_async(coro: Coroutine[Any, Any, T]) -> T:
+    """Run `coro` on uvloop when it is installed: the loop `airdisplay serve` gets from uvicorn."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(coro)
+    return uvloop.run(coro)
 
 
 def banner_id(number: int) -> str:

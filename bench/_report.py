@@ -6,6 +6,9 @@ import os
 import platform
 import sqlite3
 import statistics
+import subprocess
+import sys
+import time
 from collections.abc import Iterable, Sequence
 from importlib import metadata
 from pathlib import Path
@@ -32,6 +35,110 @@ def _version(package: str) -> str:
         return "-"
 
 
+def pytest_processes() -> int:
+    """Test runs on this machine at the moment (they share the 2 CPUs with the benchmark)."""
+    count = 0
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            argv = cmdline.read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if any(arg.endswith((b"pytest", b"py.test")) for arg in argv[:3]) or b"pytest" in argv[1:3]:
+            count += 1
+    return count
+
+
+def conditions() -> str:
+    """Load average and running test processes, to print before and after the measurement."""
+    load = " / ".join(f"{x:.2f}" for x in os.getloadavg())
+    return f"load average (1/5/15 min) {load}, pytest processes {pytest_processes()}"
+
+
+def cpu_busy(seconds: float = 2.0) -> float:
+    """Share of all CPUs busy over the next `seconds`, from /proc/stat."""
+
+    def sample() -> tuple[int, int]:
+        fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+        idle = fields[3] + fields[4]  # idle + iowait
+        return sum(fields), idle
+
+    total0, idle0 = sample()
+    time.sleep(seconds)
+    total1, idle1 = sample()
+    return 1.0 - (idle1 - idle0) / max(total1 - total0, 1)
+
+
+def wait_for_quiet_machine(limit: float = 600.0, busy_below: float = 0.10) -> str:
+    """Wait (up to `limit` s) until no pytest runs and the CPUs are nearly idle; say what was found."""
+    deadline = time.monotonic() + limit
+    while True:
+        busy, tests = cpu_busy(), pytest_processes()
+        if (busy < busy_below and tests == 0) or time.monotonic() > deadline:
+            quiet = "quiet" if busy < busy_below and tests == 0 else "STILL BUSY after waiting"
+            return f"{quiet}: CPUs {busy:.0%} busy, {conditions()}"
+        print(f"machine busy (CPUs {busy:.0%}, pytest processes {tests}); waiting ...", file=sys.stderr)
+        time.sleep(20)
+
+
+def source_state() -> str:
+    """The commit the figures are for, and whether src/ had uncommitted changes."""
+    repo = Path(__file__).resolve().parent.parent
+    try:
+        head = subprocess.run(
+            ["git", "-C", str(repo), "log", "-1", "--format=%h %s"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(repo), "status", "--porcelain", "--", "src"], capture_output=True, text=True
+        ).stdout.splitlines()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown (no git)"
+    return f"{head[:70]}; {len(dirty)} uncommitted change(s) under src/" if dirty else f"{head[:70]}; clean"
+
+
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def _busy_seconds() -> float:
+    """CPU time all CPUs spent busy since boot (user, nice, system, irq, softirq, steal)."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return (fields[0] + fields[1] + fields[2] + fields[5] + fields[6] + fields[7]) / _TICK
+
+
+def _process_seconds(pid: int) -> float:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / _TICK  # utime, stime of all threads
+
+
+class ForeignLoad:
+    """CPU used by other processes during a measurement, in CPUs on average.
+
+    All busy CPU time minus this process's, its reaped children's and the given live processes'. Loopback
+    networking and kernel threads count as foreign too, so a quiet machine shows a few hundredths.
+    """
+
+    def __init__(self, pids: Iterable[int] = ()) -> None:
+        self.pids = list(pids)
+        self._start = self._sample()
+
+    def _sample(self) -> tuple[float, float, float]:
+        own = os.times()
+        ours = own.user + own.system + own.children_user + own.children_system
+        ours += sum(_process_seconds(pid) for pid in self.pids)
+        return time.monotonic(), _busy_seconds(), ours
+
+    def cpus(self) -> float:
+        """Average CPUs used by others since this object was made."""
+        wall0, busy0, ours0 = self._start
+        wall1, busy1, ours1 = self._sample()
+        return max((busy1 - busy0) - (ours1 - ours0), 0.0) / max(wall1 - wall0, 1e-9)
+
+
 def machine() -> str:
     """A table of the machine and software the figures come from, with the load when it was taken."""
     load = " / ".join(f"{x:.2f}" for x in os.getloadavg())
@@ -45,7 +152,9 @@ def machine() -> str:
         ("SQLite", sqlite3.sqlite_version),
         ("kernel", platform.release()),
         ("libraries", libs),
-        ("load average (1/5/15 min)", load),
+        ("AirDisplay source", source_state()),
+        ("load average (1/5/15 min) at the end", load),
+        ("pytest processes at the end", str(pytest_processes())),
     ]
     return table(("machine", ""), rows)
 

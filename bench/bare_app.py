@@ -1,6 +1,6 @@
 """The baseline for bench/submit_vs_bare.py: FastAPI with the submit route's shape and nothing behind it.
 
-    uvicorn --app-dir bench bare_app:app --loop uvloop --http httptools --no-access-log --workers 1
+uvicorn --app-dir bench bare_app:app --loop uvloop --http httptools --no-access-log --workers 1
 """
 
 from __future__ import annotations

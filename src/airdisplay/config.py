@@ -25,7 +25,7 @@ class Settings(BaseModel):
     message_seconds: float = Field(DEFAULT_DISPLAY_SECONDS, gt=0)
     max_text_length: int = Field(DEFAULT_MAX_TEXT_LENGTH, ge=1, le=1000)
     api_key: SecretStr | None = None
-    idle_seconds: float = Field(300.0, gt=0)
+    idle_seconds: float = Field(60.0, gt=0)
     durability: Literal["full", "normal"] = "full"
     runtime: Literal["embedded", "dapr"] = "embedded"
     #: Dapr mode: the sidecar's HTTP API, the pub/sub component and topic, and the directory's Redis.

@@ -238,7 +238,7 @@ class SqliteStore:
             futures = [future for _, future in items]
             try:
                 conn.execute("BEGIN IMMEDIATE")
-                results = [_apply(conn, turn) for turn, _ in items]
+                results = _apply_batch(conn, [turn for turn, _ in items])
                 conn.execute("COMMIT")
             except Exception as exc:  # noqa: BLE001 - every failure fails the batch's turns, never the thread
                 if conn.in_transaction:
@@ -249,38 +249,52 @@ class SqliteStore:
                 loop.call_soon_threadsafe(_settle_all, futures, results)
 
 
-def _apply(conn: sqlite3.Connection, turn: TurnWrite) -> bool:
-    t, i = turn.actor_type, turn.actor_id
-    matched = True
-    fired = turn.fired
-    if fired is not None:
-        if turn.fired_next_due is None:
-            cur = conn.execute(
-                "DELETE FROM reminders WHERE actor_type=? AND actor_id=? AND name=? AND due_at=?",
-                (t, i, fired.name, fired.due_at),
-            )
-        else:
-            cur = conn.execute(
-                "UPDATE reminders SET due_at=? WHERE actor_type=? AND actor_id=? AND name=? AND due_at=?",
-                (turn.fired_next_due, t, i, fired.name, fired.due_at),
-            )
-        matched = cur.rowcount == 1
-    for name in turn.reminders_removed:
-        conn.execute("DELETE FROM reminders WHERE actor_type=? AND actor_id=? AND name=?", (t, i, name))
-    for r in turn.reminders_set:
-        conn.execute(
+def _apply_batch(conn: sqlite3.Connection, turns: list[TurnWrite]) -> list[bool]:
+    """Apply a batch of turns, one statement per kind of change (executemany keeps the loop in C).
+
+    A batch holds at most one turn per actor (a turn keeps its actor until its write is durable), so
+    grouping by kind keeps each turn's own order: fired reminder, reminders, then state.
+    """
+    matched = [_apply_fired(conn, turn) if turn.fired is not None else True for turn in turns]
+    removed = [(t.actor_type, t.actor_id, name) for t in turns for name in t.reminders_removed]
+    if removed:
+        conn.executemany("DELETE FROM reminders WHERE actor_type=? AND actor_id=? AND name=?", removed)
+    reminders = [
+        (t.actor_type, t.actor_id, r.name, r.due_at, r.period, r.data) for t in turns for r in t.reminders_set
+    ]
+    if reminders:
+        conn.executemany(
             "INSERT OR REPLACE INTO reminders (actor_type, actor_id, name, due_at, period, data) "
             "VALUES (?, ?, ?, ?, ?, ?)",
-            (t, i, r.name, r.due_at, r.period, r.data),
+            reminders,
         )
-    for key in turn.state_removed:
-        conn.execute("DELETE FROM actor_state WHERE actor_type=? AND actor_id=? AND key=?", (t, i, key))
-    for key, value in turn.state_set:
-        conn.execute(
+    gone = [(t.actor_type, t.actor_id, key) for t in turns for key in t.state_removed]
+    if gone:
+        conn.executemany("DELETE FROM actor_state WHERE actor_type=? AND actor_id=? AND key=?", gone)
+    values = [(t.actor_type, t.actor_id, key, value) for t in turns for key, value in t.state_set]
+    if values:
+        conn.executemany(
             "INSERT OR REPLACE INTO actor_state (actor_type, actor_id, key, value) VALUES (?, ?, ?, ?)",
-            (t, i, key, value),
+            values,
         )
     return matched
+
+
+def _apply_fired(conn: sqlite3.Connection, turn: TurnWrite) -> bool:
+    """Retire the reminder a turn handled, if it is still that registration; True if it was."""
+    fired = turn.fired
+    assert fired is not None
+    if turn.fired_next_due is None:
+        cur = conn.execute(
+            "DELETE FROM reminders WHERE actor_type=? AND actor_id=? AND name=? AND due_at=?",
+            (turn.actor_type, turn.actor_id, fired.name, fired.due_at),
+        )
+    else:
+        cur = conn.execute(
+            "UPDATE reminders SET due_at=? WHERE actor_type=? AND actor_id=? AND name=? AND due_at=?",
+            (turn.fired_next_due, turn.actor_type, turn.actor_id, fired.name, fired.due_at),
+        )
+    return cur.rowcount == 1
 
 
 def _settle_all(futures: list[asyncio.Future[bool]], results: list[bool]) -> None:

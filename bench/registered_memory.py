@@ -1,0 +1,170 @@
+"""Memory and start-up of the real server with a large registered fleet (default 1,000,000 banners).
+
+Seeds the fleet in-process through the embedded runtime (create_banner, many at once), then starts
+`airdisplay serve` on that data directory as a child process and measures: start-up time (process start to
+/readyz 200), RSS right after start and after listing pages of the fleet, and the database's size.
+
+    uv run python bench/registered_memory.py [--banners 1000000 --pages 20]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from _fleet import (
+    SEED_CONCURRENCY,
+    ServerProcess,
+    airdisplay_command,
+    banner_id,
+    free_port,
+    http_get,
+    run_async,
+    seed_fleet,
+)
+from _report import (
+    ForeignLoad,
+    conditions,
+    machine,
+    median,
+    percentile,
+    rss_mb,
+    table,
+    wait_for_quiet_machine,
+)
+
+PAGE = 500  # the API's largest page
+
+
+def database_files(data_dir: Path) -> list[tuple[str, str]]:
+    rows = []
+    for path in sorted(data_dir.glob("airdisplay.db*")):
+        rows.append((path.name, f"{path.stat().st_size / 2**20:,.1f} MB"))
+    return rows
+
+
+def serve(data_dir: Path, tmp: Path, name: str) -> ServerProcess:
+    port = free_port()
+    argv = airdisplay_command() + ["serve", "--port", str(port), "--data-dir", str(data_dir)]
+    return ServerProcess(name, argv, port, tmp / f"{name}.log")
+
+
+def start_time(data_dir: Path, tmp: Path, name: str) -> float:
+    """Seconds from process start to /readyz 200 on `data_dir` (then the server is stopped)."""
+    server = serve(data_dir, tmp, name)
+    server.start()
+    try:
+        return server.wait_ready()
+    finally:
+        server.stop()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--banners", type=int, default=1_000_000)
+    parser.add_argument("--pages", type=int, default=20, help=f"pages of {PAGE} to list from the start")
+    parser.add_argument("--keep", action="store_true", help="keep the temporary data directory")
+    parser.add_argument("--no-wait", action="store_true", help="do not wait for a quiet machine first")
+    parser.add_argument("--max-wait", type=float, default=600.0, help="longest wait for a quiet machine (s)")
+    args = parser.parse_args()
+
+    before = conditions() if args.no_wait else wait_for_quiet_machine(args.max_wait)
+    others = ForeignLoad()
+    tmp = Path(tempfile.mkdtemp(prefix="airdisplay-bench-"))
+    data_dir = tmp / "data"
+    print(f"seeding {args.banners:,} banners in {data_dir} ...", file=sys.stderr)
+    seed = run_async(seed_fleet(data_dir, args.banners))
+    files_after_seed = database_files(data_dir)
+
+    empty_start = start_time(tmp / "empty", tmp, "empty")
+
+    server = serve(data_dir, tmp, "fleet")
+    server.start()
+    page_ms: list[float] = []
+    try:
+        ready_after = server.wait_ready()
+        rss_ready, hwm_ready = rss_mb(server.pid), rss_mb(server.pid, "VmHWM")
+        after: str | None = None
+        listed = 0
+        for _ in range(args.pages):
+            url = f"{server.base_url}/api/v1/banners?limit={PAGE}" + (f"&after={after}" if after else "")
+            started = time.perf_counter()
+            status, body = http_get(url)
+            page_ms.append((time.perf_counter() - started) * 1000)
+            if status != 200:
+                raise RuntimeError(f"GET {url} answered {status}: {body[:200]!r}")
+            page = json.loads(body)
+            listed += len(page["items"])
+            after = page["next_after"]
+            if after is None:
+                break
+        deep_after = banner_id(max(args.banners - PAGE - 1, 0))
+        started = time.perf_counter()
+        status, body = http_get(f"{server.base_url}/api/v1/banners?limit={PAGE}&after={deep_after}")
+        deep_ms = (time.perf_counter() - started) * 1000
+        deep_items = len(json.loads(body)["items"]) if status == 200 else 0
+        one_id = banner_id(args.banners // 2)
+        status, _ = http_get(f"{server.base_url}/api/v1/banners/{one_id}")
+        rss_listed, hwm_listed = rss_mb(server.pid), rss_mb(server.pid, "VmHWM")
+    finally:
+        server.stop()
+    files_after_serve = database_files(data_dir)
+    other_cpus = others.cpus()
+
+    print(f"## Registered fleet: {args.banners:,} banners\n")
+    print(f"At the start: {before}; other processes used {other_cpus:.2f} CPUs on average meanwhile.\n")
+    print(
+        table(
+            ("measure", "value"),
+            [
+                (
+                    f"seed (in-process create_banner, {SEED_CONCURRENCY} at once)",
+                    f"{seed.seconds:.1f} s, {seed.per_second:,.0f} banners/s",
+                ),
+                (
+                    "seeding process: peak RSS / runtime.stop()",
+                    f"{seed.peak_rss_mb:,.0f} MB / {seed.stop_seconds:.1f} s",
+                ),
+                ("server start-up to /readyz 200, empty data dir", f"{empty_start:.2f} s"),
+                (f"server start-up to /readyz 200, {args.banners:,} banners", f"{ready_after:.2f} s"),
+                ("server RSS right after ready (peak so far)", f"{rss_ready:,.1f} MB ({hwm_ready:,.1f} MB)"),
+                (
+                    f"server RSS after listing {listed:,} banners ({len(page_ms)} pages), a deep page, a GET",
+                    f"{rss_listed:,.1f} MB ({hwm_listed:,.1f} MB)",
+                ),
+                (
+                    f"GET /api/v1/banners?limit={PAGE}: first page / median / p99 of {len(page_ms)}",
+                    f"{page_ms[0]:.1f} / {median(page_ms):.1f} / {percentile(page_ms, 99):.1f} ms",
+                ),
+                (f"deep page (after={deep_after}, {deep_items} items)", f"{deep_ms:.1f} ms"),
+                (f"GET /api/v1/banners/{one_id}", str(status)),
+            ],
+        )
+    )
+    print()
+    print(
+        table(
+            ("database file", "after seeding", "after the server stopped"),
+            [
+                (name, dict(files_after_seed).get(name, "-"), dict(files_after_serve).get(name, "-"))
+                for name in sorted({n for n, _ in files_after_seed + files_after_serve})
+            ],
+        )
+    )
+    print()
+    print(machine())
+    if args.keep:
+        print(f"\ndata kept in {tmp}")
+    else:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
