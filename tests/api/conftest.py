@@ -16,7 +16,7 @@ from fastapi import FastAPI
 from pydantic import SecretStr
 
 from airdisplay.api import create_app
-from airdisplay.cli import WS_MAX_FRAME
+from airdisplay.cli import uvicorn_options
 from airdisplay.config import Settings
 from airdisplay.domain import BannerChanged
 from airdisplay.runtimes import EmbeddedRuntime
@@ -113,9 +113,7 @@ async def start_server(tmp_path, request) -> AsyncIterator[ServerFactory]:
         runtime = app.state.runtime
         changes: list[BannerChanged] = []
         runtime.add_listener(changes.append)
-        server = uvicorn.Server(
-            uvicorn.Config(app, log_level="warning", lifespan="on", ws_max_size=WS_MAX_FRAME)
-        )
+        server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on", **uvicorn_options()))
         task = asyncio.create_task(server.serve(sockets=[sock]))
         await eventually(lambda: server.started or task.done(), what="server start")
         if task.done():
