@@ -33,5 +33,13 @@ lint: install
 	$(UV) run ruff format --check src tests bench
 	$(UV) run mypy
 
+# The core benchmarks (bench/README.md); each waits for a quiet machine and prints Markdown tables.
+bench: install
+	$(UV) run python bench/submit_vs_bare.py
+	$(UV) run python bench/registered_memory.py
+	$(UV) run python bench/expiries.py
+	$(UV) run python bench/fanout.py
+	$(UV) run python bench/devices.py
+
 clean:
 	rm -rf .venv .pytest_cache .mypy_cache .ruff_cache data
