@@ -177,7 +177,7 @@ class ActorHost:
     async def _activate(self, act: _Activation, factory: ActorFactory) -> None:
         ctx = act.ctx
         try:
-            ctx.state = ActorStateManager(self._store.load_actor(ctx.actor_type, ctx.actor_id))
+            ctx.state = ActorStateManager(await self._store.read_actor(ctx.actor_type, ctx.actor_id))
             actor = factory(ctx)
             await actor.on_activate()
         except Exception as exc:
