@@ -157,15 +157,8 @@ class SqliteStore:
             raise StoreError("the store is not open")
         return self._reader
 
-    def load_actor(self, actor_type: str, actor_id: str) -> dict[str, bytes]:
-        """All state entries of one actor."""
-        rows = self._r.execute(
-            "SELECT key, value FROM actor_state WHERE actor_type=? AND actor_id=?", (actor_type, actor_id)
-        ).fetchall()
-        return {key: bytes(value) for key, value in rows}
-
     async def read_actor(self, actor_type: str, actor_id: str) -> dict[str, bytes]:
-        """Like load_actor, on the activation-reader thread: the event loop never waits on SQLite.
+        """All state entries of one actor, read on the store's reader thread: the loop never waits on SQLite.
 
         A read on the loop thread releases the GIL and then waits to get it back from the writer thread;
         on one core that wait was 11% of the loop's time under load, against 1.4% for the read itself
