@@ -37,6 +37,7 @@ def main() -> None:
     parser.add_argument("--sizes", default="1000,5000,10000,19000")
     parser.add_argument("--submit-rate", type=float, default=20.0)
     parser.add_argument("--seconds", type=float, default=20.0)
+    parser.add_argument("--settle", type=float, default=10.0, help="seconds after connecting before submits")
     parser.add_argument("--no-wait", action="store_true")
     args = parser.parse_args()
     limit = raise_fd_limit()
@@ -86,6 +87,8 @@ def main() -> None:
                         str(args.submit_rate),
                         "--duration",
                         str(args.seconds),
+                        "--settle",
+                        str(args.settle),
                         "--report",
                         str(report),
                     ],

@@ -302,6 +302,13 @@ def _fail(message: str) -> None:
     "--down-seconds", type=float, default=5.0, show_default=True, help="How long dropped links stay down."
 )
 @click.option(
+    "--settle",
+    type=float,
+    default=0.0,
+    show_default=True,
+    help="Seconds to wait after all links connect before submitting (lets the connect wave drain).",
+)
+@click.option(
     "--report", type=click.Path(path_type=Path), default=None, help="Write the final summary as JSON here."
 )
 def simulate(
@@ -317,6 +324,7 @@ def simulate(
     drop_every: float | None,
     drop_fraction: float,
     down_seconds: float,
+    settle: float,
     report: Path | None,
 ) -> None:
     """Bring a fleet of simulated banners to life against a running server (SIGUSR1 drops some links)."""
@@ -338,6 +346,7 @@ def simulate(
         drop_every=drop_every,
         drop_fraction=drop_fraction,
         down_seconds=down_seconds,
+        settle_seconds=settle,
     )
     try:
         summary = asyncio.run(Fleet(config).run())

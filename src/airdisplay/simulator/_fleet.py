@@ -43,6 +43,9 @@ class SimulationConfig:
     drop_every: float | None = None
     drop_fraction: float = 0.1
     down_seconds: float = 5.0
+    #: Pause between "all connected" and the submit load, so the connect wave's online turns and first
+    #: acks (two durable writes per banner) are not measured as delivery lag.
+    settle_seconds: float = 0.0
 
 
 class Fleet:
@@ -87,6 +90,9 @@ class Fleet:
             # collections of a 10,000-link simulator paused it for ~1 s and showed up as delivery lag.
             gc.collect()
             gc.freeze()
+            if self.config.settle_seconds > 0:
+                self._say(f"settling for {self.config.settle_seconds:g} s")
+                await asyncio.sleep(self.config.settle_seconds)
             await self._steady_state()
             return self.stats.summary()  # before shutdown, so it counts the links that were up
         finally:
