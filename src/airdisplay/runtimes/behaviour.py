@@ -49,6 +49,12 @@ class Registration:
     device_token: str
 
 
+def new_device_token() -> tuple[str, str]:
+    """A fresh device token and the hash that is stored for it."""
+    token = secrets.token_urlsafe(DEVICE_TOKEN_BYTES)
+    return token, _token_hash(token)
+
+
 def _token_hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
@@ -182,8 +188,8 @@ class BannerBehaviour:
     # -- internals ---------------------------------------------------------------------------------
 
     async def _new_device_token(self) -> str:
-        token = secrets.token_urlsafe(DEVICE_TOKEN_BYTES)
-        await self._state_manager.set_state(DEVICE_TOKEN_KEY, _token_hash(token))
+        token, digest = new_device_token()
+        await self._state_manager.set_state(DEVICE_TOKEN_KEY, digest)
         return token
 
     def _now(self) -> datetime:

@@ -1,0 +1,167 @@
+"""Onboarding a fleet: import banners from a CSV file into the embedded store, all or nothing.
+
+`airdisplay banners import FILE.csv` reads `id,name` rows (a header line first), checks every row with
+the same rules as the API, and writes them in one SQLite transaction: a bad row (bad id or name, an id
+twice in the file, an id already registered) stops the import with its line number and nothing is kept.
+Each banner gets a device token; the tokens go to a file of their own (`--tokens-out`), mode 0600,
+because the database keeps only their hashes. Run it while no server writes to the same data directory:
+the import holds the database's write lock until it commits.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import sqlite3
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from .actors import SqliteStore, StoreError
+from .domain import DomainError, register_banner
+from .runtimes.behaviour import BANNER_KEY, DEVICE_TOKEN_KEY, new_device_token
+from .runtimes.embedded import BANNER_ACTOR_TYPE, DATABASE_FILE
+
+#: Rows per executemany call: large enough to amortise the call, small enough for a steady progress line.
+CHUNK_ROWS = 5_000
+
+
+class FleetFileError(ValueError):
+    """Raised when a row of the fleet file cannot be imported; nothing of the file is kept."""
+
+    def __init__(self, line: int, message: str) -> None:
+        super().__init__(f"line {line}: {message}")
+        self.line = line
+
+
+@dataclass(frozen=True)
+class ImportResult:
+    banners: int
+    seconds: float
+
+
+def read_fleet(path: Path) -> Iterator[tuple[int, str, str]]:
+    """(line number, id, name) for each data row; FleetFileError for a malformed file."""
+    with path.open(newline="", encoding="utf-8") as handle:
+        reader = csv.reader(handle)
+        try:
+            header = next(reader, None)
+            if header is None:
+                raise FleetFileError(1, "the file is empty; expected a header line 'id,name'")
+            if [h.strip().lower() for h in header] != ["id", "name"]:
+                raise FleetFileError(1, f"the header must be 'id,name', not {','.join(header)!r}")
+            for row in reader:
+                if not row:
+                    continue
+                if len(row) != 2:
+                    raise FleetFileError(reader.line_num, f"expected 2 fields (id,name), found {len(row)}")
+                yield reader.line_num, row[0].strip(), row[1]
+        except csv.Error as exc:
+            raise FleetFileError(reader.line_num, f"not valid CSV: {exc}") from None
+        except UnicodeDecodeError:
+            raise FleetFileError(reader.line_num + 1, "not UTF-8 text (near this line)") from None
+
+
+def import_fleet(
+    data_dir: Path,
+    source: Path,
+    *,
+    tokens_out: Path | None,
+    progress: Callable[[int], None] | None = None,
+) -> ImportResult:
+    """Import every banner of `source` or none; returns how many and how long it took."""
+    started = time.perf_counter()
+    store = SqliteStore(data_dir / DATABASE_FILE)
+    store.verify()  # creates the database and schema if needed, with the server's checks
+    conn = sqlite3.connect(data_dir / DATABASE_FILE, isolation_level=None)
+    conn.execute("PRAGMA busy_timeout=5000")
+    tokens = _TokenFile(tokens_out) if tokens_out is not None else None
+    now = datetime.now(UTC)
+    imported = 0
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+        chunk: list[tuple[int, str, str]] = []
+        for row in read_fleet(source):
+            chunk.append(row)
+            if len(chunk) == CHUNK_ROWS:
+                imported += _write_chunk(conn, chunk, now, tokens)
+                chunk = []
+                if progress is not None:
+                    progress(imported)
+        if chunk:
+            imported += _write_chunk(conn, chunk, now, tokens)
+        if imported == 0:
+            raise FleetFileError(2, "the file has a header but no banners")
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        if tokens is not None:
+            tokens.discard()
+        raise
+    finally:
+        conn.close()
+    if tokens is not None:
+        tokens.keep()
+    return ImportResult(imported, time.perf_counter() - started)
+
+
+def _write_chunk(
+    conn: sqlite3.Connection, chunk: list[tuple[int, str, str]], now: datetime, tokens: _TokenFile | None
+) -> int:
+    seen: dict[str, int] = {}
+    states: list[tuple[str, str, str, bytes]] = []
+    for line, banner_id, name in chunk:
+        try:
+            banner = register_banner(banner_id, name, now)
+        except DomainError as exc:
+            raise FleetFileError(line, str(exc)) from None
+        if banner.id in seen:
+            raise FleetFileError(line, f"banner id {banner.id!r} is also on line {seen[banner.id]}")
+        seen[banner.id] = line
+        states.append((BANNER_ACTOR_TYPE, banner.id, BANNER_KEY, banner.model_dump_json().encode()))
+    marks = ",".join("?" * len(seen))
+    taken = conn.execute(
+        f"SELECT actor_id FROM actor_state WHERE actor_type=? AND key=? AND actor_id IN ({marks})",
+        (BANNER_ACTOR_TYPE, BANNER_KEY, *seen),
+    ).fetchall()
+    if taken:
+        first = min(seen[actor_id] for (actor_id,) in taken)
+        banner_id = next(b for b, line in seen.items() if line == first)
+        raise FleetFileError(first, f"banner id {banner_id!r} is already registered (or earlier in the file)")
+    if tokens is not None:
+        for banner_id in seen:
+            token, digest = new_device_token()
+            tokens.write(banner_id, token)
+            states.append((BANNER_ACTOR_TYPE, banner_id, DEVICE_TOKEN_KEY, json.dumps(digest).encode()))
+    conn.executemany("INSERT INTO actor_state (actor_type, actor_id, key, value) VALUES (?, ?, ?, ?)", states)
+    return len(seen)
+
+
+class _TokenFile:
+    """The device tokens of the import, written to a temporary file that replaces `path` on success."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.partial = path.with_name(path.name + ".partial")
+        fd = os.open(self.partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        self.handle = os.fdopen(fd, "w", newline="", encoding="utf-8")
+        self.writer = csv.writer(self.handle)
+        self.writer.writerow(["id", "device_token"])
+
+    def write(self, banner_id: str, token: str) -> None:
+        self.writer.writerow([banner_id, token])
+
+    def keep(self) -> None:
+        self.handle.close()
+        self.partial.replace(self.path)
+
+    def discard(self) -> None:
+        self.handle.close()
+        self.partial.unlink(missing_ok=True)
+
+
+__all__ = ["FleetFileError", "ImportResult", "StoreError", "import_fleet", "read_fleet"]
