@@ -99,43 +99,19 @@ def test_malformed_files_are_refused(tmp_path, content, expected):
     assert banner_count(tmp_path / "data") == 0
 
 
+def run_import(source, data_dir) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "airdisplay", "banners", "import", str(source), "--data-dir", str(data_dir)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
 def test_cli_reports_the_line_and_exits_non_zero(tmp_path):
-    source = write_csv(tmp_path / "fleet.csv", ["ok-1,One", "NOT OK,Two"])
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "airdisplay",
-            "banners",
-            "import",
-            str(source),
-            "--data-dir",
-            str(tmp_path / "d"),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    result = run_import(write_csv(tmp_path / "fleet.csv", ["ok-1,One", "NOT OK,Two"]), tmp_path / "d")
     assert result.returncode == 2
-    assert (
-        "line 3" in result.stderr
-        and "nothing was imported" in result.stderr
-        and "Traceback" not in result.stderr
-    )
-    good = write_csv(tmp_path / "good.csv", ["ok-1,One", "ok-2,Two"])
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "airdisplay",
-            "banners",
-            "import",
-            str(good),
-            "--data-dir",
-            str(tmp_path / "d"),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    assert "line 3" in result.stderr and "nothing was imported" in result.stderr
+    assert "Traceback" not in result.stderr
+    result = run_import(write_csv(tmp_path / "good.csv", ["ok-1,One", "ok-2,Two"]), tmp_path / "d")
     assert result.returncode == 0 and "imported 2 banners" in result.stdout

@@ -37,10 +37,6 @@ class StreamHub:
         self._firehose.discard(subscriber)
 
     @property
-    def watched_banners(self) -> int:
-        return len(self._by_banner)
-
-    @property
     def subscribers(self) -> set[Subscriber]:
         """Every connected subscriber (computed on demand: for probes and tests, not the hot path)."""
         found = set(self._firehose)

@@ -34,9 +34,10 @@ class StreamSession:
 
     async def subscribe(self, banner_ids: Iterable[str], known: dict[str, int] | None = None) -> None:
         """Watch more banners; the ones the client lacks (or has stale) get their current state first."""
-        ids = _checked(banner_ids)
-        known = known or {}
-        if len(self.banners | set(ids)) > MAX_BANNERS_PER_CONNECTION:
+        await self._add(_checked(banner_ids), known or {})
+
+    async def _add(self, ids: list[str], known: dict[str, int]) -> None:
+        if len(self.banners.union(ids)) > MAX_BANNERS_PER_CONNECTION:
             raise TooManyBanners(f"a connection can watch at most {MAX_BANNERS_PER_CONNECTION} banners")
         new = [banner_id for banner_id in ids if banner_id not in self.banners]
         self.banners.update(new)
@@ -46,7 +47,8 @@ class StreamSession:
         for banner_id in ids:
             if banner_id in known:
                 self.subscriber.knows(banner_id, known[banner_id])
-        await self._send_snapshots([b for b in ids if b in new or b in known], known)
+        owed = set(new).union(known)
+        await self._send_snapshots([b for b in ids if b in owed], known)
 
     def unsubscribe(self, banner_ids: Iterable[str]) -> None:
         gone = [banner_id for banner_id in banner_ids if banner_id in self.banners]
@@ -58,8 +60,9 @@ class StreamSession:
     async def replace(self, banner_ids: Iterable[str], known: dict[str, int] | None = None) -> None:
         """Watch exactly these banners (a UI turning a page)."""
         ids = _checked(banner_ids)
-        self.unsubscribe([b for b in self.banners if b not in set(ids)])
-        await self.subscribe(ids, known)
+        keep = set(ids)
+        self.unsubscribe([b for b in self.banners if b not in keep])
+        await self._add(ids, known or {})
 
     def close(self) -> None:
         self.hub.drop(self.subscriber, self.banners)
