@@ -57,7 +57,9 @@ def stop(proc: subprocess.Popen[bytes]) -> str:
 async def test_acknowledged_writes_survive_kill_9(tmp_path):
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    proc = spawn("--port", str(port), "--data-dir", str(tmp_path), "--message-seconds", "600")
+    proc = spawn(
+        "--port", str(port), "--data-dir", str(tmp_path), "--message-seconds", "600", "--submit-rate", "0"
+    )
     try:
         await asyncio.to_thread(wait_ready, proc, url)
         acknowledged: dict[str, dict] = {}
@@ -78,7 +80,9 @@ async def test_acknowledged_writes_survive_kill_9(tmp_path):
     finally:
         stop(proc)
 
-    proc = spawn("--port", str(port), "--data-dir", str(tmp_path), "--message-seconds", "600")
+    proc = spawn(
+        "--port", str(port), "--data-dir", str(tmp_path), "--message-seconds", "600", "--submit-rate", "0"
+    )
     try:
         await asyncio.to_thread(wait_ready, proc, url)
         async with httpx.AsyncClient(base_url=url, timeout=30) as client:
@@ -120,10 +124,21 @@ def test_options_come_from_the_environment(tmp_path):
     [
         ("corrupt", [], "cannot use"),
         ("file-as-dir", [], "cannot create data directory"),
-        ("none", ["--host", "0.0.0.0"], "needs an API key"),
+        ("none", ["--host", "0.0.0.0"], "needs an operator key"),
         ("none", ["--message-seconds", "0"], "message_seconds"),
+        ("bad-keys", [], "is not an AirDisplay keys file"),
+        ("bad-blocklist", ["--blocklist", "BLOCKLIST"], "bad pattern"),
+        ("none", ["--blocklist", "/nonexistent/blocklist.txt"], "cannot read blocklist"),
     ],
-    ids=["corrupt database", "data dir is a file", "public without key", "zero duration"],
+    ids=[
+        "corrupt database",
+        "data dir is a file",
+        "public without key",
+        "zero duration",
+        "corrupt keys file",
+        "bad blocklist pattern",
+        "missing blocklist",
+    ],
 )
 def test_start_up_problems_exit_with_a_clear_error(tmp_path, prepare, args, expected):
     data_dir: Path = tmp_path / "data"
@@ -132,6 +147,12 @@ def test_start_up_problems_exit_with_a_clear_error(tmp_path, prepare, args, expe
         (data_dir / "airdisplay.db").write_bytes(b"garbage" * 1000)
     elif prepare == "file-as-dir":
         data_dir.write_text("not a directory")
+    elif prepare == "bad-keys":
+        data_dir.mkdir()
+        (data_dir / "keys.json").write_text('{"keys": [{"id": 1}]}')
+    elif prepare == "bad-blocklist":
+        (tmp_path / "blocklist.txt").write_text("fine\nre:(unclosed\n")
+        args = [str(tmp_path / "blocklist.txt") if a == "BLOCKLIST" else a for a in args]
     result = subprocess.run(
         [*AIRDISPLAY, "serve", "--port", str(free_port()), "--data-dir", str(data_dir), *args],
         capture_output=True,
@@ -145,12 +166,35 @@ def test_start_up_problems_exit_with_a_clear_error(tmp_path, prepare, args, expe
 
 def test_public_listening_with_a_key_is_allowed_to_start(tmp_path):
     """Only checks the exposure rule; the server itself is exercised elsewhere."""
-    from pydantic import SecretStr
-
     from airdisplay.config import Settings
 
-    Settings(host="0.0.0.0", api_key=SecretStr("k")).check_exposure()
-    with pytest.raises(ValueError, match="API key"):
-        Settings(host="0.0.0.0").check_exposure()
-    Settings(host="::1").check_exposure()
-    Settings(host="localhost").check_exposure()
+    Settings(host="0.0.0.0").check_exposure(has_operator_key=True)
+    with pytest.raises(ValueError, match="operator key"):
+        Settings(host="0.0.0.0").check_exposure(has_operator_key=False)
+    Settings(host="::1").check_exposure(has_operator_key=False)
+    Settings(host="localhost").check_exposure(has_operator_key=False)
+
+
+def test_keys_commands_create_list_and_revoke(tmp_path):
+    def keys(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*AIRDISPLAY, "keys", *args, "--data-dir", str(tmp_path)],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+
+    created = keys("create", "--role", "operator", "--label", "ops team")
+    assert created.returncode == 0, created.stderr
+    key = created.stdout.strip()
+    assert key.startswith("adk_") and "shown only now" in created.stderr
+    key_id = key.split("_")[1]
+    listed = keys("list")
+    assert key_id in listed.stdout and "operator" in listed.stdout and "ops team" in listed.stdout
+    assert key.rsplit("_", 1)[1] not in listed.stdout + (tmp_path / "keys.json").read_text()
+    assert keys("revoke", key_id).returncode == 0
+    assert key_id not in keys("list").stdout
+    unknown = keys("revoke", key_id)
+    assert (
+        unknown.returncode == 2 and "no key with id" in unknown.stderr and "Traceback" not in unknown.stderr
+    )

@@ -14,6 +14,7 @@ import uvicorn
 from pydantic import SecretStr, ValidationError
 
 from . import __version__
+from .access import Blocklist, KeyRing, KeysFile, Role, UnknownKey
 from .actors import SqliteStore, StoreError
 from .config import Settings
 from .runtimes.embedded import DATABASE_FILE
@@ -71,10 +72,68 @@ def main() -> None:
     help="Longest message a banner shows [env AIRDISPLAY_MAX_TEXT_LENGTH].",
 )
 @click.option(
-    "--api-key",
-    envvar="AIRDISPLAY_API_KEY",
+    "--operator-key",
+    envvar=["AIRDISPLAY_OPERATOR_KEY", "AIRDISPLAY_API_KEY"],
     default=None,
-    help="Bearer key for mutating routes; required unless listening on loopback [env AIRDISPLAY_API_KEY].",
+    help="An operator key for automation, besides those made with 'airdisplay keys create' "
+    "[env AIRDISPLAY_OPERATOR_KEY; AIRDISPLAY_API_KEY is the older name].",
+)
+@click.option("--api-key", "legacy_api_key", default=None, hidden=True, help="Older name of --operator-key.")
+@click.option(
+    "--submit-access",
+    envvar="AIRDISPLAY_SUBMIT_ACCESS",
+    type=click.Choice(["open", "key"]),
+    default="open",
+    show_default=True,
+    help="open: anyone may submit messages (rate-limited); key: submitting needs a submitter key "
+    "[env AIRDISPLAY_SUBMIT_ACCESS].",
+)
+@click.option(
+    "--submit-rate",
+    envvar="AIRDISPLAY_SUBMIT_RATE",
+    type=click.FloatRange(min=0),
+    default=30.0,
+    show_default=True,
+    help="Submits per minute per client after the burst; 0 turns the limit off [env AIRDISPLAY_SUBMIT_RATE].",
+)
+@click.option(
+    "--submit-burst",
+    envvar="AIRDISPLAY_SUBMIT_BURST",
+    type=click.IntRange(min=1),
+    default=10,
+    show_default=True,
+    help="Submits a client may send at once before the rate applies [env AIRDISPLAY_SUBMIT_BURST].",
+)
+@click.option(
+    "--max-streams-per-client",
+    envvar="AIRDISPLAY_MAX_STREAMS_PER_CLIENT",
+    type=click.IntRange(min=1),
+    default=50,
+    show_default=True,
+    help="Open WebSocket/SSE streams per client address [env AIRDISPLAY_MAX_STREAMS_PER_CLIENT].",
+)
+@click.option(
+    "--blocklist",
+    envvar="AIRDISPLAY_BLOCKLIST",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    help="File of words, phrases or re:patterns refused in messages; edits apply within a second "
+    "[env AIRDISPLAY_BLOCKLIST].",
+)
+@click.option(
+    "--cors-origin",
+    "cors_origins",
+    envvar="AIRDISPLAY_CORS_ORIGINS",
+    multiple=True,
+    help="An origin whose pages may call the API (repeatable; none by default) "
+    "[env AIRDISPLAY_CORS_ORIGINS, space-separated].",
+)
+@click.option(
+    "--forwarded-allow-ips",
+    envvar="AIRDISPLAY_FORWARDED_ALLOW_IPS",
+    default=None,
+    help="Proxies trusted to set X-Forwarded-For, so limits apply per real client "
+    "[env AIRDISPLAY_FORWARDED_ALLOW_IPS].",
 )
 @click.option(
     "--idle-seconds",
@@ -159,7 +218,15 @@ def serve(
     data_dir: Path,
     message_seconds: float,
     max_text_length: int,
-    api_key: str | None,
+    operator_key: str | None,
+    legacy_api_key: str | None,
+    submit_access: str,
+    submit_rate: float,
+    submit_burst: int,
+    max_streams_per_client: int,
+    blocklist: Path | None,
+    cors_origins: tuple[str, ...],
+    forwarded_allow_ips: str | None,
     idle_seconds: float,
     durability: str,
     device_timeout: float,
@@ -180,7 +247,13 @@ def serve(
             data_dir=data_dir,
             message_seconds=message_seconds,
             max_text_length=max_text_length,
-            api_key=SecretStr(api_key) if api_key else None,
+            operator_key=SecretStr(key) if (key := operator_key or legacy_api_key) else None,
+            submit_access=submit_access,
+            submit_rate=submit_rate,
+            submit_burst=submit_burst,
+            max_streams_per_client=max_streams_per_client,
+            blocklist=blocklist,
+            cors_origins=cors_origins,
             idle_seconds=idle_seconds,
             durability=durability,
             device_timeout=device_timeout,
@@ -193,16 +266,20 @@ def serve(
             dapr_api_token=_secret("DAPR_API_TOKEN"),
             app_api_token=_secret("APP_API_TOKEN"),
         )
-        settings.check_exposure()
+        keys = KeyRing(settings.data_dir, key)
+        settings.check_exposure(has_operator_key=keys.has_operator)
+        Blocklist(settings.blocklist)  # a missing or bad file stops the start, naming the problem
         if settings.runtime == "embedded":
             SqliteStore(settings.data_dir / DATABASE_FILE).verify()
     except ValidationError as exc:
         _fail("; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()))
     except (ValueError, StoreError) as exc:
         _fail(str(exc))
-    if settings.api_key is None:
+    if not keys.has_operator:
         logging.getLogger("airdisplay").warning(
-            "no API key set: mutating routes are open to anyone on this machine (listening on %s only)", host
+            "no operator key: operator routes are open to anyone on this machine (listening on %s only); "
+            "create one with 'airdisplay keys create --role operator'",
+            host,
         )
     from .api import create_app
 
@@ -214,7 +291,8 @@ def serve(
         port=settings.port,
         access_log=access_log,
         log_level="info",
-        proxy_headers=False,
+        proxy_headers=forwarded_allow_ips is not None,
+        forwarded_allow_ips=forwarded_allow_ips,
         **uvicorn_options(),
     )
 
@@ -255,6 +333,64 @@ def _secret(variable: str) -> SecretStr | None:
 def _fail(message: str) -> None:
     click.echo(f"airdisplay: error: {message}", err=True)
     sys.exit(2)
+
+
+_DATA_DIR_OPTION = click.option(
+    "--data-dir",
+    envvar="AIRDISPLAY_DATA_DIR",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=Path("./data"),
+    show_default=True,
+    help="The server's data directory, which holds keys.json [env AIRDISPLAY_DATA_DIR].",
+)
+
+
+@main.group()
+def keys() -> None:
+    """API keys: create, list and revoke (a running server picks changes up within a second)."""
+
+
+@keys.command("create")
+@click.option(
+    "--role",
+    type=click.Choice([r.value for r in Role]),
+    required=True,
+    help="operator: everything; submitter: submit messages when submitting needs a key.",
+)
+@click.option("--label", default="", help="A note saying whose key it is.")
+@_DATA_DIR_OPTION
+def keys_create(role: str, label: str, data_dir: Path) -> None:
+    """Create a key and print it once: only its hash is stored."""
+    try:
+        record, key = KeysFile(data_dir).create(Role(role), label)
+    except (ValueError, OSError) as exc:
+        _fail(str(exc))
+    click.echo(key)
+    click.echo(f"created {record.role.value} key {record.id}; it is shown only now, keep it secret", err=True)
+
+
+@keys.command("list")
+@_DATA_DIR_OPTION
+def keys_list(data_dir: Path) -> None:
+    """List the keys (ids, roles, labels; never secrets)."""
+    try:
+        records = KeysFile(data_dir).load()
+    except ValueError as exc:
+        _fail(str(exc))
+    for record in records:
+        click.echo(f"{record.id}  {record.role.value:<9}  {record.created_at}  {record.label}")
+
+
+@keys.command("revoke")
+@click.argument("key_id")
+@_DATA_DIR_OPTION
+def keys_revoke(key_id: str, data_dir: Path) -> None:
+    """Revoke a key by its id; a running server refuses it within a second."""
+    try:
+        record = KeysFile(data_dir).revoke(key_id)
+    except (UnknownKey, ValueError, OSError) as exc:
+        _fail(str(exc))
+    click.echo(f"revoked {record.role.value} key {record.id}", err=True)
 
 
 @main.command()

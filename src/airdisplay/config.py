@@ -24,7 +24,20 @@ class Settings(BaseModel):
     data_dir: Path = Path("./data")
     message_seconds: float = Field(DEFAULT_DISPLAY_SECONDS, gt=0)
     max_text_length: int = Field(DEFAULT_MAX_TEXT_LENGTH, ge=1, le=1000)
-    api_key: SecretStr | None = None
+    #: An operator key given at start-up (AIRDISPLAY_OPERATOR_KEY), besides those in the keys file.
+    operator_key: SecretStr | None = None
+    #: "open": anyone may submit messages (rate-limited); "key": submitting needs a submitter key.
+    submit_access: Literal["open", "key"] = "open"
+    #: Submits per minute per client after the burst; 0 turns the limit off. A person typing messages
+    #: sends a few a minute (a banner shows one a minute); 30 leaves room for a busy shared address.
+    submit_rate: float = Field(30.0, ge=0)
+    submit_burst: int = Field(10, ge=1)
+    #: Open WebSocket and SSE streams per client address (the web UI uses one per tab).
+    max_streams_per_client: int = Field(50, ge=1)
+    #: Words and patterns refused in messages (see domain/content.py); None: no blocklist.
+    blocklist: Path | None = None
+    #: Origins whose pages may call the API from a browser; none by default (same-origin only).
+    cors_origins: tuple[str, ...] = ()
     idle_seconds: float = Field(60.0, gt=0)
     durability: Literal["full", "normal"] = "full"
     runtime: Literal["embedded", "dapr"] = "embedded"
@@ -65,11 +78,12 @@ class Settings(BaseModel):
         except ValueError:
             return False
 
-    def check_exposure(self) -> None:
+    def check_exposure(self, *, has_operator_key: bool) -> None:
         """Refuse to serve mutating routes beyond this machine without a credential the operator set."""
-        if self.api_key is None and not self.is_loopback:
+        if not has_operator_key and not self.is_loopback:
             raise ValueError(
-                f"listening on {self.host} needs an API key: set AIRDISPLAY_API_KEY (or --api-key); "
+                f"listening on {self.host} needs an operator key: create one with "
+                "'airdisplay keys create --role operator' or set AIRDISPLAY_OPERATOR_KEY; "
                 "without one, AirDisplay only listens on 127.0.0.1"
             )
         if self.runtime == "dapr" and self.app_api_token is None and not self.is_loopback:

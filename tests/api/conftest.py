@@ -92,7 +92,12 @@ async def start_server(tmp_path, request) -> AsyncIterator[ServerFactory]:
         client_sends_key: bool = False,
         **settings: object,
     ) -> RunningServer:
-        """`port` 0 picks a free one; a given port lets a restarted server keep its URL."""
+        """`port` 0 picks a free one; a given port lets a restarted server keep its URL.
+
+        `api_key` is an operator key given at start-up. The submit rate limit is off unless a test sets
+        `submit_rate`: most tests send many submits from one address on purpose.
+        """
+        settings.setdefault("submit_rate", 0)
         sock = socket.socket()
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(("127.0.0.1", port))
@@ -100,7 +105,7 @@ async def start_server(tmp_path, request) -> AsyncIterator[ServerFactory]:
         config = Settings(
             data_dir=data_dir or tmp_path,
             port=port,
-            api_key=SecretStr(api_key) if api_key else None,
+            operator_key=SecretStr(api_key) if api_key else None,
             runtime=runtime,
             **settings,
         )

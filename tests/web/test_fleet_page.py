@@ -150,15 +150,41 @@ async def test_register_a_banner_from_an_empty_fleet(web_server, open_fleet):
     assert (await web_server.client.get("/api/v1/banners/n42")).status_code == 200
 
 
-async def test_a_server_with_an_api_key_asks_for_it_once_and_then_it_is_sent(start_web_server, open_fleet):
+async def test_open_submitting_needs_no_key_and_registering_asks_for_the_operator_key_once(
+    start_web_server, open_fleet
+):
     server = await start_web_server(api_key="s3cret-key")
     await server.create("b1", "Guarded")
     fleet = await open_fleet(server.url)
+    await fleet.submit("b1", "Anyone may say hi")  # submitting is open by default: no prompt
+    await expect(fleet.message("b1")).to_have_text("Anyone may say hi")
+    key_form = fleet.page.get_by_test_id("key-form")
+    await expect(key_form).to_be_hidden()
+
+    await fleet.page.get_by_role("button", name="Operator").click()
+    form = fleet.page.get_by_test_id("register-form")
+    await form.get_by_placeholder("id, e.g. n123ab").fill("n42")
+    await form.get_by_role("textbox", name="Banner name").fill("Piper N42")
+    await form.get_by_role("button", name="Register").click()
+    await expect(form).to_contain_text("operator key")
+    await key_form.get_by_label("API key").fill("s3cret-key")
+    await key_form.get_by_role("button", name="Save key").click()
+    await form.get_by_role("button", name="Register").click()
+    await expect(fleet.card("n42")).to_contain_text("Piper N42")
+    assert await fleet.page.evaluate("localStorage.getItem('airdisplay.apiKey')") == "s3cret-key"
+
+
+async def test_a_server_that_needs_a_key_to_submit_asks_for_it_once_and_then_it_is_sent(
+    start_web_server, open_fleet
+):
+    server = await start_web_server(api_key="s3cret-key", submit_access="key")
+    await server.create("b1", "Guarded")
+    fleet = await open_fleet(server.url)
     await fleet.submit("b1", "Let me in")
-    await expect(fleet.notice("b1")).to_contain_text("API key")
+    await expect(fleet.notice("b1")).to_contain_text("API key needed to send messages")
     key_form = fleet.page.get_by_test_id("key-form")
     await expect(key_form).to_be_visible()
-    await key_form.get_by_label("Operator API key").fill("s3cret-key")
+    await key_form.get_by_label("API key").fill("s3cret-key")
     await key_form.get_by_role("button", name="Save key").click()
 
     await fleet.card("b1").get_by_role("button", name="Send").click()

@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.staticfiles import StaticFiles
 
 from .. import __version__
@@ -13,9 +14,13 @@ from ..config import Settings
 from ..realtime import DeviceLinks, StreamHub
 from ..runtimes import BannerRuntime, EmbeddedRuntime
 from ..web import STATIC_DIR
+from ._access import AccessControl
+from ._headers import SecurityHeaders
 from ._limits import BodySizeLimit
+from ._metrics import ServiceMetrics
 from .problems import install_problem_handlers
 from .routes import banners, devices, events, health, legacy, stream, ui
+from .routes import metrics as metrics_route
 
 
 def build_runtime(settings: Settings) -> BannerRuntime:
@@ -64,15 +69,35 @@ def create_app(settings: Settings, runtime: BannerRuntime | None = None) -> Fast
     app.state.bus = bus
     app.state.hub = StreamHub(bus)
     app.state.devices = DeviceLinks(bus)
+    metrics = ServiceMetrics()
+    app.state.access = access = AccessControl(settings, metrics)
+    metrics.add_gauges(
+        lambda: {
+            **runtime.gauges(),
+            "streams_open": access.streams.open_streams(),
+            "device_links": len(app.state.devices),
+        }
+    )
     install_problem_handlers(app)
     app.include_router(banners.router)
     app.include_router(stream.router)
     app.include_router(events.router)
     app.include_router(devices.router)
     app.include_router(health.router)
+    app.include_router(metrics_route.router)
     app.include_router(legacy.router)
     runtime.install(app)
     app.include_router(ui.router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR, check_dir=False), name="static")
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=list(settings.cors_origins),
+            allow_methods=["GET", "POST", "DELETE"],
+            allow_headers=["Authorization", "Content-Type", "Idempotency-Key", "If-Match", "Last-Event-ID"],
+            expose_headers=["ETag", "Location", "Retry-After", "Idempotent-Replayed"],
+            max_age=600,
+        )
+    app.add_middleware(SecurityHeaders)
     return app

@@ -6,13 +6,14 @@ They are `async def` on purpose: FastAPI runs a plain `def` dependency in a thre
 
 from __future__ import annotations
 
-import hmac
 from typing import Annotated
 
 from fastapi import Depends, Header, Request
 
+from ..access import Role
 from ..config import Settings
 from ..runtimes import BannerRuntime
+from ._access import AccessControl
 from .problems import ProblemError
 
 
@@ -29,27 +30,34 @@ def settings_of(request: Request) -> Settings:
 Runtime = Annotated[BannerRuntime, Depends(get_runtime)]
 
 
-async def require_api_key(
+def access_of(request: Request) -> AccessControl:
+    access: AccessControl = request.app.state.access
+    return access
+
+
+async def require_operator(
     request: Request,
     authorization: Annotated[str | None, Header(include_in_schema=False)] = None,
 ) -> None:
-    """Mutating routes need `Authorization: Bearer <API key>` when the operator set a key."""
-    key = settings_of(request).api_key
-    if key is None:
-        return
-    scheme, _, token = (authorization or "").partition(" ")
-    expected = key.get_secret_value().encode()
-    if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), expected):
-        raise ProblemError(
-            401,
-            "Unauthorized",
-            "send the operator's API key as 'Authorization: Bearer <key>'",
-            "unauthorized",
-            headers={"WWW-Authenticate": "Bearer"},
-        )
+    """Operator routes need an operator key (api/_access.py has the rules)."""
+    access_of(request).require(Role.OPERATOR, authorization)
 
 
-Authorized = Depends(require_api_key)
+async def admit_submit(
+    request: Request,
+    authorization: Annotated[str | None, Header(include_in_schema=False)] = None,
+) -> None:
+    """Submits pass the submit policy (open or key) and the client's rate limit."""
+    access_of(request).admit_submit(request, authorization)
+
+
+async def get_access(request: Request) -> AccessControl:
+    return access_of(request)
+
+
+Access = Annotated[AccessControl, Depends(get_access)]
+Operator = Depends(require_operator)
+Submitter = Depends(admit_submit)
 
 
 async def require_json(content_type: Annotated[str | None, Header(include_in_schema=False)] = None) -> None:

@@ -24,6 +24,7 @@ from ..domain import (
     InvalidBannerId,
     InvalidBannerName,
     InvalidMessageText,
+    TextNotAllowed,
     VersionMismatch,
 )
 from ..runtimes.base import RuntimeUnavailable
@@ -117,6 +118,10 @@ def install_problem_handlers(app: FastAPI) -> None:
     for invalid in (InvalidMessageText, InvalidBannerName, InvalidBannerId):
         on(invalid, lambda e: problem(422, "Invalid request", str(e), kind="invalid-request"))
     on(
+        TextNotAllowed,
+        lambda e: problem(422, "Text not allowed", str(e), kind="text-not-allowed", entry=e.entry),
+    )
+    on(
         IdempotencyKeyReused,
         lambda e: problem(422, "Idempotency-Key reused", str(e), kind="idempotency-key-reused"),
     )
@@ -134,9 +139,20 @@ def _http(exc: StarletteHTTPException) -> JSONResponse:
     return problem(exc.status_code, _reason(exc.status_code), str(exc.detail), headers=exc.headers)
 
 
+#: Storage faults (disk full, database locked) usually clear within seconds; clients retry after this.
+STORAGE_RETRY_AFTER = 5
+
+
 def _unavailable(exc: Exception) -> JSONResponse:
     log.error("storage unavailable: %s", exc)
-    return problem(503, "Storage unavailable", "the banner store cannot be reached; nothing was changed")
+    return problem(
+        503,
+        "Storage unavailable",
+        "the banner store cannot take the change right now (disk full, locked or unreachable); "
+        "nothing was changed",
+        kind="storage-unavailable",
+        headers={"Retry-After": str(STORAGE_RETRY_AFTER)},
+    )
 
 
 def _internal(exc: Exception) -> JSONResponse:

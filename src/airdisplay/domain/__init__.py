@@ -22,6 +22,7 @@ from .banner import (
     register_banner,
     submit_message,
 )
+from .content import ContentPolicy
 from .events import BannerChanged, ChangeKind
 from .exceptions import (
     BannerAlreadyExists,
@@ -34,6 +35,7 @@ from .exceptions import (
     InvalidBannerId,
     InvalidBannerName,
     InvalidMessageText,
+    TextNotAllowed,
     UnknownDisplayVersion,
     VersionMismatch,
 )
@@ -48,6 +50,7 @@ __all__ = [
     "BannerOffline",
     "BannerRules",
     "ChangeKind",
+    "ContentPolicy",
     "DEFAULT_DISPLAY_SECONDS",
     "DEFAULT_MAX_TEXT_LENGTH",
     "DeviceState",
@@ -57,6 +60,7 @@ __all__ = [
     "InvalidBannerId",
     "InvalidBannerName",
     "InvalidMessageText",
+    "TextNotAllowed",
     "Message",
     "Submission",
     "SubmissionLog",

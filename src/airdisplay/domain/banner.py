@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import unicodedata
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -127,8 +128,8 @@ class BannerRules:
             raise ValueError("display_seconds must be positive")
 
     def clean_text(self, raw: str) -> str:
-        """Trim the text and check that a banner can show it; raise InvalidMessageText if not."""
-        text = raw.strip()
+        """Trim and NFC-normalise the text, and check that a banner can show it; raise InvalidMessageText."""
+        text = unicodedata.normalize("NFC", raw).strip()
         if not text:
             raise InvalidMessageText("message text is empty")
         if len(text) > self.max_text_length:

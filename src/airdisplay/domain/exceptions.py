@@ -86,3 +86,11 @@ class IdempotencyKeyReused(DomainError, ValueError):
     def __init__(self, key: str) -> None:
         super().__init__(f"Idempotency-Key {key!r} was already used for a different message")
         self.key = key
+
+
+class TextNotAllowed(DomainError, ValueError):
+    """Raised when message text matches an entry of the fleet's content blocklist."""
+
+    def __init__(self, entry: str) -> None:
+        super().__init__(f"the text contains {entry!r}, which this fleet does not allow on its banners")
+        self.entry = entry

@@ -89,6 +89,10 @@ class BannerRuntime(ABC):
         With `search`, only banners whose id or name starts with it (case-insensitive).
         """
 
+    def gauges(self) -> dict[str, float]:
+        """Figures about the runtime's load for the metrics endpoint (name: value)."""
+        return {}
+
     def add_listener(self, listener: ChangeListener) -> None:
         """Call `listener` with every committed change this process hears of (after it is durable)."""
 

@@ -61,6 +61,12 @@ class EmbeddedRuntime(BannerRuntime):
     def is_ready(self) -> bool:
         return self._running
 
+    def gauges(self) -> dict[str, float]:
+        return {
+            "actors_active": self.host.active_count,
+            "reminders_in_memory": self.host.reminders_in_memory,
+        }
+
     def _on_events(self, actor_type: str, actor_id: str, events: list[object]) -> None:
         for event in events:
             if isinstance(event, BannerChanged):

@@ -8,8 +8,8 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Header, Path, Query, Response, status
 from fastapi.responses import JSONResponse
 
-from ...domain import BANNER_ID_PATTERN, Banner
-from ..deps import Authorized, JsonBody, Runtime
+from ...domain import BANNER_ID_PATTERN, Banner, BannerBusy
+from ..deps import Access, JsonBody, Operator, Runtime, Submitter
 from ..problems import ProblemError
 from ..schemas import BannerCreate, BannerCreated, BannerPublic, BannersPage, DeviceToken, MessageSubmit
 
@@ -36,7 +36,7 @@ def _banner_response(banner: Banner, status_code: int = 200) -> Response:
 
 
 @router.post(
-    "", status_code=201, response_model=BannerCreated, responses=_BUSY, dependencies=[Authorized, JsonBody]
+    "", status_code=201, response_model=BannerCreated, responses=_BUSY, dependencies=[Operator, JsonBody]
 )
 async def create_banner(body: BannerCreate, runtime: Runtime) -> Response:
     """Register a banner; the answer carries its device token, shown this once."""
@@ -50,7 +50,7 @@ async def create_banner(body: BannerCreate, runtime: Runtime) -> Response:
 
 
 @router.post(
-    "/{banner_id}/device-token", status_code=201, response_model=DeviceToken, dependencies=[Authorized]
+    "/{banner_id}/device-token", status_code=201, response_model=DeviceToken, dependencies=[Operator]
 )
 async def rotate_device_token(banner_id: BannerId, runtime: Runtime) -> DeviceToken:
     """Issue a new device token for the banner; the old one stops working at once."""
@@ -78,7 +78,7 @@ async def get_banner(banner_id: BannerId, runtime: Runtime) -> Response:
     return _banner_response(await runtime.get_banner(banner_id))
 
 
-@router.delete("/{banner_id}", status_code=204, dependencies=[Authorized])
+@router.delete("/{banner_id}", status_code=204, dependencies=[Operator])
 async def delete_banner(banner_id: BannerId, runtime: Runtime) -> Response:
     """Delete a banner with its message and pending expiry."""
     await runtime.delete_banner(banner_id)
@@ -92,14 +92,16 @@ async def delete_banner(banner_id: BannerId, runtime: Runtime) -> Response:
     responses={
         **_BUSY,
         412: {"description": "If-Match names a version the banner has moved past"},
+        429: {"description": "This client submits too fast; `Retry-After` says when to try again"},
         503: {"description": "The banner is offline and the fleet refuses messages for offline banners"},
     },
-    dependencies=[Authorized, JsonBody],
+    dependencies=[Submitter, JsonBody],
 )
 async def submit_message(
     banner_id: BannerId,
     body: MessageSubmit,
     runtime: Runtime,
+    access: Access,
     idempotency_key: Annotated[str | None, Header()] = None,
     if_match: Annotated[str | None, Header()] = None,
 ) -> Response:
@@ -108,16 +110,25 @@ async def submit_message(
         raise ProblemError(
             400, "Bad Idempotency-Key", "Idempotency-Key must be 1-255 visible ASCII characters", "bad-header"
         )
-    outcome = await runtime.submit_message(
-        banner_id, body.text, idempotency_key=idempotency_key, expected_version=_expected_version(if_match)
-    )
+    access.check_text(body.text)
+    try:
+        outcome = await runtime.submit_message(
+            banner_id,
+            body.text,
+            idempotency_key=idempotency_key,
+            expected_version=_expected_version(if_match),
+        )
+    except BannerBusy:
+        access.metrics.busy.inc()
+        raise
+    access.metrics.accepted.inc()
     response = _banner_response(outcome.banner, 201)
     if outcome.replayed:
         response.headers["Idempotent-Replayed"] = "true"
     return response
 
 
-@router.delete("/{banner_id}/message", response_model=BannerPublic, dependencies=[Authorized])
+@router.delete("/{banner_id}/message", response_model=BannerPublic, dependencies=[Operator])
 async def clear_message(banner_id: BannerId, runtime: Runtime) -> Response:
     """Take the message off the banner before it expires."""
     return _banner_response(await runtime.clear_message(banner_id))

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import AsyncIterator
-from typing import Annotated
+from collections.abc import AsyncIterator, Callable
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Request
-from fastapi.responses import StreamingResponse
+from fastapi.responses import Response, StreamingResponse
+from starlette.types import Receive, Scope, Send
 
 from ...realtime import (
     StreamHub,
@@ -19,6 +20,7 @@ from ...realtime import (
     TooManyBanners,
 )
 from ...runtimes import BannerRuntime
+from .._access import AccessControl
 from ..deps import Runtime
 from ..problems import ProblemError
 from .banners import BannerId
@@ -37,7 +39,7 @@ async def banner_events(
     request: Request,
     runtime: Runtime,
     last_event_id: Annotated[str | None, Header()] = None,
-) -> StreamingResponse:
+) -> Response:
     """Events of one banner as text/event-stream."""
     await runtime.get_banner(banner_id)  # 404 for an unknown banner, before the stream starts
     return await _stream(request, runtime, [banner_id], last_event_id)
@@ -49,18 +51,17 @@ async def fleet_events(
     runtime: Runtime,
     banners: Annotated[str, Query(min_length=1, max_length=65_000, description="Comma-separated ids")],
     last_event_id: Annotated[str | None, Header()] = None,
-) -> StreamingResponse:
+) -> Response:
     """Events of several banners as text/event-stream."""
     return await _stream(request, runtime, [b for b in banners.split(",") if b], last_event_id)
 
 
 async def _stream(
     request: Request, runtime: BannerRuntime, banner_ids: list[str], last_event_id: str | None
-) -> StreamingResponse:
+) -> Response:
     hub: StreamHub = request.app.state.hub
     settings = request.app.state.settings
-    subscriber = Subscriber(settings.send_buffer)
-    session = StreamSession(hub, runtime, subscriber)
+    access: AccessControl = request.app.state.access
     known: dict[str, int] = {}
     if last_event_id:
         found = _EVENT_ID.match(last_event_id.strip())
@@ -69,17 +70,41 @@ async def _stream(
                 400, "Bad Last-Event-ID", "Last-Event-ID must look like '<banner-id>:<version>'", "bad-header"
             )
         known[found.group(1)] = int(found.group(2))
+    release = access.open_stream(request)
+    if release is None:
+        return access.too_many_streams()
+    subscriber = Subscriber(settings.send_buffer)
+    session = StreamSession(hub, runtime, subscriber)
     try:
         await session.subscribe(banner_ids, known)
     except TooManyBanners as exc:
         session.close()
+        release()
         raise ProblemError(422, "Too many banners", str(exc), "too-many-banners") from None
     except BaseException:
         session.close()
+        release()
         raise
-    return StreamingResponse(
-        _event_source(session, settings.ping_seconds), media_type="text/event-stream", headers=_SSE_HEADERS
+    return _CountedStream(
+        _event_source(session, settings.ping_seconds),
+        release,
+        media_type="text/event-stream",
+        headers=_SSE_HEADERS,
     )
+
+
+class _CountedStream(StreamingResponse):
+    """An event stream that gives its client's stream slot back however it ends."""
+
+    def __init__(self, content: AsyncIterator[str], release: Callable[[], None], **kwargs: Any) -> None:
+        super().__init__(content, **kwargs)
+        self._release = release
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self._release()
 
 
 async def _event_source(session: StreamSession, ping_seconds: float) -> AsyncIterator[str]:

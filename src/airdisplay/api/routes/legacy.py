@@ -11,7 +11,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from ...domain import BANNER_ID_PATTERN
 from ...events import legacy_banner_json
 from ...realtime import StreamHub, Subscriber
-from ..deps import Authorized, JsonBody, Runtime
+from .._access import AccessControl
+from ..deps import Access, JsonBody, Runtime, Submitter
 from .stream import serve_subscriber
 
 router = APIRouter(tags=["legacy"])
@@ -55,9 +56,12 @@ async def legacy_get(banner_id: LegacyId, runtime: Runtime) -> Response:
     return _json(legacy_banner_json(banner.id, banner))
 
 
-@router.post("/banner/{banner_id}", response_model=LegacyBanner, dependencies=[Authorized, JsonBody])
-async def legacy_update(banner_id: LegacyId, body: LegacyUpdate, runtime: Runtime) -> Response:
+@router.post("/banner/{banner_id}", response_model=LegacyBanner, dependencies=[Submitter, JsonBody])
+async def legacy_update(
+    banner_id: LegacyId, body: LegacyUpdate, runtime: Runtime, access: Access
+) -> Response:
     """Legacy: show a message; 409 with {"detail": ...} while one is showing."""
+    access.check_text(body.message)
     outcome = await runtime.submit_message(banner_id, body.message)
     return _json(legacy_banner_json(banner_id, outcome.banner))
 
@@ -67,7 +71,16 @@ async def legacy_ws(websocket: WebSocket) -> None:
     """Legacy: every banner change, as the banner object {id, message, expires}."""
     app = websocket.app
     hub: StreamHub = app.state.hub
-    await websocket.accept()
+    access: AccessControl = app.state.access
+    release = access.open_stream(websocket)
+    if release is None:
+        await websocket.send_denial_response(access.too_many_streams())
+        return
+    try:
+        await websocket.accept()
+    except BaseException:
+        release()
+        raise
     subscriber = Subscriber(app.state.settings.send_buffer)
     hub.watch_all(subscriber)
     try:
@@ -78,6 +91,7 @@ async def legacy_ws(websocket: WebSocket) -> None:
     finally:
         hub.drop(subscriber)
         subscriber.close()
+        release()
 
 
 async def _ignore_input(websocket: WebSocket) -> None:

@@ -23,6 +23,7 @@ from ...realtime import (
     TooManyBanners,
 )
 from ...runtimes import BannerRuntime
+from .._access import AccessControl
 
 router = APIRouter(tags=["realtime"])
 log = logging.getLogger("airdisplay.stream")
@@ -127,7 +128,16 @@ async def stream(websocket: WebSocket, banners: Annotated[str | None, Query()] =
     hub: StreamHub = app.state.hub
     runtime: BannerRuntime = app.state.runtime
     settings = app.state.settings
-    await websocket.accept()
+    access: AccessControl = app.state.access
+    release = access.open_stream(websocket)
+    if release is None:
+        await websocket.send_denial_response(access.too_many_streams())
+        return
+    try:
+        await websocket.accept()
+    except BaseException:
+        release()
+        raise
     subscriber = Subscriber(settings.send_buffer)
     session = StreamSession(hub, runtime, subscriber)
     try:
@@ -143,6 +153,7 @@ async def stream(websocket: WebSocket, banners: Annotated[str | None, Query()] =
         )
     finally:
         session.close()
+        release()
 
 
 async def _receive(websocket: WebSocket, session: StreamSession) -> None:

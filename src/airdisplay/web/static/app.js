@@ -388,7 +388,7 @@
         } else if (response.status === 409 && response.data && response.data.free_at) {
           card.busyUntil = parseTime(response.data.free_at) || (this.now + retryAfterMs(response));
         } else if (response.status === 401 || response.status === 403) {
-          card.problem = this.askForKey(response);
+          card.problem = this.askForKey(response, 'to send messages');
         } else {
           card.problem = problemText(response);
         }
@@ -411,12 +411,13 @@
       toolsClass() { return this.keyWanted ? 'attention' : ''; },
       hasKey() { return Boolean(this.apiKey); },
 
-      askForKey(response) {
+      // Only a 401/403 from the server asks for a key: servers that need none never show the prompt.
+      askForKey(response, what) {
         this.toolsOpen = true;
         this.keyWanted = true;
         this.keyNote = this.apiKey ? 'The server refused this key (' + response.status + '). Enter the right one.'
-          : 'This server needs the operator API key for changes.';
-        return 'Operator API key needed: enter it under Operator, then try again.';
+          : 'This server needs a key ' + what + '.';
+        return 'API key needed ' + what + ': enter it under Operator, then try again.';
       },
 
       saveKey() {
@@ -430,7 +431,7 @@
         this.keyWanted = false;
         this.keyNote = 'Key saved in this browser.';
         try { localStorage.setItem(KEY_STORAGE, key); } catch (err) { /* private mode: keep it in memory */ }
-        for (const card of this.cards) if (card.problem.startsWith('Operator API key')) card.problem = '';
+        for (const card of this.cards) if (card.problem.startsWith('API key needed')) card.problem = '';
       },
 
       forgetKey() {
@@ -468,7 +469,7 @@
         } else {
           this.registerFailed = true;
           this.registerNote = response.status === 401 || response.status === 403
-            ? this.askForKey(response) : problemText(response);
+            ? this.askForKey(response, 'to register banners (an operator key)') : problemText(response);
         }
       },
       registerHintClass() { return this.registerFailed ? 'hint-error' : 'hint-ok'; },

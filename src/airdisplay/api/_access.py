@@ -1,0 +1,153 @@
+"""The edge's access control: credentials to roles, 401/403/429 problems, stream quotas per client.
+
+Rules (docs/security.md):
+- Operator routes (register, delete, clear, rotate device tokens, metrics) need an operator key. Only a
+  server that listens on loopback and has no operator credential at all leaves them open, for trying it
+  out on one's own machine; such a server cannot be started on another address.
+- Submitting is open to anyone by default (a public banner app), or needs a submitter or operator key
+  when the operator sets `submit_access="key"`. Either way each client gets a token bucket; operator
+  keys are exempt, so automation the operator runs is never throttled.
+- A presented key that is not valid is refused with 401 even on an open route: a client with a revoked
+  key should learn it, not be silently treated as anonymous.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from fastapi.responses import JSONResponse
+from starlette.requests import HTTPConnection
+
+from ..access import Blocklist, ConnectionLimiter, KeyRing, Principal, RateLimiter, Role, retry_after_seconds
+from ..config import Settings
+from ..domain import TextNotAllowed
+from ._metrics import ServiceMetrics
+from .problems import ProblemError, problem
+
+#: A refused stream may try again after this; streams of the same client end as tabs close.
+STREAM_RETRY_AFTER = 5
+_CHALLENGE = {"WWW-Authenticate": 'Bearer realm="airdisplay"'}
+
+
+def client_address(connection: HTTPConnection) -> str:
+    """The client's address as the server sees it (after trusted proxy headers, if configured)."""
+    client = connection.client
+    return client.host if client is not None else "unknown"
+
+
+class AccessControl:
+    """Everything that decides whether a request may go ahead, built once per app from its settings."""
+
+    def __init__(self, settings: Settings, metrics: ServiceMetrics) -> None:
+        key = settings.operator_key.get_secret_value() if settings.operator_key else None
+        self.keys = KeyRing(settings.data_dir, key)
+        self.loopback = settings.is_loopback
+        self.submit_needs_key = settings.submit_access == "key"
+        self.submit_limit = (
+            RateLimiter(settings.submit_rate, settings.submit_burst) if settings.submit_rate > 0 else None
+        )
+        self.streams = ConnectionLimiter(settings.max_streams_per_client)
+        self.blocklist = Blocklist(settings.blocklist)
+        self.metrics = metrics
+
+    @property
+    def operator_open(self) -> bool:
+        """True on a loopback server without any operator credential (the try-it-out mode)."""
+        return self.loopback and not self.keys.has_operator
+
+    def principal(self, authorization: str | None) -> Principal | None:
+        """The caller's key, None without one; 401 for a key that is not valid."""
+        if authorization is None:
+            return None
+        scheme, _, token = authorization.partition(" ")
+        token = token.strip()
+        if scheme.lower() != "bearer" or not token:
+            self._denied()
+            raise ProblemError(
+                401, "Unauthorized", "send a key as 'Authorization: Bearer <key>'", "unauthorized", _CHALLENGE
+            )
+        found = self.keys.verify(token)
+        if found is None:
+            self._denied()
+            raise ProblemError(
+                401, "Unauthorized", "the key is not valid (unknown or revoked)", "unauthorized", _CHALLENGE
+            )
+        return found
+
+    def require(self, role: Role, authorization: str | None) -> Principal | None:
+        """The caller's principal if it may act as `role`; 401 without a key, 403 with too weak a key."""
+        principal = self.principal(authorization)
+        if principal is None:
+            if role is Role.OPERATOR and self.operator_open:
+                return None
+            if role is Role.SUBMITTER and not self.submit_needs_key:
+                return None
+            self._denied()
+            raise ProblemError(
+                401,
+                "Unauthorized",
+                f"this needs {'an operator' if role is Role.OPERATOR else 'a submitter'} key, sent as "
+                "'Authorization: Bearer <key>'",
+                "unauthorized",
+                _CHALLENGE,
+            )
+        if not principal.role.allows(role):
+            self._denied()
+            raise ProblemError(403, "Forbidden", f"a {principal.role.value} key may not do this", "forbidden")
+        return principal
+
+    def admit_submit(self, connection: HTTPConnection, authorization: str | None) -> None:
+        """Check the credential and the client's submit rate; 401/403/429 as problems."""
+        principal = self.require(Role.SUBMITTER, authorization)
+        if self.submit_limit is None or (principal is not None and principal.role is Role.OPERATOR):
+            return
+        client = f"key:{principal.key_id}" if principal is not None else client_address(connection)
+        decision = self.submit_limit.hit(client)
+        if not decision.allowed:
+            self.metrics.rate_limited.inc()
+            seconds = retry_after_seconds(decision)
+            raise ProblemError(
+                429,
+                "Too many messages",
+                f"this client sends messages faster than the fleet allows; try again in {seconds} s",
+                "rate-limited",
+                {"Retry-After": str(seconds)},
+            )
+
+    def open_stream(self, connection: HTTPConnection) -> Callable[[], None] | None:
+        """Count a new stream for the client: its release function, or None at the client's limit."""
+        client = client_address(connection)
+        if not self.streams.acquire(client):
+            self.metrics.streams_refused.inc()
+            return None
+        released = False
+
+        def release() -> None:
+            nonlocal released
+            if not released:
+                released = True
+                self.streams.release(client)
+
+        return release
+
+    def too_many_streams(self) -> JSONResponse:
+        """The 429 answer to a stream the client may not open."""
+        limit = self.streams.per_client
+        return problem(
+            429,
+            "Too many streams",
+            f"a client may keep at most {limit} streams open; close one first",
+            kind="too-many-streams",
+            headers={"Retry-After": str(STREAM_RETRY_AFTER)},
+        )
+
+    def check_text(self, text: str) -> None:
+        """Refuse text the fleet's blocklist names (TextNotAllowed, a 422)."""
+        try:
+            self.blocklist.policy.check(text)
+        except TextNotAllowed:
+            self.metrics.refused_content.inc()
+            raise
+
+    def _denied(self) -> None:
+        self.metrics.auth_failures.inc()

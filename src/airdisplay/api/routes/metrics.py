@@ -1,0 +1,21 @@
+"""Service metrics for the operator, in the Prometheus text format."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request, Response
+from prometheus_client import CONTENT_TYPE_LATEST
+
+from ..deps import Operator
+
+router = APIRouter(tags=["operations"])
+
+
+@router.get(
+    "/metrics",
+    response_class=Response,
+    dependencies=[Operator],
+    responses={200: {"content": {"text/plain": {}}, "description": "Prometheus text format"}},
+)
+async def metrics(request: Request) -> Response:
+    """Counters and gauges of this server (operator key)."""
+    return Response(request.app.state.access.metrics.render(), media_type=CONTENT_TYPE_LATEST)
