@@ -410,7 +410,11 @@ def keys_revoke(key_id: str, data_dir: Path) -> None:
     help="Register missing banners (otherwise their device tokens are rotated).",
 )
 @click.option(
-    "--api-key", envvar="AIRDISPLAY_API_KEY", default=None, help="Operator API key, if the server has one."
+    "--api-key",
+    envvar=["AIRDISPLAY_OPERATOR_KEY", "AIRDISPLAY_API_KEY"],
+    default=None,
+    help="Operator key: registers banners on a server that has keys, and its submits are not rate-limited "
+    "[env AIRDISPLAY_OPERATOR_KEY].",
 )
 @click.option(
     "--ack-delay",

@@ -18,6 +18,7 @@ from ._access import AccessControl
 from ._headers import SecurityHeaders
 from ._limits import BodySizeLimit
 from ._metrics import ServiceMetrics
+from ._openapi import install_openapi
 from .problems import install_problem_handlers
 from .routes import banners, devices, events, health, legacy, stream, ui
 from .routes import metrics as metrics_route
@@ -79,6 +80,7 @@ def create_app(settings: Settings, runtime: BannerRuntime | None = None) -> Fast
         }
     )
     install_problem_handlers(app)
+    install_openapi(app)
     app.include_router(banners.router)
     app.include_router(stream.router)
     app.include_router(events.router)

@@ -13,6 +13,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from ..actors import ActivationFailed, RuntimeClosed, StoreError
 from ..domain import (
@@ -100,6 +101,12 @@ def install_problem_handlers(app: FastAPI) -> None:
 
         app.add_exception_handler(exc_type, handler)
 
+    async def http_handler(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, StarletteHTTPException)
+        if exc.status_code == 405:
+            return _method_not_allowed(request)
+        return _http(exc)
+
     on(RequestValidationError, _validation)
     on(ProblemError, lambda e: problem(e.status, e.title, e.detail, kind=e.kind, headers=e.headers))
     on(BannerNotFound, lambda e: problem(404, "Banner not found", str(e), kind="banner-not-found"))
@@ -129,8 +136,24 @@ def install_problem_handlers(app: FastAPI) -> None:
     on(StoreError, _unavailable)
     on(ActivationFailed, _unavailable)
     on(RuntimeUnavailable, _unavailable)
-    on(StarletteHTTPException, _http)
+    app.add_exception_handler(StarletteHTTPException, http_handler)
     on(Exception, _internal)
+
+
+def _method_not_allowed(request: Request) -> JSONResponse:
+    """405 with an Allow header naming every method of the path (Starlette names only the first route's)."""
+    allowed: set[str] = set()
+    for route in request.app.router.routes:
+        methods = getattr(route, "methods", None)
+        if methods and route.matches(request.scope)[0] is not Match.NONE:
+            allowed |= methods
+    allow = ", ".join(sorted(allowed))
+    return problem(
+        405,
+        "Method Not Allowed",
+        f"{request.method} is not supported here; use {allow}",
+        headers={"Allow": allow},
+    )
 
 
 def _http(exc: StarletteHTTPException) -> JSONResponse:

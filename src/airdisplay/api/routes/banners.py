@@ -9,13 +9,16 @@ from fastapi import APIRouter, Header, Path, Query, Response, status
 from fastapi.responses import JSONResponse
 
 from ...domain import BANNER_ID_PATTERN, Banner, BannerBusy
+from .._openapi import JSON_BODY_PROBLEMS, OPERATOR_PROBLEMS, SUBMIT_PROBLEMS
 from ..deps import Access, JsonBody, Operator, Runtime, Submitter
 from ..problems import ProblemError
 from ..schemas import BannerCreate, BannerCreated, BannerPublic, BannersPage, DeviceToken, MessageSubmit
 
 router = APIRouter(prefix="/api/v1/banners", tags=["banners"])
 
-BannerId = Annotated[str, Path(pattern=BANNER_ID_PATTERN, description="The banner's slug id")]
+BannerId = Annotated[
+    str, Path(pattern=BANNER_ID_PATTERN, description="The banner's slug id", examples=["n123ab"])
+]
 #: A small page keeps the fleet view snappy; 500 bounds one response to ~200 KB.
 DEFAULT_PAGE, MAX_PAGE = 50, 500
 _IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
@@ -36,7 +39,11 @@ def _banner_response(banner: Banner, status_code: int = 200) -> Response:
 
 
 @router.post(
-    "", status_code=201, response_model=BannerCreated, responses=_BUSY, dependencies=[Operator, JsonBody]
+    "",
+    status_code=201,
+    response_model=BannerCreated,
+    responses={**_BUSY, **OPERATOR_PROBLEMS, **JSON_BODY_PROBLEMS},
+    dependencies=[Operator, JsonBody],
 )
 async def create_banner(body: BannerCreate, runtime: Runtime) -> Response:
     """Register a banner; the answer carries its device token, shown this once."""
@@ -50,7 +57,11 @@ async def create_banner(body: BannerCreate, runtime: Runtime) -> Response:
 
 
 @router.post(
-    "/{banner_id}/device-token", status_code=201, response_model=DeviceToken, dependencies=[Operator]
+    "/{banner_id}/device-token",
+    status_code=201,
+    response_model=DeviceToken,
+    responses=OPERATOR_PROBLEMS,
+    dependencies=[Operator],
 )
 async def rotate_device_token(banner_id: BannerId, runtime: Runtime) -> DeviceToken:
     """Issue a new device token for the banner; the old one stops working at once."""
@@ -78,7 +89,7 @@ async def get_banner(banner_id: BannerId, runtime: Runtime) -> Response:
     return _banner_response(await runtime.get_banner(banner_id))
 
 
-@router.delete("/{banner_id}", status_code=204, dependencies=[Operator])
+@router.delete("/{banner_id}", status_code=204, responses=OPERATOR_PROBLEMS, dependencies=[Operator])
 async def delete_banner(banner_id: BannerId, runtime: Runtime) -> Response:
     """Delete a banner with its message and pending expiry."""
     await runtime.delete_banner(banner_id)
@@ -92,8 +103,12 @@ async def delete_banner(banner_id: BannerId, runtime: Runtime) -> Response:
     responses={
         **_BUSY,
         412: {"description": "If-Match names a version the banner has moved past"},
+        **SUBMIT_PROBLEMS,
+        **JSON_BODY_PROBLEMS,
         429: {"description": "This client submits too fast; `Retry-After` says when to try again"},
-        503: {"description": "The banner is offline and the fleet refuses messages for offline banners"},
+        503: {
+            "description": "The banner is offline and the fleet refuses messages for it, or storage is down"
+        },
     },
     dependencies=[Submitter, JsonBody],
 )
@@ -128,7 +143,9 @@ async def submit_message(
     return response
 
 
-@router.delete("/{banner_id}/message", response_model=BannerPublic, dependencies=[Operator])
+@router.delete(
+    "/{banner_id}/message", response_model=BannerPublic, responses=OPERATOR_PROBLEMS, dependencies=[Operator]
+)
 async def clear_message(banner_id: BannerId, runtime: Runtime) -> Response:
     """Take the message off the banner before it expires."""
     return _banner_response(await runtime.clear_message(banner_id))

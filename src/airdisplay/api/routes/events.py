@@ -21,6 +21,7 @@ from ...realtime import (
 )
 from ...runtimes import BannerRuntime
 from .._access import AccessControl
+from .._openapi import STREAM_PROBLEMS
 from ..deps import Runtime
 from ..problems import ProblemError
 from .banners import BannerId
@@ -33,7 +34,7 @@ _EVENT_ID = re.compile(r"^([a-z0-9-]{1,64}):(\d{1,18})$")
 _SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
-@router.get("/api/v1/banners/{banner_id}/events", response_class=StreamingResponse)
+@router.get("/api/v1/banners/{banner_id}/events", response_class=StreamingResponse, responses=STREAM_PROBLEMS)
 async def banner_events(
     banner_id: BannerId,
     request: Request,
@@ -45,7 +46,7 @@ async def banner_events(
     return await _stream(request, runtime, [banner_id], last_event_id)
 
 
-@router.get("/api/v1/events", response_class=StreamingResponse)
+@router.get("/api/v1/events", response_class=StreamingResponse, responses=STREAM_PROBLEMS)
 async def fleet_events(
     request: Request,
     runtime: Runtime,

@@ -12,6 +12,7 @@ from ...domain import BANNER_ID_PATTERN
 from ...events import legacy_banner_json
 from ...realtime import StreamHub, Subscriber
 from .._access import AccessControl
+from .._openapi import JSON_BODY_PROBLEMS, SUBMIT_PROBLEMS
 from ..deps import Access, JsonBody, Runtime, Submitter
 from .stream import serve_subscriber
 
@@ -56,7 +57,12 @@ async def legacy_get(banner_id: LegacyId, runtime: Runtime) -> Response:
     return _json(legacy_banner_json(banner.id, banner))
 
 
-@router.post("/banner/{banner_id}", response_model=LegacyBanner, dependencies=[Submitter, JsonBody])
+@router.post(
+    "/banner/{banner_id}",
+    response_model=LegacyBanner,
+    responses={409: {"description": "A message is showing"}, **SUBMIT_PROBLEMS, **JSON_BODY_PROBLEMS},
+    dependencies=[Submitter, JsonBody],
+)
 async def legacy_update(
     banner_id: LegacyId, body: LegacyUpdate, runtime: Runtime, access: Access
 ) -> Response:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from .._openapi import OPERATOR_PROBLEMS
 from ..deps import Operator
 
 router = APIRouter(tags=["operations"])
@@ -14,7 +15,10 @@ router = APIRouter(tags=["operations"])
     "/metrics",
     response_class=Response,
     dependencies=[Operator],
-    responses={200: {"content": {"text/plain": {}}, "description": "Prometheus text format"}},
+    responses={
+        200: {"content": {"text/plain": {}}, "description": "Prometheus text format"},
+        **OPERATOR_PROBLEMS,
+    },
 )
 async def metrics(request: Request) -> Response:
     """Counters and gauges of this server (operator key)."""

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 from fastapi import APIRouter
-from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import FileResponse, HTMLResponse
 
-from ...web import INDEX_HTML
+from ...web import DOCS_HTML, INDEX_HTML, VENDOR_DIR
 
 router = APIRouter(include_in_schema=False)
 
@@ -22,16 +21,19 @@ SECURITY_HEADERS = {
 }
 
 
-@router.get("/docs", response_class=HTMLResponse)
-async def api_docs() -> HTMLResponse:
-    """Swagger UI for the OpenAPI document, from assets installed by npm (no CDN)."""
-    return get_swagger_ui_html(
-        openapi_url="/openapi.json",
-        title="AirDisplay API",
-        swagger_js_url="/static/vendor/swagger-ui-bundle.js",
-        swagger_css_url="/static/vendor/swagger-ui.css",
-        swagger_favicon_url="data:,",
-    )
+#: Swagger UI sets element styles from its script, so its page allows inline styles (never inline script).
+DOCS_CONTENT_SECURITY_POLICY = CONTENT_SECURITY_POLICY.replace(
+    "style-src 'self'", "style-src 'self' 'unsafe-inline'"
+)
+
+
+@router.get("/docs", response_class=HTMLResponse, response_model=None)
+async def api_docs() -> FileResponse | HTMLResponse:
+    """Swagger UI for the OpenAPI document, from assets installed by npm (no CDN, no inline script)."""
+    if not (VENDOR_DIR / "swagger-ui-bundle.js").exists():
+        return HTMLResponse("<h1>AirDisplay API</h1><p>Swagger UI is not installed.</p>", status_code=503)
+    headers = {**SECURITY_HEADERS, "Content-Security-Policy": DOCS_CONTENT_SECURITY_POLICY}
+    return FileResponse(DOCS_HTML, media_type="text/html", headers=headers)
 
 
 @router.get("/", response_class=HTMLResponse, response_model=None)
