@@ -8,11 +8,12 @@ model and the runtime must agree on each banner: registered or not, version, dis
 message (id, text, shown and expiry time); versions never go down within a banner's life; every change
 produces exactly one event, one version up; and the store's listing names the same banners.
 
-Clock: ActorHost takes a `clock`, EmbeddedRuntime does not pass one on, so `clocked_runtime` builds the
-runtime and swaps in a host on a fake clock (same store file, actor type, factory and event sink as
-EmbeddedRuntime's own). The fake clock only moves in the time rules, in whole milliseconds, and a
-message shows for 55.5 ms, so no step lands on an expiry boundary. The reminder scheduler waits in real
-seconds for (due - clock()), at most 55.5 ms here, so once the fake clock passes an expiry the reminder
+Clock: ActorHost takes a `clock`, EmbeddedRuntime does not pass one on, so `clocked_runtime` adds a fake
+clock to the ActorHost that EmbeddedRuntime builds (a patch of that one name during construction; should the
+runtime stop building its host that way, the patch fails loudly or messages expire on the real clock and the
+model disagrees, never a silent pass). The fake clock only moves in the time rules, in whole milliseconds,
+and a message shows for 55.5 ms, so no step lands on an expiry boundary. The reminder scheduler waits in
+real seconds for (due - clock()), at most 55.5 ms here, so once the fake clock passes an expiry the reminder
 fires within that time; the test waits for its `message_expired` event, never sleeps.
 
 Size: EXAMPLES (50) examples of up to STEPS (30) steps; in this version ~55 machine runs, ~1,175
@@ -29,11 +30,13 @@ the test or the settings locally to explore more.
 from __future__ import annotations
 
 import asyncio
+import functools
 import tempfile
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from unittest import mock
 
 import pytest
 from hypothesis import HealthCheck, settings
@@ -47,7 +50,7 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
-from airdisplay.actors import ActorHost, SqliteStore
+from airdisplay.actors import ActorHost
 from airdisplay.domain import (
     Banner,
     BannerAlreadyExists,
@@ -60,8 +63,7 @@ from airdisplay.domain import (
     InvalidMessageText,
     VersionMismatch,
 )
-from airdisplay.runtimes import EmbeddedRuntime
-from airdisplay.runtimes.embedded import BANNER_ACTOR_TYPE, BannerActor
+from airdisplay.runtimes import EmbeddedRuntime, embedded
 from tests.conftest import eventually
 
 #: Outcomes every run must reach at least once, or the test has stopped testing what it says.
@@ -105,11 +107,13 @@ TEXTS = st.one_of(
 
 
 def clocked_runtime(data_dir: Path, rules: BannerRules, clock: FakeClock) -> EmbeddedRuntime:
-    """An EmbeddedRuntime whose actor host (and so actors and reminders) runs on `clock`."""
-    runtime = EmbeddedRuntime(data_dir, rules)
-    runtime.host = ActorHost(SqliteStore(runtime.database), event_sink=runtime._on_events, clock=clock)
-    runtime.host.register_actor_type(BANNER_ACTOR_TYPE, BannerActor, lambda ctx: BannerActor(ctx, rules))
-    return runtime
+    """An EmbeddedRuntime whose actor host (and so its actors and reminders) runs on `clock`.
+
+    EmbeddedRuntime builds its ActorHost without a clock; this adds one to that construction and leaves
+    the rest of it (store, event sink, actor types) as the runtime wires it.
+    """
+    with mock.patch.object(embedded, "ActorHost", functools.partial(ActorHost, clock=clock)):
+        return EmbeddedRuntime(data_dir, rules)
 
 
 class FakeClock:
