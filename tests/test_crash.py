@@ -128,6 +128,8 @@ class Server:
             self.proc = await asyncio.create_subprocess_exec(
                 *[str(AIRDISPLAY), "serve", "--port", str(self.port), "--data-dir", str(self.data_dir)],
                 *["--message-seconds", str(MESSAGE_SECONDS)],
+                # All submitters share one address here; the per-client limit is tested in tests/api.
+                *["--submit-rate", "0"],
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )

@@ -9,11 +9,8 @@ runtime must agree on each banner: registered or not, version, display version a
 shown and expiry time); versions never go down within a banner's life; every change produces exactly one
 event, one version up; and the store's listing names the same banners.
 
-Clock: ActorHost takes a `clock`, EmbeddedRuntime does not pass one on, so `clocked_runtime` adds a fake
-clock to the ActorHost that EmbeddedRuntime builds (a patch of that one name during construction; should the
-runtime stop building its host that way, the patch fails loudly or messages expire on the real clock and the
-model disagrees, never a silent pass). The fake clock only moves in the time rules, in whole milliseconds,
-and a message shows for 55.5 ms, so no step lands on an expiry boundary. The reminder scheduler waits in
+Clock: the runtime runs on a fake clock (EmbeddedRuntime's `clock`), which only moves in the time rules,
+in whole milliseconds, and a message shows for 55.5 ms, so no step lands on an expiry boundary. The reminder scheduler waits in
 real seconds for (due - clock()), at most 55.5 ms here, so once the fake clock passes an expiry the reminder
 fires within that time; the test waits for its `message_expired` event, never sleeps.
 
@@ -32,13 +29,11 @@ the test or the settings locally to explore more.
 from __future__ import annotations
 
 import asyncio
-import functools
 import tempfile
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from unittest import mock
 
 import pytest
 from hypothesis import HealthCheck, settings
@@ -52,7 +47,6 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
-from airdisplay.actors import ActorHost
 from airdisplay.domain import (
     Banner,
     BannerAlreadyExists,
@@ -65,7 +59,7 @@ from airdisplay.domain import (
     InvalidMessageText,
     VersionMismatch,
 )
-from airdisplay.runtimes import EmbeddedRuntime, embedded
+from airdisplay.runtimes import EmbeddedRuntime
 from tests.conftest import eventually
 
 #: Outcomes every run must reach at least once, or the test has stopped testing what it says.
@@ -110,13 +104,8 @@ TEXTS = st.one_of(
 
 
 def clocked_runtime(data_dir: Path, rules: BannerRules, clock: FakeClock) -> EmbeddedRuntime:
-    """An EmbeddedRuntime whose actor host (and so its actors and reminders) runs on `clock`.
-
-    EmbeddedRuntime builds its ActorHost without a clock; this adds one to that construction and leaves
-    the rest of it (store, event sink, actor types) as the runtime wires it.
-    """
-    with mock.patch.object(embedded, "ActorHost", functools.partial(ActorHost, clock=clock)):
-        return EmbeddedRuntime(data_dir, rules)
+    """An EmbeddedRuntime whose actors and reminders run on `clock`."""
+    return EmbeddedRuntime(data_dir, rules, clock=clock)
 
 
 class FakeClock:

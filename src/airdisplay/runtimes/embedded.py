@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 from ..actors import DEFAULT_IDLE_TIMEOUT, Actor, ActorContext, ActorHost, SqliteStore
@@ -38,12 +40,15 @@ class EmbeddedRuntime(BannerRuntime):
         *,
         idle_timeout: float | None = None,
         durability: Durability = "full",
+        clock: Callable[[], float] = time.time,
     ) -> None:
+        """`clock` (seconds since the epoch) drives the actors' time and reminders; tests pass a fake one."""
         self.database = data_dir / DATABASE_FILE
         self.host = ActorHost(
             SqliteStore(self.database, durability=durability),
             event_sink=self._on_events,
             idle_timeout=DEFAULT_IDLE_TIMEOUT if idle_timeout is None else idle_timeout,
+            clock=clock,
         )
         self.host.register_actor_type(BANNER_ACTOR_TYPE, BannerActor, lambda ctx: BannerActor(ctx, rules))
         self.event_bus = InProcessEventBus()
