@@ -283,7 +283,9 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--workloads", default="uniform,hot", help="comma-separated: uniform, hot")
     parser.add_argument(
-        "--redis-fsync", default="always", help="appendfsync of each Redis system: always (parity), everysec"
+        "--redis-fsync",
+        default="always,everysec",
+        help="appendfsync of each Redis system: always (equal durability), everysec (fsync once a second)",
     )
     parser.add_argument("--pg-pool", type=int, default=16, help="asyncpg connections of the PostgreSQL app")
     parser.add_argument("--db-cpu", type=int, default=SERVER_CPU, help="CPU of the database servers")
