@@ -156,8 +156,12 @@ def _wait(server: ServerProcess, probe: object, timeout: float = 60.0) -> None:
             return
         except Exception:
             if time.monotonic() > deadline:
+                server.stop()
                 raise
             time.sleep(0.1)
+        except BaseException:
+            server.stop()
+            raise
 
 
 async def seed_postgres(dsn: str, count: int) -> None:

@@ -6,6 +6,7 @@ import datetime
 import json
 import os
 import platform
+import signal
 import sqlite3
 import statistics
 import subprocess
@@ -14,6 +15,19 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from importlib import metadata
 from pathlib import Path
+
+
+def stop_on_signals() -> None:
+    """Make SIGINT and SIGTERM raise KeyboardInterrupt, so that `finally` stops the servers started.
+
+    A shell starts a background job with SIGINT ignored, and SIGTERM would end Python without unwinding.
+    """
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGINT, interrupt)
+    signal.signal(signal.SIGTERM, interrupt)
 
 
 def _meminfo_mb(field: str) -> int:

@@ -41,6 +41,7 @@ from _report import (
     cpu_seconds,
     machine,
     median,
+    stop_on_signals,
     table,
     wait_for_quiet_machine,
     write_json,
@@ -193,8 +194,9 @@ def overwrites(runs: list[Run]) -> tuple[int, int]:
     return count, unreadable
 
 
-def start_systems(args: argparse.Namespace, tmp: Path) -> tuple[list[System], list[str]]:
-    """Seed and start AirDisplay, PostgreSQL + pg_app, Redis + redis_app (per --redis-fsync)."""
+def start_systems(args: argparse.Namespace, tmp: Path, systems: list[System]) -> list[str]:
+    """Seed and start AirDisplay, PostgreSQL + pg_app, Redis + redis_app (per --redis-fsync), each added to
+    `systems` as soon as it has a process to stop; the options that turned off AirDisplay's rate limit."""
     total = args.banners + args.hot_banners
     print(f"seeding {total:,} AirDisplay banners in-process ...", file=sys.stderr)
     air_data = tmp / "airdisplay"
@@ -205,9 +207,8 @@ def start_systems(args: argparse.Namespace, tmp: Path) -> tuple[list[System], li
     port = free_port()
     air_argv = airdisplay_command() + ["serve", "--port", str(port), "--data-dir", str(air_data)]
     air_argv += ["--message-seconds", f"{args.display_seconds:g}", *no_limit]
-    systems = [
-        System("AirDisplay", ServerProcess("AirDisplay", pinned(SERVER_CPU, air_argv), port, tmp / "air.log"))
-    ]
+    air = ServerProcess("AirDisplay", pinned(SERVER_CPU, air_argv), port, tmp / "air.log")
+    systems.append(System("AirDisplay", air))
 
     def app(name: str, module: str, env: dict[str, str]) -> ServerProcess:
         port = free_port()
@@ -240,7 +241,7 @@ def start_systems(args: argparse.Namespace, tmp: Path) -> tuple[list[System], li
         system.app.start()
         system.app.wait_ready()
     run_async(seed_postgres(dsn, total))
-    return systems, no_limit
+    return no_limit
 
 
 def summarize(systems: list[System], runs: list[Run], workloads: list[str]) -> list[dict[str, object]]:
@@ -303,13 +304,14 @@ def main() -> None:
     if any(w not in ("uniform", "hot") for w in workloads):
         sys.exit("--workloads takes uniform and/or hot")
     ensure_tools()
+    stop_on_signals()
 
     at_start = conditions() if args.no_wait else wait_for_quiet_machine(args.max_wait)
     tmp = Path(tempfile.mkdtemp(prefix="airdisplay-bench-alt-"))
     systems: list[System] = []
     runs: list[Run] = []
     try:
-        systems, no_limit = start_systems(args, tmp)
+        no_limit = start_systems(args, tmp, systems)
         for workload in workloads:
             for system in systems:
                 print(f"warm-up {system.name} {workload} {args.warmup:g} s ...", file=sys.stderr)
@@ -323,6 +325,9 @@ def main() -> None:
                         file=sys.stderr,
                     )
                     runs.append(run)
+    except BaseException:
+        print(f"stopped early; logs left in {tmp}", file=sys.stderr)
+        raise
     finally:
         for system in reversed(systems):
             system.app.stop()

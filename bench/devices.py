@@ -20,7 +20,7 @@ import tempfile
 from pathlib import Path
 
 from _fleet import ServerProcess, airdisplay_command, free_port, pinned
-from _report import machine, rss_mb, table, wait_for_quiet_machine, write_json
+from _report import machine, rss_mb, stop_on_signals, table, wait_for_quiet_machine, write_json
 
 
 def raise_fd_limit() -> int:
@@ -41,6 +41,7 @@ def main() -> None:
     parser.add_argument("--no-wait", action="store_true")
     parser.add_argument("--json", metavar="PATH", help="also write the results as JSON here")
     args = parser.parse_args()
+    stop_on_signals()  # servers are stopped in `finally` on SIGINT/SIGTERM too
     limit = raise_fd_limit()
     if not args.no_wait:
         print(wait_for_quiet_machine())

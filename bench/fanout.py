@@ -23,7 +23,7 @@ import httpx
 import websockets
 
 from _fleet import ServerProcess, airdisplay_command, free_port, pinned
-from _report import machine, percentile, rss_mb, table, wait_for_quiet_machine, write_json
+from _report import machine, percentile, rss_mb, stop_on_signals, table, wait_for_quiet_machine, write_json
 
 BANNERS = 10
 
@@ -100,6 +100,7 @@ def main() -> None:
     parser.add_argument("--no-wait", action="store_true", help="do not wait for a quiet machine")
     parser.add_argument("--json", metavar="PATH", help="also write the results as JSON here")
     args = parser.parse_args()
+    stop_on_signals()  # servers are stopped in `finally` on SIGINT/SIGTERM too
     if not args.no_wait:
         print(wait_for_quiet_machine())
     if hasattr(os, "sched_setaffinity") and (os.cpu_count() or 1) > 1:

@@ -34,6 +34,7 @@ from _report import (
     median,
     percentile,
     rss_mb,
+    stop_on_signals,
     table,
     wait_for_quiet_machine,
     write_json,
@@ -76,6 +77,7 @@ def main() -> None:
     parser.add_argument("--max-wait", type=float, default=600.0, help="longest wait for a quiet machine (s)")
     parser.add_argument("--json", metavar="PATH", help="also write the results as JSON here")
     args = parser.parse_args()
+    stop_on_signals()  # servers are stopped in `finally` on SIGINT/SIGTERM too
 
     before = conditions() if args.no_wait else wait_for_quiet_machine(args.max_wait)
     others = ForeignLoad()

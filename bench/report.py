@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from _charts import CHARTS
-from _report import table
+from _report import stop_on_signals, table
 
 BENCH = Path(__file__).resolve().parent
 DOCS = BENCH.parent / "docs" / "benchmarks"
@@ -82,14 +82,18 @@ def run_scenario(scenario: Scenario, results: Path, args: argparse.Namespace) ->
     print(f"== {scenario.name}: {shlex.join(argv[1:])}", file=sys.stderr, flush=True)
     started = time.monotonic()
     with (results / f"{scenario.name}.md").open("w") as out:
-        done = subprocess.run(argv, stdout=out, cwd=BENCH.parent)
-    print(
-        f"== {scenario.name}: exit {done.returncode} after {time.monotonic() - started:.0f} s",
-        file=sys.stderr,
-    )
-    if done.returncode != 0:
+        child = subprocess.Popen(argv, stdout=out, cwd=BENCH.parent)
+        try:
+            returncode = child.wait()
+        except BaseException:
+            child.terminate()  # the scripts stop their servers on SIGTERM
+            child.wait(120)
+            raise
+    seconds = time.monotonic() - started
+    print(f"== {scenario.name}: exit {returncode} after {seconds:.0f} s", file=sys.stderr)
+    if returncode != 0:
         (results / f"{scenario.name}.json").unlink(missing_ok=True)
-    return done.returncode == 0
+    return returncode == 0
 
 
 def load(results: Path, name: str) -> dict[str, Any] | None:
@@ -279,6 +283,13 @@ def write_report(results: Path, out: Path, failed: list[str]) -> Path:
     return readme
 
 
+def _scenario_args(text: str) -> tuple[str, str]:
+    name, equals, rest = text.partition("=")
+    if not equals:
+        raise argparse.ArgumentTypeError(f"expected SCENARIO=ARGS, got {text!r}")
+    return name, rest
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -295,7 +306,7 @@ def main() -> None:
         "--args",
         action="append",
         default=[],
-        type=lambda text: tuple(text.split("=", 1)),
+        type=_scenario_args,
         metavar="SCENARIO=ARGS",
         help='more arguments for one scenario, e.g. registered_memory="--banners 10000000"',
     )
@@ -304,6 +315,7 @@ def main() -> None:
     unknown = set(chosen) - set(names) | {name for name, *_ in args.args} - set(names)
     if unknown:
         sys.exit(f"unknown scenario(s): {', '.join(sorted(unknown))}; known: {', '.join(names)}")
+    stop_on_signals()
     args.out.mkdir(parents=True, exist_ok=True)
     results = args.source or args.out / "results"
     failed: list[str] = []

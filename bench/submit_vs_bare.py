@@ -29,6 +29,7 @@ from _report import (
     machine,
     median,
     rss_mb,
+    stop_on_signals,
     table,
     wait_for_quiet_machine,
     write_json,
@@ -263,6 +264,7 @@ def main() -> None:
     parser.add_argument("--retries", type=int, default=2, help="re-runs of a run that others disturbed")
     parser.add_argument("--json", metavar="PATH", help="also write the results as JSON here")
     args = parser.parse_args()
+    stop_on_signals()  # servers are stopped in `finally` on SIGINT/SIGTERM too
     if shutil.which("wrk") is None:
         sys.exit("wrk not found: apt-get install -y wrk")
 
