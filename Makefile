@@ -33,13 +33,10 @@ lint: install
 	$(UV) run ruff format --check src tests bench
 	$(UV) run mypy
 
-# The core benchmarks (bench/README.md); each waits for a quiet machine and prints Markdown tables.
+# The benchmark suite (bench/README.md): every scenario, each waiting for a quiet machine, then the report
+# docs/benchmarks/README.md with its charts. BENCH_ARGS go to bench/report.py, e.g. BENCH_ARGS="--no-wait".
 bench: install
-	$(UV) run python bench/submit_vs_bare.py
-	$(UV) run python bench/registered_memory.py
-	$(UV) run python bench/expiries.py
-	$(UV) run python bench/fanout.py
-	$(UV) run python bench/devices.py
+	$(UV) run python bench/report.py $(BENCH_ARGS)
 
 clean:
 	rm -rf .venv .pytest_cache .mypy_cache .ruff_cache data

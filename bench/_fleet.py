@@ -122,8 +122,11 @@ def http_get(url: str, timeout: float = 10.0) -> tuple[int, bytes]:
 class ServerProcess:
     """A server under test, started in its own session and stopped by its PID."""
 
-    def __init__(self, name: str, argv: list[str], port: int, log_path: Path) -> None:
+    def __init__(
+        self, name: str, argv: list[str], port: int, log_path: Path, env: dict[str, str] | None = None
+    ) -> None:
         self.name = name
+        self.env = env
         self.argv = argv
         self.port = port
         self.log_path = log_path
@@ -143,7 +146,12 @@ class ServerProcess:
         log = self.log_path.open("wb")
         self.started_at = time.perf_counter()
         self.proc = subprocess.Popen(
-            self.argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
+            self.argv,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            env={**os.environ, **self.env} if self.env else None,
         )
         log.close()
 

@@ -2,16 +2,32 @@
 
 from __future__ import annotations
 
+import datetime
+import json
 import os
 import platform
+import signal
 import sqlite3
 import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from importlib import metadata
 from pathlib import Path
+
+
+def stop_on_signals() -> None:
+    """Make SIGINT and SIGTERM raise KeyboardInterrupt, so that `finally` stops the servers started.
+
+    A shell starts a background job with SIGINT ignored, and SIGTERM would end Python without unwinding.
+    """
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGINT, interrupt)
+    signal.signal(signal.SIGTERM, interrupt)
 
 
 def _meminfo_mb(field: str) -> int:
@@ -107,6 +123,11 @@ def _busy_seconds() -> float:
     return (fields[0] + fields[1] + fields[2] + fields[5] + fields[6] + fields[7]) / _TICK
 
 
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system, all threads) that a live process has used so far; 0.0 once it is gone."""
+    return _process_seconds(pid)
+
+
 def _process_seconds(pid: int) -> float:
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -139,24 +160,49 @@ class ForeignLoad:
         return max((busy1 - busy0) - (ours1 - ours0), 0.0) / max(wall1 - wall0, 1e-9)
 
 
-def machine() -> str:
-    """A table of the machine and software the figures come from, with the load when it was taken."""
+def machine_rows(extra: Iterable[tuple[str, str]] = ()) -> list[tuple[str, str]]:
+    """The machine and software the figures come from, with the load when they were taken."""
     load = " / ".join(f"{x:.2f}" for x in os.getloadavg())
     libs = ", ".join(
         f"{p} {_version(p)}" for p in ("fastapi", "starlette", "pydantic", "uvicorn", "uvloop", "httptools")
     )
-    rows = [
+    return [
         ("CPUs (nproc)", f"{os.cpu_count()} x {_cpu_model()}"),
         ("memory", f"{_meminfo_mb('MemTotal'):,} MB total, {_meminfo_mb('MemAvailable'):,} MB available"),
         ("Python", f"{platform.python_implementation()} {platform.python_version()}"),
         ("SQLite", sqlite3.sqlite_version),
         ("kernel", platform.release()),
         ("libraries", libs),
+        *extra,
         ("AirDisplay source", source_state()),
         ("load average (1/5/15 min) at the end", load),
         ("pytest processes at the end", str(pytest_processes())),
     ]
-    return table(("machine", ""), rows)
+
+
+def machine(extra: Iterable[tuple[str, str]] = ()) -> str:
+    """A table of the machine and software the figures come from, with the load when it was taken."""
+    return table(("machine", ""), machine_rows(extra))
+
+
+def write_json(
+    path: str | Path | None,
+    scenario: str,
+    results: Mapping[str, object],
+    extra: Iterable[tuple[str, str]] = (),
+) -> None:
+    """Write a scenario's results and the machine rows as JSON for bench/report.py; nothing without a path."""
+    if not path:
+        return
+    document = {
+        "scenario": scenario,
+        "finished_at": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "argv": sys.argv,
+        "results": results,
+        "machine": dict(machine_rows(extra)),
+    }
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(json.dumps(document, indent=2, default=str) + "\n")
 
 
 def table(header: Sequence[str], rows: Iterable[Sequence[object]]) -> str:

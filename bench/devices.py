@@ -20,7 +20,7 @@ import tempfile
 from pathlib import Path
 
 from _fleet import ServerProcess, airdisplay_command, free_port, pinned
-from _report import machine, rss_mb, table, wait_for_quiet_machine
+from _report import machine, rss_mb, stop_on_signals, table, wait_for_quiet_machine, write_json
 
 
 def raise_fd_limit() -> int:
@@ -39,11 +39,14 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--settle", type=float, default=10.0, help="seconds after connecting before submits")
     parser.add_argument("--no-wait", action="store_true")
+    parser.add_argument("--json", metavar="PATH", help="also write the results as JSON here")
     args = parser.parse_args()
+    stop_on_signals()  # servers are stopped in `finally` on SIGINT/SIGTERM too
     limit = raise_fd_limit()
     if not args.no_wait:
         print(wait_for_quiet_machine())
     rows = []
+    figures: list[dict[str, object]] = []
     with tempfile.TemporaryDirectory(prefix="addev-") as tmp:
         for size in [int(s) for s in args.sizes.split(",")]:
             port = free_port()
@@ -101,6 +104,7 @@ def main() -> None:
                 server.stop()
             summary = json.loads(report.read_text())
             rt, dl = summary["round_trip_ms"], summary["delivery_ms"]
+            figures.append({"banners": size, "simulator": summary, "server_rss_mb": rss})
             rows.append(
                 [
                     size,
@@ -140,6 +144,15 @@ def main() -> None:
     )
     print()
     print(machine())
+    write_json(
+        args.json,
+        "devices",
+        {
+            "config": {k: v for k, v in vars(args).items() if k != "json"},
+            "open_file_limit": limit,
+            "rows": figures,
+        },
+    )
 
 
 if __name__ == "__main__":

@@ -23,7 +23,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from _fleet import SEED_CONCURRENCY, SeedResult, banner_id, run_async, seed_fleet
-from _report import ForeignLoad, conditions, machine, percentile, rss_mb, table, wait_for_quiet_machine
+from _report import (
+    ForeignLoad,
+    conditions,
+    machine,
+    percentile,
+    rss_mb,
+    table,
+    wait_for_quiet_machine,
+    write_json,
+)
 from airdisplay.domain import BannerChanged, BannerRules, ChangeKind
 from airdisplay.runtimes import EmbeddedRuntime
 
@@ -199,6 +208,28 @@ def wave_rows(wave: Wave) -> list[tuple[str, str]]:
     return rows
 
 
+def wave_figures(wave: Wave) -> dict[str, object]:
+    """The figures of a wave for --json, with lateness as percentiles 0..100 (for a CDF)."""
+    first_seen, last_seen = min(wave.seen_at, default=0.0), max(wave.seen_at, default=0.0)
+    drain = last_seen - first_seen
+    begin = wave.started_at or min(wave.due.values())
+    return {
+        "name": wave.name,
+        "count": wave.count,
+        "expired": len(wave.seen_at),
+        "submit_seconds": wave.submit_seconds,
+        "all_free_after_s": last_seen - begin,
+        "restart": bool(wave.started_at),
+        "drain_seconds": drain,
+        "expiries_per_second": len(wave.seen_at) / drain if drain > 0 else None,
+        "lateness_ms_percentiles": [percentile(wave.lateness, q) * 1000 for q in range(101)],
+        "turn_lateness_ms_percentiles": [percentile(wave.turn_lateness, q) * 1000 for q in range(101)],
+        "max_reminders_in_memory": max(s[1] for s in wave.samples),
+        "max_actors_in_memory": max(s[2] for s in wave.samples),
+        "max_rss_mb": max(s[4] for s in wave.samples),
+    }
+
+
 def _spread(values: list[float], scale: float, fmt: str) -> str:
     """p50 / p99 / max of `values` times `scale`."""
     if not values:
@@ -241,6 +272,7 @@ def main() -> None:
     parser.add_argument("--cpu", type=int, default=None, help="pin this process to one CPU")
     parser.add_argument("--no-wait", action="store_true", help="do not wait for a quiet machine first")
     parser.add_argument("--max-wait", type=float, default=600.0, help="longest wait for a quiet machine (s)")
+    parser.add_argument("--json", metavar="PATH", help="also write the results as JSON here")
     args = parser.parse_args()
     if args.cpu is not None:
         os.sched_setaffinity(0, {args.cpu})
@@ -268,6 +300,18 @@ def main() -> None:
         print()
     print(f"peak RSS of the process (VmHWM, seeding included): {rss_mb(field='VmHWM'):,.0f} MB\n")
     print(machine())
+    write_json(
+        args.json,
+        "expiries",
+        {
+            "config": {k: v for k, v in vars(args).items() if k != "json"},
+            "banners": args.banners,
+            "waves": [wave_figures(wave) for wave in waves],
+            "peak_rss_mb": rss_mb(field="VmHWM"),
+            "other_cpus": other_cpus,
+            "conditions": {"at_start": before},
+        },
+    )
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ import httpx
 import websockets
 
 from _fleet import ServerProcess, airdisplay_command, free_port, pinned
-from _report import machine, percentile, rss_mb, table, wait_for_quiet_machine
+from _report import machine, percentile, rss_mb, stop_on_signals, table, wait_for_quiet_machine, write_json
 
 BANNERS = 10
 
@@ -98,12 +98,15 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=10.0, help="submits per second")
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--no-wait", action="store_true", help="do not wait for a quiet machine")
+    parser.add_argument("--json", metavar="PATH", help="also write the results as JSON here")
     args = parser.parse_args()
+    stop_on_signals()  # servers are stopped in `finally` on SIGINT/SIGTERM too
     if not args.no_wait:
         print(wait_for_quiet_machine())
     if hasattr(os, "sched_setaffinity") and (os.cpu_count() or 1) > 1:
         os.sched_setaffinity(0, {1})
     rows = []
+    figures: list[dict[str, float]] = []
     with tempfile.TemporaryDirectory(prefix="adfan-") as tmp:
         for clients in [int(c) for c in args.clients.split(",")]:
             port = free_port()
@@ -133,6 +136,7 @@ def main() -> None:
                 rss = rss_mb(server.pid)
             finally:
                 server.stop()
+            figures.append({"clients": clients, **result, "server_rss_mb": rss})
             rows.append(
                 [
                     clients,
@@ -166,6 +170,11 @@ def main() -> None:
     )
     print()
     print(machine())
+    write_json(
+        args.json,
+        "fanout",
+        {"config": {k: v for k, v in vars(args).items() if k != "json"}, "rows": figures},
+    )
 
 
 if __name__ == "__main__":

@@ -34,8 +34,10 @@ from _report import (
     median,
     percentile,
     rss_mb,
+    stop_on_signals,
     table,
     wait_for_quiet_machine,
+    write_json,
 )
 
 PAGE = 500  # the API's largest page
@@ -73,7 +75,9 @@ def main() -> None:
     parser.add_argument("--keep", action="store_true", help="keep the temporary data directory")
     parser.add_argument("--no-wait", action="store_true", help="do not wait for a quiet machine first")
     parser.add_argument("--max-wait", type=float, default=600.0, help="longest wait for a quiet machine (s)")
+    parser.add_argument("--json", metavar="PATH", help="also write the results as JSON here")
     args = parser.parse_args()
+    stop_on_signals()  # servers are stopped in `finally` on SIGINT/SIGTERM too
 
     before = conditions() if args.no_wait else wait_for_quiet_machine(args.max_wait)
     others = ForeignLoad()
@@ -160,6 +164,30 @@ def main() -> None:
     )
     print()
     print(machine())
+    write_json(
+        args.json,
+        "registered_memory",
+        {
+            "config": {k: v for k, v in vars(args).items() if k != "json"},
+            "banners": args.banners,
+            "seed_seconds": seed.seconds,
+            "seed_per_second": seed.per_second,
+            "seed_peak_rss_mb": seed.peak_rss_mb,
+            "startup_empty_s": empty_start,
+            "startup_s": ready_after,
+            "rss_ready_mb": rss_ready,
+            "peak_rss_ready_mb": hwm_ready,
+            "rss_listed_mb": rss_listed,
+            "peak_rss_listed_mb": hwm_listed,
+            "banners_listed": listed,
+            "page_ms": page_ms,
+            "deep_page_ms": deep_ms,
+            "database_files_after_seed": dict(files_after_seed),
+            "database_files_after_serve": dict(files_after_serve),
+            "other_cpus": other_cpus,
+            "conditions": {"at_start": before},
+        },
+    )
     if args.keep:
         print(f"\ndata kept in {tmp}")
     else:

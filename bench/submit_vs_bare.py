@@ -19,11 +19,21 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from _fleet import ServerProcess, airdisplay_command, free_port, pinned, run_async, seed_fleet
-from _report import ForeignLoad, conditions, machine, median, rss_mb, table, wait_for_quiet_machine
+from _report import (
+    ForeignLoad,
+    conditions,
+    machine,
+    median,
+    rss_mb,
+    stop_on_signals,
+    table,
+    wait_for_quiet_machine,
+    write_json,
+)
 
 BENCH = Path(__file__).resolve().parent
 LUA = BENCH / "submit.lua"
@@ -252,7 +262,9 @@ def main() -> None:
     parser.add_argument("--no-wait", action="store_true", help="do not wait for a quiet machine first")
     parser.add_argument("--max-wait", type=float, default=600.0, help="longest wait for a quiet machine (s)")
     parser.add_argument("--retries", type=int, default=2, help="re-runs of a run that others disturbed")
+    parser.add_argument("--json", metavar="PATH", help="also write the results as JSON here")
     args = parser.parse_args()
+    stop_on_signals()  # servers are stopped in `finally` on SIGINT/SIGTERM too
     if shutil.which("wrk") is None:
         sys.exit("wrk not found: apt-get install -y wrk")
 
@@ -391,6 +403,31 @@ def main() -> None:
         print(profile_text)
     print()
     print(machine())
+    write_json(
+        args.json,
+        "submit_vs_bare",
+        {
+            "config": {k: v for k, v in vars(args).items() if k != "json"},
+            "summary": [
+                {
+                    "server": t.server.name,
+                    "per_second": med(t.server.name, "per_second"),
+                    "p50_ms": med(t.server.name, "p50_ms"),
+                    "p99_ms": med(t.server.name, "p99_ms"),
+                    "non_2xx": sum(r.non_2xx for r in runs if r.server == t.server.name),
+                    "socket_errors": sum(r.socket_errors for r in runs if r.server == t.server.name),
+                    "rss_mb": rss[t.server.name][0],
+                    "peak_rss_mb": rss[t.server.name][1],
+                }
+                for t in targets
+            ],
+            "ratio": ratio,
+            "runs": [asdict(r) for r in runs],
+            "airdisplay_2xx": air_ok,
+            "stored_messages": stored,
+            "conditions": {"at_start": at_start, "before": before, "after": after},
+        },
+    )
     if args.keep:
         print(f"\ndata kept in {tmp}")
     elif args.profile:
