@@ -9,10 +9,10 @@ runtime must agree on each banner: registered or not, version, display version a
 shown and expiry time); versions never go down within a banner's life; every change produces exactly one
 event, one version up; and the store's listing names the same banners.
 
-Clock: the runtime runs on a fake clock (EmbeddedRuntime's `clock`), which only moves in the time rules,
-in whole milliseconds, and a message shows for 55.5 ms, so no step lands on an expiry boundary. The
-reminder scheduler waits in real seconds for (due - clock()), at most 55.5 ms here, so once the fake clock passes an expiry the reminder
-fires within that time; the test waits for its `message_expired` event, never sleeps.
+Clock: the runtime runs on a fake clock (EmbeddedRuntime's `clock`), which only moves in the time rules, in
+whole milliseconds, and a message shows for 55.5 ms, so no step lands on an expiry boundary. The reminder
+scheduler waits in real seconds for (due - clock()), at most 55.5 ms here, so once the fake clock passes an
+expiry the reminder fires within that time; the test waits for its `message_expired` event, never sleeps.
 
 Size: EXAMPLES (50) examples of up to STEPS (30) steps; with the locked Hypothesis ~60 machine runs, ~1,100
 checked steps, ~40 expiries (half of them after downtime), ~220 restarts; about 5 s here. The test also
