@@ -98,6 +98,11 @@ def free_port() -> int:
         return port
 
 
+#: Every load generator here sends from one address, which the per-client submit limit would throttle
+#: (docs/security.md); the benchmarks measure the path, so their servers run with the limit off.
+NO_SUBMIT_LIMIT = ["--submit-rate", "0"]
+
+
 def airdisplay_command() -> list[str]:
     """`airdisplay` of this environment, run directly so that its PID is the server's (not uv's)."""
     script = Path(sys.executable).parent / "airdisplay"

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import collections
-import re
 import resource
 import shutil
 import subprocess
@@ -34,7 +33,15 @@ from _databases import (
     start_redis,
     versions,
 )
-from _fleet import ServerProcess, airdisplay_command, free_port, pinned, run_async, seed_fleet
+from _fleet import (
+    NO_SUBMIT_LIMIT,
+    ServerProcess,
+    airdisplay_command,
+    free_port,
+    pinned,
+    run_async,
+    seed_fleet,
+)
 from _report import (
     ForeignLoad,
     conditions,
@@ -58,7 +65,6 @@ DISTURBED_CPUS = 0.15
 #: The hot-banner target of issue 6: AirDisplay at least this many times the better lock baseline.
 HOT_TARGET = 2.0
 #: Options that turn off a per-client submit rate limit, if this build of `airdisplay serve` has one.
-RATE_LIMIT_OPTIONS = ("--submit-rate", "--submit-rate-limit", "--rate-limit")
 
 
 @dataclass
@@ -106,14 +112,8 @@ class Run:
 
 
 def rate_limit_off() -> list[str]:
-    """The options that turn off a submit rate limit in `airdisplay serve`, if it has one."""
-    help_text = subprocess.run(
-        airdisplay_command() + ["serve", "--help"], capture_output=True, text=True, check=True
-    ).stdout
-    for option in RATE_LIMIT_OPTIONS:
-        if re.search(rf"(^|\s){re.escape(option)}[\s=]", help_text):
-            return [option, "0"]
-    return []
+    """The options that turn off the per-client submit limit of `airdisplay serve`."""
+    return list(NO_SUBMIT_LIMIT)
 
 
 def load(

@@ -19,7 +19,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from _fleet import ServerProcess, airdisplay_command, free_port, pinned
+from _fleet import NO_SUBMIT_LIMIT, ServerProcess, airdisplay_command, free_port, pinned
 from _report import machine, rss_mb, stop_on_signals, table, wait_for_quiet_machine, write_json
 
 
@@ -65,6 +65,7 @@ def main() -> None:
                         "1",
                         "--device-timeout",
                         "60",
+                        *NO_SUBMIT_LIMIT,
                     ],
                 ),
                 port,

@@ -22,7 +22,7 @@ from pathlib import Path
 import httpx
 import websockets
 
-from _fleet import ServerProcess, airdisplay_command, free_port, pinned
+from _fleet import NO_SUBMIT_LIMIT, ServerProcess, airdisplay_command, free_port, pinned
 from _report import machine, percentile, rss_mb, stop_on_signals, table, wait_for_quiet_machine, write_json
 
 BANNERS = 10
@@ -124,6 +124,7 @@ def main() -> None:
                         str(data),
                         "--message-seconds",
                         "3600",
+                        *NO_SUBMIT_LIMIT,
                     ],
                 ),
                 port,

@@ -22,7 +22,15 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from _fleet import ServerProcess, airdisplay_command, free_port, pinned, run_async, seed_fleet
+from _fleet import (
+    NO_SUBMIT_LIMIT,
+    ServerProcess,
+    airdisplay_command,
+    free_port,
+    pinned,
+    run_async,
+    seed_fleet,
+)
 from _report import (
     ForeignLoad,
     conditions,
@@ -280,7 +288,8 @@ def main() -> None:
         pinned(
             SERVER_CPU,
             airdisplay_command()
-            + ["serve", "--port", str(air_port), "--data-dir", str(data_dir), "--message-seconds", "3600"],
+            + ["serve", "--port", str(air_port), "--data-dir", str(data_dir), "--message-seconds", "3600"]
+            + NO_SUBMIT_LIMIT,
         ),
         air_port,
         tmp / "airdisplay.log",
