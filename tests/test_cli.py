@@ -191,7 +191,7 @@ def test_keys_commands_create_list_and_revoke(tmp_path):
     key_id = key.split("_")[1]
     listed = keys("list")
     assert key_id in listed.stdout and "operator" in listed.stdout and "ops team" in listed.stdout
-    assert key.rsplit("_", 1)[1] not in listed.stdout + (tmp_path / "keys.json").read_text()
+    assert key.split("_", 2)[2] not in listed.stdout + (tmp_path / "keys.json").read_text()
     assert keys("revoke", key_id).returncode == 0
     assert key_id not in keys("list").stdout
     unknown = keys("revoke", key_id)

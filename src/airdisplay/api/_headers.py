@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 #: For API answers: nothing may frame them, sniff them into another type, or learn where they came from.
@@ -13,6 +12,10 @@ _DEFAULTS = (
     ("Referrer-Policy", "no-referrer"),
     ("Content-Security-Policy", "default-src 'none'; frame-ancestors 'none'"),
 )
+
+
+#: The same, as raw ASGI header pairs.
+SECURITY_HEADERS = [(name.lower().encode(), value.encode()) for name, value in _DEFAULTS]
 
 
 class SecurityHeaders:
@@ -28,10 +31,9 @@ class SecurityHeaders:
 
         async def with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
-                headers = MutableHeaders(scope=message)
-                for name, value in _DEFAULTS:
-                    if name not in headers:
-                        headers[name] = value
+                raw = message["headers"] = list(message.get("headers", ()))
+                names = {name.lower() for name, _ in raw}
+                raw.extend(h for h in SECURITY_HEADERS if h[0] not in names)
             await send(message)
 
         await self.app(scope, receive, with_headers)

@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.staticfiles import StaticFiles
+from starlette.types import Receive, Scope, Send
 
 from .. import __version__
 from ..config import Settings
@@ -19,6 +20,7 @@ from ._headers import SecurityHeaders
 from ._limits import BodySizeLimit
 from ._metrics import ServiceMetrics
 from ._openapi import install_openapi
+from ._submit import SubmitFastPath
 from .problems import install_problem_handlers
 from .routes import banners, devices, events, health, legacy, stream, ui
 from .routes import metrics as metrics_route
@@ -43,6 +45,21 @@ def build_runtime(settings: Settings) -> BannerRuntime:
     )
 
 
+class AirDisplayAPI(FastAPI):
+    """FastAPI with the submit fast path in front of its middleware stack (api/_submit.py)."""
+
+    fast_submit: SubmitFastPath | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        fast = self.fast_submit
+        if fast is not None:
+            banner_id = fast.handles(scope)
+            if banner_id is not None:
+                await fast(scope, receive, send, banner_id)
+                return
+        await super().__call__(scope, receive, send)
+
+
 def create_app(settings: Settings, runtime: BannerRuntime | None = None) -> FastAPI:
     """An AirDisplay app; it starts the runtime on startup and stops it on shutdown."""
     runtime = runtime or build_runtime(settings)
@@ -57,7 +74,7 @@ def create_app(settings: Settings, runtime: BannerRuntime | None = None) -> Fast
             await runtime.stop()
             await bus.stop()
 
-    app = FastAPI(
+    app = AirDisplayAPI(
         docs_url=None,  # served by routes/ui.py from local assets: /docs works offline too
         title="AirDisplay",
         version=__version__,
@@ -102,4 +119,5 @@ def create_app(settings: Settings, runtime: BannerRuntime | None = None) -> Fast
             max_age=600,
         )
     app.add_middleware(SecurityHeaders)
+    app.fast_submit = SubmitFastPath(app, settings.max_body_bytes, cors=bool(settings.cors_origins))
     return app

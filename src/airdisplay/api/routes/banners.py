@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import re
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Path, Query, Response, status
 from fastapi.responses import JSONResponse
 
-from ...domain import BANNER_ID_PATTERN, Banner, BannerBusy
+from ...domain import BANNER_ID_PATTERN
 from .._openapi import JSON_BODY_PROBLEMS, OPERATOR_PROBLEMS, SUBMIT_PROBLEMS
+from .._submit import banner_response, submit_flow
 from ..deps import Access, JsonBody, Operator, Runtime, Submitter
-from ..problems import ProblemError
 from ..schemas import BannerCreate, BannerCreated, BannerPublic, BannersPage, DeviceToken, MessageSubmit
 
 router = APIRouter(prefix="/api/v1/banners", tags=["banners"])
@@ -21,21 +20,10 @@ BannerId = Annotated[
 ]
 #: A small page keeps the fleet view snappy; 500 bounds one response to ~200 KB.
 DEFAULT_PAGE, MAX_PAGE = 50, 500
-_IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
-_ETAG_VERSION = re.compile(r'^\s*(?:W/)?"?(\d{1,18})"?\s*$')
 
 _BUSY: dict[int | str, dict[str, Any]] = {
     409: {"description": "A message is showing (or the id exists); `Retry-After` says when it frees up"}
 }
-
-
-def _banner_response(banner: Banner, status_code: int = 200) -> Response:
-    return Response(
-        banner.model_dump_json(),
-        status_code=status_code,
-        media_type="application/json",
-        headers={"ETag": f'"{banner.version}"'},
-    )
 
 
 @router.post(
@@ -86,7 +74,7 @@ async def list_banners(
 @router.get("/{banner_id}", response_model=BannerPublic)
 async def get_banner(banner_id: BannerId, runtime: Runtime) -> Response:
     """Read one banner."""
-    return _banner_response(await runtime.get_banner(banner_id))
+    return banner_response(await runtime.get_banner(banner_id))
 
 
 @router.delete("/{banner_id}", status_code=204, responses=OPERATOR_PROBLEMS, dependencies=[Operator])
@@ -121,26 +109,10 @@ async def submit_message(
     if_match: Annotated[str | None, Header()] = None,
 ) -> Response:
     """Show a message on the banner unless one is showing."""
-    if idempotency_key is not None and not _IDEMPOTENCY_KEY.match(idempotency_key):
-        raise ProblemError(
-            400, "Bad Idempotency-Key", "Idempotency-Key must be 1-255 visible ASCII characters", "bad-header"
-        )
-    access.check_text(body.text)
-    try:
-        outcome = await runtime.submit_message(
-            banner_id,
-            body.text,
-            idempotency_key=idempotency_key,
-            expected_version=_expected_version(if_match),
-        )
-    except BannerBusy:
-        access.metrics.busy.inc()
-        raise
-    access.metrics.accepted.inc()
-    response = _banner_response(outcome.banner, 201)
-    if outcome.replayed:
-        response.headers["Idempotent-Replayed"] = "true"
-    return response
+    # Well-formed requests are served by api/_submit.py's fast path with this same flow.
+    return await submit_flow(
+        access, runtime, banner_id, body.text, idempotency_key=idempotency_key, if_match=if_match
+    )
 
 
 @router.delete(
@@ -148,13 +120,4 @@ async def submit_message(
 )
 async def clear_message(banner_id: BannerId, runtime: Runtime) -> Response:
     """Take the message off the banner before it expires."""
-    return _banner_response(await runtime.clear_message(banner_id))
-
-
-def _expected_version(if_match: str | None) -> int | None:
-    if if_match is None or if_match.strip() == "*":
-        return None
-    found = _ETAG_VERSION.match(if_match)
-    if found is None:
-        raise ProblemError(400, "Bad If-Match", 'If-Match must be a banner version such as "7"', "bad-header")
-    return int(found.group(1))
+    return banner_response(await runtime.clear_message(banner_id))

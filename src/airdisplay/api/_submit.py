@@ -1,0 +1,197 @@
+"""Submitting a message: the one flow behind the documented route, and its fast path.
+
+`POST /api/v1/banners/{id}/message` is the product's hot path. FastAPI's request machinery (routing,
+dependency solving, validation) cost more than the actor turn and the durable write together: 126 us of a
+bare FastAPI route against ~40 us for a plain ASGI handler here (bench/submit_vs_bare.py; DESIGN-NOTES). So
+`SubmitFastPath` serves well-formed submits itself, in front of the middleware stack (the app's `__call__`,
+see app.py), and hands everything else to the documented FastAPI route (routes/banners.py), which answers
+its errors the usual way. Both call `submit_flow`, so the rules (credential and rate limit, headers, text
+policy, the actor's answer) and the answers cannot drift apart; the schemathesis test fuzzes the served
+behaviour against the document.
+"""
+
+from __future__ import annotations
+
+import inspect
+import re
+
+from fastapi import FastAPI
+from fastapi.exceptions import RequestValidationError
+from pydantic import ValidationError
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.types import Message, Receive, Scope, Send
+
+from ..domain import BANNER_ID_PATTERN, Banner, BannerBusy
+from ..runtimes import BannerRuntime
+from ._access import AccessControl
+from ._headers import SECURITY_HEADERS
+from .problems import ProblemError
+from .schemas import MessageSubmit
+
+_IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
+_ETAG_VERSION = re.compile(r'^\s*(?:W/)?"?(\d{1,18})"?\s*$')
+_PATH = re.compile(r"^/api/v1/banners/([^/]+)/message$")
+_BANNER_ID = re.compile(BANNER_ID_PATTERN)
+
+
+def banner_response(banner: Banner, status_code: int = 200) -> Response:
+    return Response(
+        banner.model_dump_json(),
+        status_code=status_code,
+        media_type="application/json",
+        headers={"ETag": f'"{banner.version}"'},
+    )
+
+
+def expected_version(if_match: str | None) -> int | None:
+    """The version an If-Match header names; None for no header or `*`; 400 if it names none."""
+    if if_match is None or if_match.strip() == "*":
+        return None
+    found = _ETAG_VERSION.match(if_match)
+    if found is None:
+        raise ProblemError(400, "Bad If-Match", 'If-Match must be a banner version such as "7"', "bad-header")
+    return int(found.group(1))
+
+
+async def submit_flow(
+    access: AccessControl,
+    runtime: BannerRuntime,
+    banner_id: str,
+    text: str,
+    *,
+    idempotency_key: str | None,
+    if_match: str | None,
+) -> Response:
+    """Show `text` on the banner unless one is showing; the 201 answer, or an exception for the problem."""
+    if idempotency_key is not None and not _IDEMPOTENCY_KEY.match(idempotency_key):
+        raise ProblemError(
+            400, "Bad Idempotency-Key", "Idempotency-Key must be 1-255 visible ASCII characters", "bad-header"
+        )
+    version = expected_version(if_match)
+    access.check_text(text)
+    try:
+        outcome = await runtime.submit_message(
+            banner_id, text, idempotency_key=idempotency_key, expected_version=version
+        )
+    except BannerBusy:
+        access.metrics.busy.inc()
+        raise
+    access.metrics.accepted.inc()
+    response = banner_response(outcome.banner, 201)
+    if outcome.replayed:
+        response.headers["Idempotent-Replayed"] = "true"
+    return response
+
+
+class SubmitFastPath:
+    """Serve well-formed `POST /api/v1/banners/{id}/message` requests without FastAPI's machinery.
+
+    `AirDisplayAPI` asks `handles` first, before any middleware runs; this path then applies what the
+    middlewares would (body size, security headers) itself. It takes: a slug id, a JSON content type, a
+    Content-Length within the limit, and no cross-origin request when CORS is on. Anything else goes to
+    the documented route unchanged, which answers its problems the usual way. Problems met here are
+    answered by the app's own exception handlers, so they are the same problem+json documents.
+    """
+
+    def __init__(self, api: FastAPI, max_body_bytes: int, cors: bool) -> None:
+        self.api = api
+        self.max_body_bytes = max_body_bytes
+        self.cors = cors
+
+    def handles(self, scope: Scope) -> str | None:
+        """The banner id when this path serves the request, else None (nothing has been read)."""
+        if scope["type"] != "http" or scope["method"] != "POST":
+            return None
+        found = _PATH.match(scope["path"])
+        if found is None or not _BANNER_ID.match(found.group(1)):
+            return None
+        length = content_type = None
+        for name, value in scope["headers"]:
+            if name == b"content-type":
+                content_type = content_type or value
+            elif name == b"content-length":
+                length = length or value
+            elif name == b"origin" and self.cors:
+                return None
+        if not _is_json(content_type) or length is None or not length.isdigit():
+            return None
+        return found.group(1) if int(length) <= self.max_body_bytes else None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send, banner_id: str) -> None:
+        scope["app"] = self.api
+        request = Request(scope, receive)
+        try:
+            response = await self._submit(request, banner_id, _headers(scope), receive)
+        except Exception as exc:  # noqa: BLE001 - every problem is answered by the app's own handlers
+            response = await self._problem(request, exc)
+        names = {name for name, _ in response.raw_headers}
+        response.raw_headers.extend(h for h in SECURITY_HEADERS if h[0] not in names)
+        await response(scope, receive, send)
+
+    async def _submit(
+        self, request: Request, banner_id: str, headers: dict[bytes, bytes], receive: Receive
+    ) -> Response:
+        state = self.api.state
+        access: AccessControl = state.access
+        access.admit_submit(request, _text(headers.get(b"authorization")))
+        body = await _read_body(receive, self.max_body_bytes)
+        if not body.strip():
+            raise RequestValidationError([{"loc": ("body",), "msg": "Field required", "type": "missing"}])
+        try:
+            submit = MessageSubmit.model_validate_json(body)
+        except ValidationError as exc:
+            raise RequestValidationError(
+                [{**error, "loc": ("body", *error["loc"])} for error in exc.errors(include_url=False)]
+            ) from None
+        return await submit_flow(
+            access,
+            state.runtime,
+            banner_id,
+            submit.text,
+            idempotency_key=_text(headers.get(b"idempotency-key")),
+            if_match=_text(headers.get(b"if-match")),
+        )
+
+    async def _problem(self, request: Request, exc: Exception) -> Response:
+        for kind in type(exc).__mro__:
+            handler = self.api.exception_handlers.get(kind)
+            if handler is not None:
+                answer = handler(request, exc)
+                response: Response = await answer if inspect.isawaitable(answer) else answer
+                return response
+        raise exc
+
+
+def _headers(scope: Scope) -> dict[bytes, bytes]:
+    """The request headers by lower-case name (ASGI servers send names in lower case); the first wins,
+    as with Starlette's `Headers.get`."""
+    return dict(reversed(scope["headers"]))
+
+
+def _text(value: bytes | None) -> str | None:
+    return None if value is None else value.decode("latin-1")
+
+
+def _is_json(content_type: bytes | None) -> bool:
+    if content_type is None:
+        return False
+    media = content_type.split(b";", 1)[0].strip().lower()
+    return media == b"application/json" or (media.startswith(b"application/") and media.endswith(b"+json"))
+
+
+async def _read_body(receive: Receive, limit: int) -> bytes:
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message: Message = await receive()
+        if message["type"] != "http.request":
+            raise ProblemError(400, "Request aborted", "the client went away mid-body", "aborted")
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:  # more than its Content-Length said
+            raise HTTPException(413, f"request bodies are limited to {limit} bytes")
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return b"".join(chunks)
