@@ -23,7 +23,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Message, Receive, Scope, Send
 
-from ..domain import BANNER_ID_PATTERN, Banner, BannerBusy
+from ..domain import BANNER_ID_PATTERN, Banner, BannerBusy, SubmitOutcome
 from ..runtimes import BannerRuntime
 from ._access import AccessControl
 from ._headers import SECURITY_HEADERS
@@ -63,8 +63,8 @@ async def submit_flow(
     *,
     idempotency_key: str | None,
     if_match: str | None,
-) -> Response:
-    """Show `text` on the banner unless one is showing; the 201 answer, or an exception for the problem."""
+) -> SubmitOutcome:
+    """Show `text` on the banner unless one is showing; an exception names the problem if not."""
     if idempotency_key is not None and not _IDEMPOTENCY_KEY.match(idempotency_key):
         raise ProblemError(
             400, "Bad Idempotency-Key", "Idempotency-Key must be 1-255 visible ASCII characters", "bad-header"
@@ -79,6 +79,11 @@ async def submit_flow(
         access.metrics.busy.inc()
         raise
     access.metrics.accepted.inc()
+    return outcome
+
+
+def submitted_response(outcome: SubmitOutcome) -> Response:
+    """The 201 answer to a submit."""
     response = banner_response(outcome.banner, 201)
     if outcome.replayed:
         response.headers["Idempotent-Replayed"] = "true"
@@ -123,16 +128,29 @@ class SubmitFastPath:
         scope["app"] = self.api
         request = Request(scope, receive)
         try:
-            response = await self._submit(request, banner_id, _headers(scope), receive)
+            outcome = await self._submit(request, banner_id, _headers(scope), receive)
         except Exception as exc:  # noqa: BLE001 - every problem is answered by the app's own handlers
             response = await self._problem(request, exc)
-        names = {name for name, _ in response.raw_headers}
-        response.raw_headers.extend(h for h in SECURITY_HEADERS if h[0] not in names)
-        await response(scope, receive, send)
+            names = {name for name, _ in response.raw_headers}
+            response.raw_headers.extend(h for h in SECURITY_HEADERS if h[0] not in names)
+            await response(scope, receive, send)
+            return
+        # The 201 as raw ASGI messages: the same bytes banner_response() gives, without building a Response.
+        body = outcome.banner.model_dump_json().encode()
+        headers = [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+            (b"etag", b'"%d"' % outcome.banner.version),
+            *SECURITY_HEADERS,
+        ]
+        if outcome.replayed:
+            headers.append((b"idempotent-replayed", b"true"))
+        await send({"type": "http.response.start", "status": 201, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
 
     async def _submit(
         self, request: Request, banner_id: str, headers: dict[bytes, bytes], receive: Receive
-    ) -> Response:
+    ) -> SubmitOutcome:
         state = self.api.state
         access: AccessControl = state.access
         access.admit_submit(request, _text(headers.get(b"authorization")))

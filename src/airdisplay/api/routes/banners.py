@@ -9,7 +9,7 @@ from fastapi.responses import JSONResponse
 
 from ...domain import BANNER_ID_PATTERN
 from .._openapi import JSON_BODY_PROBLEMS, OPERATOR_PROBLEMS, SUBMIT_PROBLEMS
-from .._submit import banner_response, submit_flow
+from .._submit import banner_response, submit_flow, submitted_response
 from ..deps import Access, JsonBody, Operator, Runtime, Submitter
 from ..schemas import BannerCreate, BannerCreated, BannerPublic, BannersPage, DeviceToken, MessageSubmit
 
@@ -110,9 +110,10 @@ async def submit_message(
 ) -> Response:
     """Show a message on the banner unless one is showing."""
     # Well-formed requests are served by api/_submit.py's fast path with this same flow.
-    return await submit_flow(
+    outcome = await submit_flow(
         access, runtime, banner_id, body.text, idempotency_key=idempotency_key, if_match=if_match
     )
+    return submitted_response(outcome)
 
 
 @router.delete(
