@@ -57,15 +57,24 @@ DEFAULT_IDLE_TIMEOUT = 60.0
 
 
 class _Activation:
-    __slots__ = ("ctx", "actor", "lock", "status", "waiting", "last_used")
+    """One actor in memory, or a placeholder for one (NEW: its state not loaded yet, no context)."""
 
-    def __init__(self, ctx: ActorContext) -> None:
-        self.ctx = ctx
+    __slots__ = ("key", "context", "actor", "lock", "status", "waiting", "last_used")
+
+    def __init__(self, key: tuple[str, str]) -> None:
+        self.key = key
+        self.context: ActorContext | None = None
         self.actor: Actor | None = None
         self.lock = asyncio.Lock()
         self.status = ActivationStatus.NEW
         self.waiting = 0
         self.last_used = time.monotonic()
+
+    @property
+    def ctx(self) -> ActorContext:
+        if self.context is None:
+            raise RuntimeError(f"actor {self.key} has no context yet: expected ACTIVE, is {self.status.name}")
+        return self.context
 
 
 class _Claim:
@@ -192,8 +201,7 @@ class ActorHost:
         while True:
             act = self._active.get(key)
             if act is None:
-                state = ActorStateManager({})
-                act = self._active[key] = _Activation(ActorContext(actor_type, actor_id, state, self._clock))
+                act = self._active[key] = _Activation(key)
             act.waiting += 1
             try:
                 await act.lock.acquire()
@@ -214,20 +222,21 @@ class ActorHost:
             act.lock.release()  # deactivated while we queued: start over with a fresh activation
 
     async def _activate(self, act: _Activation, factory: ActorFactory) -> None:
-        ctx = act.ctx
+        actor_type, actor_id = act.key
         try:
-            ctx.state = ActorStateManager(await self._store.read_actor(ctx.actor_type, ctx.actor_id))
+            state = ActorStateManager(await self._store.read_actor(actor_type, actor_id))
+            act.context = ctx = ActorContext(actor_type, actor_id, state, self._clock)
             actor = factory(ctx)
             await actor.on_activate()
         except Exception as exc:
-            raise ActivationFailed(f"activating {ctx.actor_type}/{ctx.actor_id} failed: {exc}") from exc
+            raise ActivationFailed(f"activating {actor_type}/{actor_id} failed: {exc}") from exc
         act.actor = actor
         act.status = ActivationStatus.ACTIVE
 
     def _release(self, act: _Activation) -> None:
         act.last_used = time.monotonic()
         act.lock.release()
-        key = (act.ctx.actor_type, act.ctx.actor_id)
+        key = act.key
         if self._active.get(key) is act:
             self._active.move_to_end(key)
             if act.waiting == 0 and act.ctx.state.is_empty:
@@ -360,8 +369,7 @@ class ActorHost:
         """
         act = self._active.get(key)
         if act is None:
-            ctx = ActorContext(key[0], key[1], ActorStateManager({}), self._clock)
-            act = self._active[key] = _Activation(ctx)  # a placeholder: NEW, activated by a waiting call
+            act = self._active[key] = _Activation(key)  # a placeholder: NEW, activated by a waiting call
         elif act.status is not ActivationStatus.ACTIVE or act.waiting or act.lock.locked():
             return None
         await act.lock.acquire()
@@ -464,9 +472,8 @@ class ActorHost:
             act = claim.act
             if not claim.resident and act.waiting == 0:
                 act.status = ActivationStatus.DEACTIVATED
-                key = (act.ctx.actor_type, act.ctx.actor_id)
-                if active.get(key) is act:
-                    del active[key]
+                if active.get(act.key) is act:
+                    del active[act.key]
             act.lock.release()
 
     async def _evict_idle(self, handled: list[_Claim]) -> None:
