@@ -372,7 +372,11 @@ class ActorHost:
             act = self._active[key] = _Activation(key)  # a placeholder: NEW, activated by a waiting call
         elif act.status is not ActivationStatus.ACTIVE or act.waiting or act.lock.locked():
             return None
+        status = act.status
         await act.lock.acquire()
+        if act.status is not status or self._active.get(key) is not act:  # only if acquire() suspended
+            act.lock.release()
+            return None
         return act
 
     async def _fire_batch(self, claims: list[_Claim]) -> list[ReminderRecord]:
