@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import math
 import os
 import shutil
@@ -56,6 +57,22 @@ class Wave:
     submit_ended: float = 0.0
     started_at: float = 0.0  # restart wave: when the runtime was started again
     done: asyncio.Event = field(default_factory=asyncio.Event)
+    #: (generation, seconds) of each garbage collection while the expiries ran: full collections walk
+    #: every object in the process, and their pauses show up in the lateness.
+    gc_pauses: list[tuple[int, float]] = field(default_factory=list)
+    _gc_started: float = 0.0
+
+    def _on_gc(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._gc_started = time.perf_counter()
+        else:
+            self.gc_pauses.append((info["generation"], time.perf_counter() - self._gc_started))
+
+    def follow_gc(self, on: bool) -> None:
+        if on:
+            gc.callbacks.append(self._on_gc)
+        elif self._on_gc in gc.callbacks:
+            gc.callbacks.remove(self._on_gc)
 
     def on_change(self, change: BannerChanged) -> None:
         if change.kind is not ChangeKind.MESSAGE_EXPIRED:
@@ -121,7 +138,9 @@ async def live_wave(data_dir: Path, count: int, display_seconds: float, limit: f
     print(f"live wave: submitting {count:,} messages ...", file=sys.stderr)
     await submit_all(runtime, wave)
     print(f"  submitted in {wave.submit_seconds:.1f} s; waiting for the expiries ...", file=sys.stderr)
+    wave.follow_gc(True)
     await wait_done(wave, max(wave.due.values()) - time.time() + limit)
+    wave.follow_gc(False)
     await asyncio.sleep(2 * SAMPLE_SECONDS)  # a sample or two after the last expiry
     sampler.cancel()
     await runtime.stop()
@@ -147,9 +166,11 @@ async def restart_wave(data_dir: Path, count: int, submit_estimate: float, limit
     runtime = EmbeddedRuntime(data_dir, BannerRules(display_seconds=display_seconds))
     runtime.add_listener(wave.on_change)
     wave.started_at = time.time()
+    wave.follow_gc(True)
     await runtime.start()
     sampler = asyncio.create_task(sample(runtime, wave))
     await wait_done(wave, limit)
+    wave.follow_gc(False)
     await asyncio.sleep(2 * SAMPLE_SECONDS)
     sampler.cancel()
     await runtime.stop()
@@ -201,6 +222,7 @@ def wave_rows(wave: Wave) -> list[tuple[str, str]]:
             "lateness change.at - expires_at: p50 / p99 / max",
             _spread(wave.turn_lateness, 1000, ",.0f") + " ms",
         ),
+        ("GC pauses while expiring: full collections / their total / longest", _gc_row(wave)),
         ("reminders_in_memory: max sampled", f"{max(s[1] for s in wave.samples):,}"),
         ("actors in memory: max sampled", f"{max(s[2] for s in wave.samples):,}"),
         ("RSS: max sampled", f"{max(s[4] for s in wave.samples):,.0f} MB"),
@@ -224,10 +246,19 @@ def wave_figures(wave: Wave) -> dict[str, object]:
         "expiries_per_second": len(wave.seen_at) / drain if drain > 0 else None,
         "lateness_ms_percentiles": [percentile(wave.lateness, q) * 1000 for q in range(101)],
         "turn_lateness_ms_percentiles": [percentile(wave.turn_lateness, q) * 1000 for q in range(101)],
+        "gc_full_collections": sum(1 for g, _ in wave.gc_pauses if g == 2),
+        "gc_seconds": sum(t for _, t in wave.gc_pauses),
+        "gc_longest_pause_ms": max((t * 1000 for _, t in wave.gc_pauses), default=0.0),
         "max_reminders_in_memory": max(s[1] for s in wave.samples),
         "max_actors_in_memory": max(s[2] for s in wave.samples),
         "max_rss_mb": max(s[4] for s in wave.samples),
     }
+
+
+def _gc_row(wave: Wave) -> str:
+    full = [t for g, t in wave.gc_pauses if g == 2]
+    total = sum(t for _, t in wave.gc_pauses)
+    return f"{len(full)} / {total:.2f} s (all generations) / {max(full, default=0.0) * 1000:,.0f} ms"
 
 
 def _spread(values: list[float], scale: float, fmt: str) -> str:

@@ -1,7 +1,9 @@
 """Embedded virtual-actor runtime: turn-based actors with durable state and reminders in SQLite."""
 
 from ._actor import ActivationStatus, Actor, ActorContext
+from ._batching import BatchHandler, ReminderBatching, ReminderEffect
 from ._host import DEFAULT_IDLE_TIMEOUT, ActorHost
+from ._records import ReminderRecord
 from ._state import ActorStateManager
 from ._store import SqliteStore
 from .exceptions import (
@@ -20,6 +22,10 @@ __all__ = [
     "ActorContext",
     "ActorHost",
     "ActorStateManager",
+    "BatchHandler",
+    "ReminderBatching",
+    "ReminderEffect",
+    "ReminderRecord",
     "RuntimeClosed",
     "SqliteStore",
     "StoreError",

@@ -10,6 +10,19 @@ Failure rules:
   that, before the next turn of the same actor starts, so they leave in turn (version) order.
 - If the caller is cancelled while the write is in flight, the write still lands or fails as a whole and
   the actor's cache follows it before the next turn.
+
+Reminder batches (actor types with a `ReminderBatching`, see _batching.py):
+- A due reminder of an actor that is not in memory, or is in memory and idle, is handled in a batch: the
+  batch holds the actor for itself (a placeholder activation with its lock held, or the idle activation's
+  lock), so a call that arrives meanwhile waits behind the batch, as behind a turn. Busy actors get the
+  reminder in a turn of their own.
+- The batch's state changes and the removal of its reminders commit in one transaction; only then does
+  the batch publish each actor's events (before the actor's next turn: version order holds) and let go of
+  its actors. An actor nobody waits for leaves memory then (its state is in the store); one with waiting
+  calls keeps or gets an activation with the new state.
+- If reading the batch's state or its write fails, nothing of it is applied: every reminder in it is
+  retried with backoff, its actors keep their last committed state, and waiting calls go ahead. If the
+  handler raises for one reminder, only that one is left out of the batch and retried.
 """
 
 from __future__ import annotations
@@ -25,7 +38,8 @@ from datetime import timedelta
 from typing import Any, TypeVar
 
 from ._actor import ActivationStatus, Actor, ActorContext
-from ._records import ReminderRecord, TurnWrite
+from ._batching import ReminderBatching, ReminderEffect
+from ._records import ReminderBatchWrite, ReminderRecord, TurnWrite
 from ._scheduler import PAGE_SIZE, ReminderScheduler
 from ._state import ActorStateManager
 from ._store import SqliteStore
@@ -43,15 +57,38 @@ DEFAULT_IDLE_TIMEOUT = 60.0
 
 
 class _Activation:
-    __slots__ = ("ctx", "actor", "lock", "status", "waiting", "last_used")
+    """One actor in memory, or a placeholder for one (NEW: its state not loaded yet, no context)."""
 
-    def __init__(self, ctx: ActorContext) -> None:
-        self.ctx = ctx
+    __slots__ = ("key", "context", "actor", "lock", "status", "waiting", "last_used")
+
+    def __init__(self, key: tuple[str, str]) -> None:
+        self.key = key
+        self.context: ActorContext | None = None
         self.actor: Actor | None = None
         self.lock = asyncio.Lock()
         self.status = ActivationStatus.NEW
         self.waiting = 0
         self.last_used = time.monotonic()
+
+    @property
+    def ctx(self) -> ActorContext:
+        if self.context is None:
+            raise RuntimeError(f"actor {self.key} has no context yet: expected ACTIVE, is {self.status.name}")
+        return self.context
+
+
+class _Claim:
+    """One reminder of a batch and the actor the batch holds for it."""
+
+    __slots__ = ("record", "act", "batching", "resident", "stored", "effect")
+
+    def __init__(self, record: ReminderRecord, act: _Activation, batching: ReminderBatching) -> None:
+        self.record = record
+        self.act = act
+        self.batching = batching
+        self.resident = act.status is ActivationStatus.ACTIVE
+        self.stored: dict[str, bytes] = {}
+        self.effect: ReminderEffect | None = None
 
 
 class ActorHost:
@@ -71,9 +108,10 @@ class ActorHost:
         self._idle_timeout = idle_timeout
         self._event_sink = event_sink
         self._types: dict[str, tuple[ActorFactory, frozenset[str]]] = {}
+        self._batching: dict[str, ReminderBatching] = {}
         self._active: OrderedDict[tuple[str, str], _Activation] = OrderedDict()
         self._scheduler = ReminderScheduler(
-            store, self._fire_reminder, clock=clock, page_size=reminder_page_size or PAGE_SIZE
+            store, self._fire_reminders, clock=clock, page_size=reminder_page_size or PAGE_SIZE
         )
         self._sweeper: asyncio.Task[None] | None = None
         self._running = False
@@ -81,12 +119,22 @@ class ActorHost:
     # -- set-up ------------------------------------------------------------------------------------
 
     def register_actor_type(
-        self, actor_type: str, actor_class: type[Actor], factory: ActorFactory | None = None
+        self,
+        actor_type: str,
+        actor_class: type[Actor],
+        factory: ActorFactory | None = None,
+        *,
+        batching: ReminderBatching | None = None,
     ) -> None:
         """Make actors of `actor_class` reachable under `actor_type`, built by `factory` (default: the class).
 
-        Callable methods are the public coroutine methods the class adds to Actor.
+        Callable methods are the public coroutine methods the class adds to Actor. With `batching`, the
+        reminders it names are handled in batches where the actor is not busy (see _batching.py).
         """
+        if batching is None:
+            self._batching.pop(actor_type, None)
+        else:
+            self._batching[actor_type] = batching
         base = set(dir(Actor))
         methods = frozenset(
             name
@@ -153,8 +201,7 @@ class ActorHost:
         while True:
             act = self._active.get(key)
             if act is None:
-                state = ActorStateManager({})
-                act = self._active[key] = _Activation(ActorContext(actor_type, actor_id, state, self._clock))
+                act = self._active[key] = _Activation(key)
             act.waiting += 1
             try:
                 await act.lock.acquire()
@@ -175,20 +222,21 @@ class ActorHost:
             act.lock.release()  # deactivated while we queued: start over with a fresh activation
 
     async def _activate(self, act: _Activation, factory: ActorFactory) -> None:
-        ctx = act.ctx
+        actor_type, actor_id = act.key
         try:
-            ctx.state = ActorStateManager(await self._store.read_actor(ctx.actor_type, ctx.actor_id))
+            state = ActorStateManager(await self._store.read_actor(actor_type, actor_id))
+            act.context = ctx = ActorContext(actor_type, actor_id, state, self._clock)
             actor = factory(ctx)
             await actor.on_activate()
         except Exception as exc:
-            raise ActivationFailed(f"activating {ctx.actor_type}/{ctx.actor_id} failed: {exc}") from exc
+            raise ActivationFailed(f"activating {actor_type}/{actor_id} failed: {exc}") from exc
         act.actor = actor
         act.status = ActivationStatus.ACTIVE
 
     def _release(self, act: _Activation) -> None:
         act.last_used = time.monotonic()
         act.lock.release()
-        key = (act.ctx.actor_type, act.ctx.actor_id)
+        key = act.key
         if self._active.get(key) is act:
             self._active.move_to_end(key)
             if act.waiting == 0 and act.ctx.state.is_empty:
@@ -254,6 +302,47 @@ class ActorHost:
 
     # -- reminders ---------------------------------------------------------------------------------
 
+    async def _fire_reminders(self, records: list[ReminderRecord]) -> list[ReminderRecord]:
+        """Handle due reminders, in one batch where type and actor allow it; return the ones that failed."""
+        if not self._running:
+            return []
+        claims: dict[tuple[str, str], _Claim] = {}
+        singles: list[ReminderRecord] = []
+        for record in records:
+            batching = self._batching.get(record.actor_type)
+            key = (record.actor_type, record.actor_id)
+            if (
+                batching is None
+                or record.period is not None
+                or record.name not in batching.names
+                or key in claims
+            ):
+                singles.append(record)
+            elif not self._scheduler.is_current(record):
+                continue  # replaced or removed since the scheduler took it
+            else:
+                act = await self._claim(key)
+                if act is None:
+                    singles.append(record)  # busy: a turn of its own, queued behind the others
+                else:
+                    claims[key] = _Claim(record, act, batching)
+        work = [self._fire_single(record) for record in singles]
+        if claims:
+            work.append(self._fire_batch(list(claims.values())))
+        if len(work) == 1:
+            return await work[0]
+        return [record for failed in await asyncio.gather(*work) for record in failed]
+
+    async def _fire_single(self, record: ReminderRecord) -> list[ReminderRecord]:
+        try:
+            await self._fire_reminder(record)
+        except Exception:
+            log.exception(
+                "reminder %s of %s/%s failed; will retry", record.name, record.actor_type, record.actor_id
+            )
+            return [record]
+        return []
+
     async def _fire_reminder(self, record: ReminderRecord) -> None:
         if not self._running:
             return
@@ -269,6 +358,137 @@ class ActorHost:
             await self._turn(act, call, fired=record)
         finally:
             self._release(act)
+
+    # -- reminder batches --------------------------------------------------------------------------
+
+    async def _claim(self, key: tuple[str, str]) -> _Activation | None:
+        """Hold an actor that is not in memory, or in memory and idle, for a batch; None if it is busy.
+
+        Returns without giving up the loop: the lock is free and nobody waits for it, so acquiring it
+        does not suspend, and no other task can slip in between the check and the claim.
+        """
+        act = self._active.get(key)
+        if act is None:
+            act = self._active[key] = _Activation(key)  # a placeholder: NEW, activated by a waiting call
+        elif act.status is not ActivationStatus.ACTIVE or act.waiting or act.lock.locked():
+            return None
+        status = act.status
+        await act.lock.acquire()
+        if act.status is not status or self._active.get(key) is not act:  # only if acquire() suspended
+            act.lock.release()
+            return None
+        return act
+
+    async def _fire_batch(self, claims: list[_Claim]) -> list[ReminderRecord]:
+        """Handle reminders of held actors together: one read, one transaction; then events, then release."""
+        try:
+            await self._read_claimed(claims)
+        except Exception:
+            log.exception(
+                "reading the state of %d actors for a reminder batch failed; will retry", len(claims)
+            )
+            self._release_claims(claims)
+            return [claim.record for claim in claims]
+        now = self._clock()
+        write = ReminderBatchWrite()
+        handled: list[_Claim] = []
+        failed: list[ReminderRecord] = []
+        for claim in claims:
+            record = claim.record
+            try:
+                claim.effect = effect = claim.batching.handle(record, claim.stored, now)
+            except Exception:
+                log.exception(
+                    "reminder %s of %s/%s failed; will retry", record.name, record.actor_type, record.actor_id
+                )
+                failed.append(record)
+                self._release_claims([claim])
+                continue
+            write.fired.append(record)
+            if effect is not None:
+                who = (record.actor_type, record.actor_id)
+                write.state_set.extend((*who, key, value) for key, value in effect.state_set)
+                write.state_removed.extend((*who, key) for key in effect.state_removed)
+            handled.append(claim)
+        if not handled:
+            return failed
+        pending = self._store.write_batch(write)
+        try:
+            await asyncio.shield(pending)
+        except asyncio.CancelledError:
+            # The write lands or fails as a whole whatever happens to this task; follow it first.
+            with contextlib.suppress(Exception):
+                await pending
+            self._finish_batch(handled, pending)
+            raise
+        except Exception:
+            pass  # _finish_batch sees the failure on the future
+        not_written = self._finish_batch(handled, pending)
+        if not_written:
+            return failed + not_written
+        await self._evict_idle(handled)
+        return failed
+
+    async def _read_claimed(self, claims: list[_Claim]) -> None:
+        """Fill in each claim's stored state: from memory for resident actors, else one read per type."""
+        cold: dict[str, list[_Claim]] = {}
+        for claim in claims:
+            if claim.resident:
+                claim.stored = claim.act.ctx.state.stored(claim.batching.keys)
+            else:
+                cold.setdefault(claim.record.actor_type, []).append(claim)
+        for actor_type, group in cold.items():
+            ids = [claim.record.actor_id for claim in group]
+            states = await self._store.read_actors(actor_type, ids, group[0].batching.keys)
+            for claim in group:
+                claim.stored = states.get(claim.record.actor_id, {})
+
+    def _finish_batch(self, handled: list[_Claim], pending: asyncio.Future[bool]) -> list[ReminderRecord]:
+        """After the batch's write: publish and release on success, release unchanged on failure."""
+        error = None if pending.cancelled() else pending.exception()
+        if pending.cancelled() or error is not None:
+            log.error("writing a reminder batch of %d failed; will retry: %s", len(handled), error)
+            self._release_claims(handled)
+            return [claim.record for claim in handled]
+        sink = self._event_sink
+        for claim in handled:
+            record, effect = claim.record, claim.effect
+            self._scheduler.committed(record.actor_type, record.actor_id, (), (), fired=record)
+            if effect is None:
+                continue
+            if claim.resident:
+                claim.act.ctx.state.apply_stored(effect.state_set, effect.state_removed)
+            if effect.events and sink is not None:
+                try:
+                    sink(record.actor_type, record.actor_id, list(effect.events))
+                except Exception:
+                    log.exception("event sink failed for %s/%s", record.actor_type, record.actor_id)
+        self._release_claims(handled)
+        return []
+
+    def _release_claims(self, claims: list[_Claim]) -> None:
+        """Let go of the batch's actors; placeholders nobody waits for leave memory at once.
+
+        A placeholder somebody waits for stays NEW: the waiting call activates it from the store.
+        """
+        active = self._active
+        for claim in claims:
+            act = claim.act
+            if not claim.resident and act.waiting == 0:
+                act.status = ActivationStatus.DEACTIVATED
+                if active.get(act.key) is act:
+                    del active[act.key]
+            act.lock.release()
+
+    async def _evict_idle(self, handled: list[_Claim]) -> None:
+        """Deactivate the batch's resident actors that nobody has called since.
+
+        Their reminder was their last piece of work for now: keeping them until the idle timeout would
+        keep every banner of a wave in memory (DESIGN-NOTES: memory proportional to active banners).
+        """
+        for claim in handled:
+            if claim.resident:
+                await self._deactivate((claim.record.actor_type, claim.record.actor_id))
 
     # -- deactivation ------------------------------------------------------------------------------
 

@@ -45,3 +45,21 @@ class TurnWrite:
         return bool(
             self.state_set or self.state_removed or self.reminders_set or self.reminders_removed or self.fired
         )
+
+
+@dataclass(slots=True)
+class ReminderBatchWrite:
+    """One-shot reminders handled in a batch outside of turns, and the state they changed: one transaction.
+
+    Each reminder is deleted only if it is still that registration (same due time), like `TurnWrite.fired`.
+    The batch holds each of its actors for itself until the write is durable, as a turn does.
+    """
+
+    fired: list[ReminderRecord] = field(default_factory=list)
+    #: (actor type, actor id, key, encoded value)
+    state_set: list[tuple[str, str, str, bytes]] = field(default_factory=list)
+    #: (actor type, actor id, key)
+    state_removed: list[tuple[str, str, str]] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.fired)

@@ -8,7 +8,10 @@ expiries cost disk, not memory, and after a restart the overdue ones come first.
 Failure rules:
 - Delivery is at least once: a reminder leaves the store only in the same transaction as the turn that
   handled it, so a crash in between fires it again after restart. Handlers must be idempotent.
-- A handler that raises is retried with backoff (in memory; the stored due time is left unchanged).
+- Due reminders go to the host in batches (up to `BATCH_SIZE`), which handles them together where it can;
+  the host reports the ones that failed.
+- A handler that raises is retried with backoff (in memory; the stored due time is left unchanged); in a
+  batch, only the reminders that failed are retried.
 - Changes to reminders reach the scheduler after they are durable (`committed`), on the event-loop thread,
   the same thread that reads pages, so a page and the change notifications can only overlap, never miss.
 """
@@ -30,9 +33,11 @@ log = logging.getLogger("airdisplay.reminders")
 
 #: Reminders read per page. 5,000 rows of ~150 B: under 1 MB of memory, a ~10 ms read here.
 PAGE_SIZE = 5000
-#: Reminder turns in flight at once. Enough to fill group commits (a commit takes a few ms here and holds
-#: up to 1,000 turns) without unbounded concurrency.
-MAX_IN_FLIGHT = 1000
+#: Reminders firing at once. Enough for a few batches in the pipeline (one being read, one applied, one
+#: committing: a commit takes a few ms here and holds up to 1,000 changes) without unbounded concurrency.
+MAX_IN_FLIGHT = 4000
+#: Reminders handed to the host at once: one group commit's worth (the store's MAX_BATCH).
+BATCH_SIZE = 1000
 RETRY_FIRST_DELAY = 0.5
 RETRY_MAX_DELAY = 60.0
 
@@ -40,23 +45,30 @@ _Key = tuple[str, str, str]
 _Cursor = tuple[float, str, str, str]
 
 
+#: Handles a batch of due reminders and returns the ones that failed (to be retried).
+FireBatch = Callable[[list[ReminderRecord]], Awaitable[list[ReminderRecord]]]
+
+
 class ReminderScheduler:
-    """Fires stored reminders at their due time through `fire`, a callback that runs the actor's turn."""
+    """Fires stored reminders at their due time through `fire`, a callback that handles a batch of them."""
 
     def __init__(
         self,
         store: SqliteStore,
-        fire: Callable[[ReminderRecord], Awaitable[None]],
+        fire: FireBatch,
         *,
         clock: Callable[[], float],
         page_size: int = PAGE_SIZE,
         max_in_flight: int = MAX_IN_FLIGHT,
+        batch_size: int = BATCH_SIZE,
     ) -> None:
         self._store = store
         self._fire = fire
         self._clock = clock
         self._page_size = page_size
         self._max_in_flight = max_in_flight
+        self._batch_size = batch_size
+        self._firing = 0
         self._heap: list[tuple[float, int, ReminderRecord]] = []
         self._seq = itertools.count()
         self._scheduled: dict[_Key, ReminderRecord] = {}
@@ -172,16 +184,22 @@ class ReminderScheduler:
                 self._refill()
             now = self._clock()
             heap = self._heap
-            while heap and heap[0][0] <= now and len(self._tasks) < self._max_in_flight:
-                _, _, record = heapq.heappop(heap)
-                if self._scheduled.get(record.key) is not record:
-                    continue  # replaced, removed or already firing
-                del self._scheduled[record.key]
-                self._in_flight[record.key] = record
-                task = asyncio.create_task(self._fire_one(record))
-                self._tasks.add(task)
-                task.add_done_callback(self._fired)
-            if len(self._tasks) >= self._max_in_flight or not heap:
+            while heap and heap[0][0] <= now and self._firing < self._max_in_flight:
+                batch: list[ReminderRecord] = []
+                room = min(self._batch_size, self._max_in_flight - self._firing)
+                while heap and heap[0][0] <= now and len(batch) < room:
+                    _, _, record = heapq.heappop(heap)
+                    if self._scheduled.get(record.key) is not record:
+                        continue  # replaced, removed or already firing
+                    del self._scheduled[record.key]
+                    self._in_flight[record.key] = record
+                    batch.append(record)
+                if batch:
+                    self._firing += len(batch)
+                    task = asyncio.create_task(self._fire_batch(batch))
+                    self._tasks.add(task)
+                    task.add_done_callback(self._tasks.discard)
+            if self._firing >= self._max_in_flight or not heap:
                 timeout = None
             else:
                 timeout = max(heap[0][0] - self._clock(), 0.0)
@@ -190,16 +208,15 @@ class ReminderScheduler:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), timeout)
 
-    async def _fire_one(self, record: ReminderRecord) -> None:
+    async def _fire_batch(self, batch: list[ReminderRecord]) -> None:
         try:
-            await self._fire(record)
+            failed = await self._fire(batch)
         except Exception:
-            log.exception(
-                "reminder %s of %s/%s failed; will retry", record.name, record.actor_type, record.actor_id
-            )
+            log.exception("a batch of %d reminders failed; will retry", len(batch))
+            failed = batch
+        finally:
+            if self._firing >= self._max_in_flight:
+                self._wake.set()  # room frees up for due reminders that were waiting
+            self._firing -= len(batch)
+        for record in failed:
             self.failed(record)
-
-    def _fired(self, task: asyncio.Task[None]) -> None:
-        if len(self._tasks) >= self._max_in_flight:
-            self._wake.set()  # a slot frees up for due reminders that were waiting
-        self._tasks.discard(task)

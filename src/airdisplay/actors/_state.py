@@ -93,6 +93,17 @@ class ActorStateManager:
         self._pending.clear()
         self._encoded.clear()
 
+    def stored(self, keys: tuple[str, ...]) -> dict[str, bytes]:
+        """The committed, encoded values of `keys` (between turns: what the store holds)."""
+        committed = self._committed
+        return {key: committed[key] for key in keys if key in committed}
+
+    def apply_stored(self, values: tuple[tuple[str, bytes], ...], removed: tuple[str, ...]) -> None:
+        """Follow changes written to the store without a turn (a reminder batch), between turns."""
+        for key in removed:
+            self._committed.pop(key, None)
+        self._committed.update(values)
+
     @property
     def is_empty(self) -> bool:
         """True when the actor has no committed state at all (it was never created, or was deleted)."""

@@ -6,11 +6,14 @@ Failure rules:
   survives kill -9 but may lose the last commits on power loss.
 - A transaction holds up to `MAX_BATCH` turns. If it fails, every turn in it fails with StoreError and
   nothing of them is stored; the callers roll their actors back.
+- A reminder batch (`write_batch`) is one item of a transaction: it commits or fails as a whole, with the
+  turns around it.
 - Activation reads run on a reader thread with a connection of its own, batched like the writes: a
   read on the event-loop thread gave up the GIL and then waited for the writer thread to hand it back
-  (on one core, +50% submit throughput from moving them; bench/submit_vs_bare.py). Listing and
-  reminder pages, rarer and larger, stay on the loop thread with a second connection. A failed read
-  fails only the activation that asked for it.
+  (on one core, +50% submit throughput from moving them; bench/submit_vs_bare.py). Reminder batches
+  read the state of all their actors there in one query. Listing and reminder pages, rarer and larger,
+  stay on the loop thread with a second connection. A failed read fails only the activation (or the
+  reminder batch) that asked for it.
 """
 
 from __future__ import annotations
@@ -19,11 +22,11 @@ import asyncio
 import queue
 import sqlite3
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Literal, cast
+from typing import Any, Literal, cast
 
-from ._records import ReminderRecord, TurnWrite
+from ._records import ReminderBatchWrite, ReminderRecord, TurnWrite
 from .exceptions import StoreError
 
 #: Marks the file as ours (PRAGMA application_id), so a foreign SQLite file is refused at start-up.
@@ -32,6 +35,8 @@ SCHEMA_VERSION = 1
 #: Turns per transaction. SQLite reaches ~41-44k rows/s at 100-1,000 rows per transaction here
 #: (DESIGN-NOTES); larger batches only add latency for the first turn in them.
 MAX_BATCH = 1000
+#: Actor ids per query of a batched state read: well under SQLite's 32,766 bound parameters.
+READ_CHUNK = 500
 
 Durability = Literal["full", "normal"]
 
@@ -56,8 +61,9 @@ CREATE INDEX IF NOT EXISTS reminders_by_due ON reminders (due_at, actor_type, ac
 """
 
 _STOP = object()
-_Read = tuple[str, str, "asyncio.Future[dict[str, bytes]]"]
-_Item = tuple[TurnWrite, "asyncio.Future[bool]"]
+_Read = tuple[Callable[[sqlite3.Connection], Any], "asyncio.Future[Any]"]
+_Write = TurnWrite | ReminderBatchWrite
+_Item = tuple[_Write, "asyncio.Future[bool]"]
 
 
 class SqliteStore:
@@ -164,10 +170,43 @@ class SqliteStore:
         on one core that wait was 11% of the loop's time under load, against 1.4% for the read itself
         (py-spy with and without --gil, bench/submit_vs_bare.py load).
         """
+
+        def read(conn: sqlite3.Connection) -> dict[str, bytes]:
+            rows = conn.execute(
+                "SELECT key, value FROM actor_state WHERE actor_type=? AND actor_id=?", (actor_type, actor_id)
+            ).fetchall()
+            return {key: bytes(value) for key, value in rows}
+
+        result: dict[str, bytes] = await self._read(read)
+        return result
+
+    async def read_actors(
+        self, actor_type: str, actor_ids: Sequence[str], keys: Sequence[str]
+    ) -> dict[str, dict[str, bytes]]:
+        """State entries `keys` of many actors of one type, read on the reader thread; no entry, no actor."""
+
+        def read(conn: sqlite3.Connection) -> dict[str, dict[str, bytes]]:
+            found: dict[str, dict[str, bytes]] = {}
+            key_marks = ",".join("?" * len(keys))
+            for start in range(0, len(actor_ids), READ_CHUNK):
+                chunk = actor_ids[start : start + READ_CHUNK]
+                rows = conn.execute(
+                    f"SELECT actor_id, key, value FROM actor_state WHERE actor_type=? "
+                    f"AND actor_id IN ({','.join('?' * len(chunk))}) AND key IN ({key_marks})",
+                    (actor_type, *chunk, *keys),
+                ).fetchall()
+                for actor_id, key, value in rows:
+                    found.setdefault(actor_id, {})[key] = bytes(value)
+            return found
+
+        result: dict[str, dict[str, bytes]] = await self._read(read)
+        return result
+
+    async def _read(self, read: Callable[[sqlite3.Connection], Any]) -> Any:
         if self._activation_reader is None or self._loop is None:
             raise StoreError("the store is not open")
-        future: asyncio.Future[dict[str, bytes]] = self._loop.create_future()
-        self._reads.put((actor_type, actor_id, future))
+        future: asyncio.Future[Any] = self._loop.create_future()
+        self._reads.put((read, future))
         return await future
 
     def _read_loop(self, conn: sqlite3.Connection) -> None:
@@ -183,20 +222,16 @@ class SqliteStore:
                     batch.append(self._reads.get_nowait())
                 except queue.Empty:
                     break
-            outcomes: list[tuple[asyncio.Future[dict[str, bytes]], object]] = []
+            outcomes: list[tuple[asyncio.Future[Any], object]] = []
             stopping = False
             for item in batch:
                 if item is _STOP:
                     stopping = True
                     continue
-                actor_type, actor_id, future = cast(_Read, item)
+                read, future = cast(_Read, item)
                 try:
-                    rows = conn.execute(
-                        "SELECT key, value FROM actor_state WHERE actor_type=? AND actor_id=?",
-                        (actor_type, actor_id),
-                    ).fetchall()
-                    outcomes.append((future, {key: bytes(value) for key, value in rows}))
-                except sqlite3.Error as exc:
+                    outcomes.append((future, read(conn)))
+                except Exception as exc:  # noqa: BLE001 - a failed read fails its caller, never the thread
                     outcomes.append((future, StoreError(f"reading {self.path} failed: {exc}")))
             loop.call_soon_threadsafe(_settle_reads, outcomes)
             if stopping:
@@ -271,6 +306,14 @@ class SqliteStore:
         self._queue.put((turn, future))
         return future
 
+    def write_batch(self, batch: ReminderBatchWrite) -> asyncio.Future[bool]:
+        """Queue a reminder batch; the future resolves once all of it is durable, or fails for all of it."""
+        if self._thread is None or self._loop is None:
+            raise StoreError("the store is not open")
+        future: asyncio.Future[bool] = self._loop.create_future()
+        self._queue.put((batch, future))
+        return future
+
     def _write_loop(self) -> None:
         assert self._writer is not None and self._loop is not None
         conn, loop = self._writer, self._loop
@@ -280,7 +323,8 @@ class SqliteStore:
             if first is _STOP:
                 break
             items: list[_Item] = [first]  # type: ignore[list-item]
-            while len(items) < MAX_BATCH:
+            size = _size(first[0])  # type: ignore[index]
+            while size < MAX_BATCH:
                 try:
                     nxt = self._queue.get_nowait()
                 except queue.Empty:
@@ -289,10 +333,11 @@ class SqliteStore:
                     stopping = True
                     break
                 items.append(nxt)  # type: ignore[arg-type]
+                size += _size(nxt[0])  # type: ignore[index]
             futures = [future for _, future in items]
             try:
                 conn.execute("BEGIN IMMEDIATE")
-                results = _apply_batch(conn, [turn for turn, _ in items])
+                results = _apply_batch(conn, [write for write, _ in items])
                 conn.execute("COMMIT")
             except Exception as exc:  # noqa: BLE001 - every failure fails the batch's turns, never the thread
                 if conn.in_transaction:
@@ -303,13 +348,25 @@ class SqliteStore:
                 loop.call_soon_threadsafe(_settle_all, futures, results)
 
 
-def _apply_batch(conn: sqlite3.Connection, turns: list[TurnWrite]) -> list[bool]:
-    """Apply a batch of turns, one statement per kind of change (executemany keeps the loop in C).
+def _size(write: _Write) -> int:
+    """Actors a write changes: a turn changes one, a reminder batch one per reminder."""
+    return len(write) if isinstance(write, ReminderBatchWrite) else 1
 
-    A batch holds at most one turn per actor (a turn keeps its actor until its write is durable), so
-    grouping by kind keeps each turn's own order: fired reminder, reminders, then state.
+
+def _apply_batch(conn: sqlite3.Connection, writes: list[_Write]) -> list[bool]:
+    """Apply a batch of writes, one statement per kind of change (executemany keeps the loop in C).
+
+    A batch holds at most one write per actor (a turn or a reminder batch keeps its actors until its write
+    is durable), so grouping by kind keeps each turn's own order: fired reminder, reminders, then state.
     """
-    matched = [_apply_fired(conn, turn) if turn.fired is not None else True for turn in turns]
+    turns = [w for w in writes if isinstance(w, TurnWrite)]
+    batches = [w for w in writes if isinstance(w, ReminderBatchWrite)]
+    matched = {id(t): _apply_fired(conn, t) for t in turns if t.fired is not None}
+    fired = [(r.actor_type, r.actor_id, r.name, r.due_at) for b in batches for r in b.fired]
+    if fired:
+        conn.executemany(
+            "DELETE FROM reminders WHERE actor_type=? AND actor_id=? AND name=? AND due_at=?", fired
+        )
     removed = [(t.actor_type, t.actor_id, name) for t in turns for name in t.reminders_removed]
     if removed:
         conn.executemany("DELETE FROM reminders WHERE actor_type=? AND actor_id=? AND name=?", removed)
@@ -323,15 +380,17 @@ def _apply_batch(conn: sqlite3.Connection, turns: list[TurnWrite]) -> list[bool]
             reminders,
         )
     gone = [(t.actor_type, t.actor_id, key) for t in turns for key in t.state_removed]
+    gone += [row for b in batches for row in b.state_removed]
     if gone:
         conn.executemany("DELETE FROM actor_state WHERE actor_type=? AND actor_id=? AND key=?", gone)
     values = [(t.actor_type, t.actor_id, key, value) for t in turns for key, value in t.state_set]
+    values += [row for b in batches for row in b.state_set]
     if values:
         conn.executemany(
             "INSERT OR REPLACE INTO actor_state (actor_type, actor_id, key, value) VALUES (?, ?, ?, ?)",
             values,
         )
-    return matched
+    return [matched.get(id(w), True) for w in writes]
 
 
 def _apply_fired(conn: sqlite3.Connection, turn: TurnWrite) -> bool:
@@ -351,14 +410,14 @@ def _apply_fired(conn: sqlite3.Connection, turn: TurnWrite) -> bool:
     return cur.rowcount == 1
 
 
-def _settle_reads(outcomes: list[tuple[asyncio.Future[dict[str, bytes]], object]]) -> None:
+def _settle_reads(outcomes: list[tuple[asyncio.Future[Any], object]]) -> None:
     for future, outcome in outcomes:
         if future.done():
             continue
         if isinstance(outcome, BaseException):
             future.set_exception(outcome)
         else:
-            future.set_result(outcome)  # type: ignore[arg-type]
+            future.set_result(outcome)
 
 
 def _settle_all(futures: list[asyncio.Future[bool]], results: list[bool]) -> None:

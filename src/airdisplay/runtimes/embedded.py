@@ -4,15 +4,24 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
-from ..actors import DEFAULT_IDLE_TIMEOUT, Actor, ActorContext, ActorHost, SqliteStore
+from ..actors import (
+    DEFAULT_IDLE_TIMEOUT,
+    Actor,
+    ActorContext,
+    ActorHost,
+    ReminderBatching,
+    ReminderEffect,
+    ReminderRecord,
+    SqliteStore,
+)
 from ..actors._store import Durability
 from ..domain import Banner, BannerChanged, BannerRules, SubmitOutcome
 from ..events import InProcessEventBus
 from .base import BannerRuntime
-from .behaviour import BANNER_KEY, BannerBehaviour, Registration
+from .behaviour import BANNER_KEY, EXPIRE_REMINDER, BannerBehaviour, Registration
 
 log = logging.getLogger("airdisplay.embedded")
 
@@ -26,6 +35,22 @@ class BannerActor(BannerBehaviour, Actor):
     def __init__(self, ctx: ActorContext, rules: BannerRules) -> None:
         super().__init__(ctx)
         self.rules = rules
+
+
+def _expire_in_batch(
+    record: ReminderRecord, stored: Mapping[str, bytes], now: float
+) -> ReminderEffect | None:
+    """The expiry of a banner that is not busy: what `BannerBehaviour.expire` does, without a turn."""
+    expired = BannerBehaviour.expire_stored(stored.get(BANNER_KEY), record.data.decode(), now)
+    if expired is None:
+        return None
+    value, event = expired
+    return ReminderEffect(state_set=((BANNER_KEY, value),), events=(event,))
+
+
+#: Expiries of banners that are not busy go in batches: one read and one transaction per batch instead of
+#: an activation and a turn each (bench/expiries.py).
+EXPIRY_BATCHING = ReminderBatching(frozenset({EXPIRE_REMINDER}), (BANNER_KEY,), _expire_in_batch)
 
 
 class EmbeddedRuntime(BannerRuntime):
@@ -50,7 +75,9 @@ class EmbeddedRuntime(BannerRuntime):
             idle_timeout=DEFAULT_IDLE_TIMEOUT if idle_timeout is None else idle_timeout,
             clock=clock,
         )
-        self.host.register_actor_type(BANNER_ACTOR_TYPE, BannerActor, lambda ctx: BannerActor(ctx, rules))
+        self.host.register_actor_type(
+            BANNER_ACTOR_TYPE, BannerActor, lambda ctx: BannerActor(ctx, rules), batching=EXPIRY_BATCHING
+        )
         self.event_bus = InProcessEventBus()
         self._running = False
 

@@ -1,0 +1,319 @@
+"""Reminders handled in batches (ReminderBatching) against a real SQLite file: turns, failures, restarts."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+import time
+from collections.abc import Mapping
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from airdisplay.actors import (
+    Actor,
+    ActorHost,
+    ReminderBatching,
+    ReminderEffect,
+    ReminderRecord,
+    SqliteStore,
+)
+from airdisplay.actors._scheduler import RETRY_MAX_DELAY
+from tests.conftest import eventually
+
+OFF = "off"
+
+
+class Lamp(Actor):
+    """A lamp that a one-shot reminder switches off, only if it is still lit for that reason (idempotent)."""
+
+    turned_off_in_turns = 0
+
+    async def light(self, reason: str, seconds: float) -> None:
+        await self._state_manager.set_state("lit", reason)
+        await self.register_reminder(OFF, reason.encode(), timedelta(seconds=seconds))
+        self.publish(("lit", self.id, reason))
+
+    async def lit(self) -> str | None:
+        found, reason = await self._state_manager.try_get_state("lit")
+        return reason if found else None
+
+    async def relight(self, reason: str) -> str | None:
+        """Read what is lit, give the loop away, then light again: a lost update if turns overlapped."""
+        before = await self.lit()
+        await asyncio.sleep(0)
+        await self._state_manager.set_state("lit", reason)
+        self.publish(("lit", self.id, reason))
+        return before
+
+    async def hold(self, started: asyncio.Event, release: asyncio.Event) -> None:
+        started.set()
+        await release.wait()
+
+    async def receive_reminder(self, name, state, due_time, period) -> None:
+        type(self).turned_off_in_turns += 1
+        if await self.lit() == state.decode():
+            await self._state_manager.set_state("lit", None)
+            self.publish(("off", self.id, state.decode()))
+
+
+class Batches:
+    """The batch handler of Lamp, counting what it handled; it can be told to fail for one lamp."""
+
+    def __init__(self) -> None:
+        self.handled: list[str] = []
+        self.fail_for: set[str] = set()
+
+    def handle(
+        self, record: ReminderRecord, stored: Mapping[str, bytes], now: float
+    ) -> ReminderEffect | None:
+        if record.actor_id in self.fail_for:
+            raise RuntimeError(f"handler failure for {record.actor_id}")
+        self.handled.append(record.actor_id)
+        reason = record.data.decode()
+        raw = stored.get("lit")
+        if raw is None or json.loads(raw) != reason:
+            return None
+        return ReminderEffect(state_set=(("lit", b"null"),), events=(("off", record.actor_id, reason),))
+
+
+@pytest.fixture(autouse=True)
+def reset_lamp():
+    Lamp.turned_off_in_turns = 0
+
+
+class Setup:
+    """A host with Lamp actors and batching, its events, and spies on the store's batch reads and writes."""
+
+    def __init__(self, path: Path, **kw) -> None:
+        self.path = path
+        self.events: list[tuple[str, str, str]] = []
+        self.batches = Batches()
+        self.host = ActorHost(
+            SqliteStore(path / "actors.db"),
+            event_sink=lambda t, i, evs: self.events.extend(evs),
+            **kw,
+        )
+        self.host.register_actor_type(
+            "lamp", Lamp, batching=ReminderBatching(frozenset({OFF}), ("lit",), self.batches.handle)
+        )
+        self.written: list[int] = []  # sizes of the reminder batches written
+        self.write_errors: list[BaseException] = []
+        store = self.host.store
+        write_batch = store.write_batch
+
+        def spy(batch):
+            future = write_batch(batch)
+            self.written.append(len(batch))
+            future.add_done_callback(
+                lambda f: self.write_errors.append(f.exception()) if f.exception() is not None else None
+            )
+            return future
+
+        store.write_batch = spy  # type: ignore[method-assign]
+
+    def rows(self, sql: str) -> list[tuple]:
+        with sqlite3.connect(self.path / "actors.db") as conn:
+            return conn.execute(sql).fetchall()
+
+    def offs(self) -> list[str]:
+        return [lamp for kind, lamp, _ in self.events if kind == "off"]
+
+
+@pytest.fixture
+async def setup(tmp_path):
+    s = Setup(tmp_path)
+    await s.host.start()
+    yield s
+    await s.host.stop()
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def overdue_after_restart(tmp_path: Path, lamps: int, clock: FakeClock | None = None) -> Setup:
+    """`lamps` lamps lit with reminders due in 30 s, then a host started an hour later (all overdue)."""
+    clock = clock or FakeClock()
+    first = Setup(tmp_path, clock=clock)
+    await first.host.start()
+    await asyncio.gather(
+        *(first.host.invoke("lamp", f"l{i:03d}", "light", "party", 30) for i in range(lamps))
+    )
+    await first.host.stop()
+    clock.now += 3600
+    return Setup(tmp_path, clock=clock)
+
+
+async def test_overdue_reminders_fire_in_batches_after_a_restart(tmp_path):
+    s = await overdue_after_restart(tmp_path, 300)
+    await s.host.start()
+    try:
+        await eventually(lambda: len(s.offs()) == 300, what="all 300 lamps off")
+        assert sorted(s.offs()) == [f"l{i:03d}" for i in range(300)]  # each exactly once
+        assert Lamp.turned_off_in_turns == 0  # no turn, no activation: all in batches
+        assert len(s.written) < 30 and sum(s.written) == 300  # batches, not one write per reminder
+        assert s.rows("SELECT count(*) FROM reminders") == [(0,)]
+        assert s.rows("SELECT DISTINCT value FROM actor_state") == [(b"null",)]
+        await eventually(lambda: s.host.active_count == 0, what="placeholders to go")
+        assert await s.host.invoke("lamp", "l007", "lit") is None  # activation reads the batch's state
+    finally:
+        await s.host.stop()
+
+
+async def test_actors_do_not_stay_in_memory_after_a_wave(tmp_path):
+    s = Setup(tmp_path, idle_timeout=3600)  # idle deactivation would take an hour
+    await s.host.start()
+    try:
+        await asyncio.gather(*(s.host.invoke("lamp", f"l{i}", "light", "x", 0.2) for i in range(100)))
+        assert s.host.active_count == 100
+        await eventually(lambda: len(s.offs()) == 100, what="the wave of reminders")
+        assert Lamp.turned_off_in_turns == 0  # the lamps were in memory but idle: batched too
+        await eventually(lambda: s.host.active_count == 0, what="the lamps to leave memory")
+        assert await s.host.invoke("lamp", "l5", "lit") is None
+    finally:
+        await s.host.stop()
+
+
+async def test_call_during_a_batch_waits_for_it_and_sees_its_result(tmp_path):
+    """The batch's read is held back by the test, so a call arrives while the batch holds the actor."""
+    s = await overdue_after_restart(tmp_path, 3)
+    store = s.host.store
+    read_actors = store.read_actors
+    reading, go_on = asyncio.Event(), asyncio.Event()
+
+    async def slow_read(*args, **kwargs):
+        reading.set()
+        await go_on.wait()
+        return await read_actors(*args, **kwargs)
+
+    store.read_actors = slow_read  # type: ignore[method-assign]
+    await s.host.start()
+    try:
+        await reading.wait()
+        call = asyncio.create_task(s.host.invoke("lamp", "l001", "relight", "later"))
+        await s.host.invoke("lamp", "other", "light", "x", 3600)  # other actors are not held up
+        await asyncio.sleep(0.05)  # the blocked call has every chance to overtake the batch (it must not)
+        assert not call.done()
+        go_on.set()
+        assert await call is None  # it ran after the batch switched the lamp off
+        assert s.events.index(("off", "l001", "party")) < s.events.index(("lit", "l001", "later"))
+        assert await s.host.invoke("lamp", "l001", "lit") == "later"
+        assert Lamp.turned_off_in_turns == 0
+    finally:
+        await s.host.stop()
+
+
+async def test_call_to_a_resident_actor_during_its_batch_write_waits(setup):
+    """The batch write of an actor in memory is held back; a call to it queues until it is durable."""
+    s = setup
+    store = s.host.store
+    spy = store.write_batch
+    writing, go_on = asyncio.Event(), asyncio.Event()
+
+    def slow_write(batch):
+        future = spy(batch)
+        writing.set()
+
+        async def later():
+            await go_on.wait()
+            return await future
+
+        return asyncio.ensure_future(later())
+
+    store.write_batch = slow_write  # type: ignore[method-assign]
+    await s.host.invoke("lamp", "l1", "light", "party", 0.05)
+    await writing.wait()
+    call = asyncio.create_task(s.host.invoke("lamp", "l1", "relight", "later"))
+    await asyncio.sleep(0.05)
+    assert not call.done()
+    go_on.set()
+    assert await call is None
+    assert [e for e in s.events if e[1] == "l1"] == [
+        ("lit", "l1", "party"),
+        ("off", "l1", "party"),
+        ("lit", "l1", "later"),
+    ]
+    assert s.host.active_count == 1  # it had a caller waiting: it stays, with the batch's state
+    assert await s.host.invoke("lamp", "l1", "lit") == "later"
+
+
+async def test_busy_actor_gets_its_reminder_in_a_turn_of_its_own(setup):
+    s = setup
+    started, release = asyncio.Event(), asyncio.Event()
+    await s.host.invoke("lamp", "l1", "light", "party", 0.05)
+    busy = asyncio.create_task(s.host.invoke("lamp", "l1", "hold", started, release))
+    await started.wait()
+    activation = s.host._active[("lamp", "l1")]
+    await eventually(lambda: activation.waiting == 1, what="the due reminder to queue behind the turn")
+    assert s.offs() == []
+    release.set()
+    await busy
+    await eventually(lambda: s.offs() == ["l1"], what="the reminder's turn")
+    assert Lamp.turned_off_in_turns == 1 and s.batches.handled == []
+    assert s.rows("SELECT count(*) FROM reminders") == [(0,)]
+
+
+async def test_failing_batch_write_is_retried_and_never_half_applied(tmp_path):
+    clock = FakeClock()
+    s = await overdue_after_restart(tmp_path, 20, clock)
+    with sqlite3.connect(tmp_path / "actors.db") as conn:
+        conn.executescript(
+            """
+            CREATE TABLE fail (n INTEGER);
+            INSERT INTO fail VALUES (1);
+            CREATE TRIGGER fail_l013 BEFORE INSERT ON actor_state
+            WHEN NEW.actor_id = 'l013' AND (SELECT count(*) FROM fail) > 0
+            BEGIN SELECT RAISE(ABORT, 'injected failure'); END;
+            """
+        )
+    await s.host.start()
+    try:
+        await eventually(lambda: s.write_errors, what="the batch write to fail")
+        # Nothing of the failed batch is stored or published: reminders and state as before.
+        assert s.offs() == []
+        assert s.rows("SELECT count(*) FROM reminders") == [(20,)]
+        assert s.rows("SELECT DISTINCT value FROM actor_state") == [(b'"party"',)]
+        assert await s.host.invoke("lamp", "l003", "lit") == "party"  # its actor went back to normal
+        with sqlite3.connect(tmp_path / "actors.db") as conn:
+            conn.execute("DELETE FROM fail")
+        assert s.offs() == []  # no retry before its backoff ...
+        clock.now += RETRY_MAX_DELAY  # ... which runs on the host's clock
+        await eventually(lambda: len(s.offs()) == 20, what="the retry (after a backoff)")
+        assert sorted(s.offs()) == [f"l{i:03d}" for i in range(20)]  # exactly once each
+        assert s.rows("SELECT count(*) FROM reminders") == [(0,)]
+    finally:
+        await s.host.stop()
+
+
+async def test_handler_failure_retries_only_that_reminder(tmp_path):
+    clock = FakeClock()
+    s = await overdue_after_restart(tmp_path, 10, clock)
+    s.batches.fail_for = {"l004"}
+    await s.host.start()
+    try:
+        await eventually(lambda: len(s.offs()) == 9, what="the other nine")
+        assert "l004" not in s.offs()
+        assert s.rows("SELECT actor_id FROM reminders") == [("l004",)]
+        s.batches.fail_for = set()
+        clock.now += RETRY_MAX_DELAY
+        await eventually(lambda: len(s.offs()) == 10, what="the retried one")
+    finally:
+        await s.host.stop()
+
+
+async def test_replaced_reminder_is_not_fired_by_a_batch(setup):
+    s = setup
+    await s.host.invoke("lamp", "l1", "light", "old", 0.1)
+    await s.host.invoke("lamp", "l1", "light", "new", 0.3)  # replaces the reminder
+    started = time.monotonic()
+    await eventually(lambda: s.offs() == ["l1"], what="the new reminder")
+    assert time.monotonic() - started >= 0.15
+    assert [e for e in s.events if e[0] == "off"] == [("off", "l1", "new")]
+    assert s.batches.handled == ["l1"]  # the old registration never reached the handler
