@@ -1,15 +1,17 @@
 """Submit-to-delivery latency and deliveries/s with 1 and 1,000 WebSocket clients watching.
 
-The server runs pinned to CPU 0. The WebSocket clients (asyncio with the `websockets` library) are spread
-over `--client-procs` processes, and they and this process (the submitter) are pinned to CPU 1. Every
-client subscribes to the same 10 banners, so each submit is delivered to every client. A submit's latency,
-per client, is from just before its POST to that client's receipt of the `message_shown` frame; both ends
-read CLOCK_MONOTONIC (`time.monotonic_ns()`), one system-wide clock on Linux, so times taken in different
-processes compare. Expiry frames count as deliveries too. The CPU time of the server and of the client
-processes during the measurement shows which side was the bottleneck.
+The server runs pinned to CPU 0. The WebSocket clients (bench/_ws_reader.py, a minimal asyncio reader, or
+the `websockets` library with `--client websockets`) are spread over `--client-procs` processes, and they
+and this process (the submitter) are pinned to CPU 1. Every client subscribes to the same banners (one per
+submit by default), so each submit is delivered to every client. A submit's latency, per client, is from
+just before its POST to that client's receipt of the `message_shown` frame; both ends read CLOCK_MONOTONIC
+(`time.monotonic_ns()`), one system-wide clock on Linux, so times taken in different processes compare.
+Every frame received counts as a delivery. The CPU time of the server and of the client processes during
+the measurement shows which side was the bottleneck.
 
     uv run python bench/fanout.py                    # clients 1 and 1000
     uv run python bench/fanout.py --clients 1,100,1000 --rate 10 --seconds 10 --client-procs 4
+    uv run python bench/fanout.py --banners 10       # the earlier workload: a DELETE before most submits
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
 import multiprocessing
 import os
 import resource
@@ -41,13 +44,17 @@ from _report import (
     wait_for_quiet_machine,
     write_json,
 )
+from _ws_reader import open_reader
 
-BANNERS = 10
+#: Most banners one stream may watch (airdisplay.realtime.MAX_BANNERS_PER_CONNECTION).
+MAX_BANNERS = 1000
 SERVER_CPU = 0
 CLIENT_CPU = 1
 #: Client processes by default. All share CPU 1, so more processes add no CPU; they shorten each event
 #: loop's queue of frames (one loop read all 1,000 frames of a submit in turn). See bench/README.md.
 CLIENT_PROCS = 4
+#: The WebSocket client. See bench/_ws_reader.py for why not the websockets library by default.
+CLIENT = "raw"
 #: Seconds between two connects of one client process, times the processes: 500 connects/s in all, a
 #: steady rate rather than a thundering herd.
 CONNECT_INTERVAL = 0.002
@@ -58,37 +65,55 @@ def _own_cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def client_process(ws_url: str, clients: int, interval: float, cpu: int | None, conn: Connection) -> None:
+def client_process(
+    ws_url: str, clients: int, interval: float, cpu: int | None, kind: str, conn: Connection
+) -> None:
     """One client process: `clients` WebSocket subscribers; obeys "start" and "stop" sent over `conn`."""
     if cpu is not None and hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {cpu})
     try:
-        run_async(_watch_all(ws_url, clients, interval, conn))
+        run_async(_watch_all(ws_url, clients, interval, kind, conn))
     except Exception as exc:  # the parent reports it; it waits for an answer on `conn`
         conn.send({"error": f"{type(exc).__name__}: {exc}"})
 
 
-async def _watch_all(ws_url: str, clients: int, interval: float, conn: Connection) -> None:
-    received: list[tuple[str, int]] = []  # (message text, CLOCK_MONOTONIC ns at receipt)
+def _shown_text(frame: str | bytes) -> str:
+    message: str = json.loads(frame)["banner"]["message"]["text"]
+    return message
+
+
+async def _watch_all(ws_url: str, clients: int, interval: float, kind: str, conn: Connection) -> None:
+    received: list[tuple[str | bytes, int]] = []  # (frame, CLOCK_MONOTONIC ns at receipt); parsed later
     counting = False
     delivered = 0
     connected = 0
     ready = asyncio.Event()
 
-    async def watch() -> None:
-        nonlocal delivered, connected
-        async with websockets.connect(ws_url, max_size=2**22, compression=None) as ws:
-            connected += 1
-            if connected == clients:
-                ready.set()
-            async for raw in ws:
-                now = time.monotonic_ns()
-                if not counting:
-                    continue
-                delivered += 1
-                if '"message_shown"' in raw:
-                    received.append((json.loads(raw)["banner"]["message"]["text"], now))
+    def record(frame: str | bytes, now: int) -> None:
+        nonlocal delivered
+        if counting:
+            delivered += 1
+            if ('"message_shown"' if isinstance(frame, str) else b'"message_shown"') in frame:
+                received.append((frame, now))
 
+    def connected_one() -> None:
+        nonlocal connected
+        connected += 1
+        if connected == clients:
+            ready.set()
+
+    async def watch_library() -> None:
+        async with websockets.connect(ws_url, max_size=2**22, compression=None) as ws:
+            connected_one()
+            async for raw in ws:
+                record(raw, time.monotonic_ns())
+
+    async def watch_raw() -> None:
+        reader = await open_reader(ws_url, record)
+        connected_one()
+        await reader.closed
+
+    watch = watch_raw if kind == "raw" else watch_library
     watchers = []
     for _ in range(clients):
         watchers.append(asyncio.create_task(watch()))
@@ -110,9 +135,8 @@ async def _watch_all(ws_url: str, clients: int, interval: float, conn: Connectio
     for task in watchers:
         task.cancel()
     await asyncio.gather(*watchers, return_exceptions=True)
-    conn.send(
-        {"received": received, "delivered": delivered, "cpu_s": cpu, "wall_s": wall, "closed_early": lost}
-    )
+    shown = [(_shown_text(frame), at) for frame, at in received]
+    conn.send({"received": shown, "delivered": delivered, "cpu_s": cpu, "wall_s": wall, "closed_early": lost})
 
 
 def split(clients: int, procs: int) -> list[int]:
@@ -122,13 +146,14 @@ def split(clients: int, procs: int) -> list[int]:
 
 
 def run_load(server: ServerProcess, clients: int, args: argparse.Namespace) -> dict[str, Any]:
-    ids = [f"fan-{i}" for i in range(BANNERS)]
+    ids = [f"fan-{i}" for i in range(args.banners)]
     ws_url = server.base_url.replace("http://", "ws://") + "/api/v1/stream?banners=" + ",".join(ids)
     shares = split(clients, args.client_procs)
     context = multiprocessing.get_context("spawn")  # no copy of this process's state; clean event loops
     cpu = CLIENT_CPU if (os.cpu_count() or 1) > 1 else None
     pipes, procs = [], []
     sent: dict[str, int] = {}  # message text -> CLOCK_MONOTONIC ns just before its POST
+    clears = 0
     with httpx.Client(base_url=server.base_url, timeout=30) as http:
         for banner_id in ids:
             http.post("/api/v1/banners", json={"id": banner_id, "name": banner_id})
@@ -136,7 +161,9 @@ def run_load(server: ServerProcess, clients: int, args: argparse.Namespace) -> d
             for share in shares:
                 parent_end, child_end = context.Pipe()
                 interval = CONNECT_INTERVAL * len(shares)
-                proc = context.Process(target=client_process, args=(ws_url, share, interval, cpu, child_end))
+                proc = context.Process(
+                    target=client_process, args=(ws_url, share, interval, cpu, args.client, child_end)
+                )
                 proc.start()
                 pipes.append(parent_end)
                 procs.append(proc)
@@ -153,9 +180,11 @@ def run_load(server: ServerProcess, clients: int, args: argparse.Namespace) -> d
                 pipe.send("start")
             seq = 0
             while time.monotonic() - started < args.seconds:
-                banner_id = ids[seq % BANNERS]
+                banner_id = ids[seq % len(ids)]
                 text = f"t{seq}"
-                http.delete(f"/api/v1/banners/{banner_id}/message")  # free it whatever the expiry timing
+                if seq >= len(ids):
+                    http.delete(f"/api/v1/banners/{banner_id}/message")  # free it whatever the expiry timing
+                    clears += 1
                 sent[text] = time.monotonic_ns()
                 response = http.post(f"/api/v1/banners/{banner_id}/message", json={"text": text})
                 if response.status_code != 201:
@@ -183,6 +212,7 @@ def run_load(server: ServerProcess, clients: int, args: argparse.Namespace) -> d
     clients_cpu = [answer["cpu_s"] / answer["wall_s"] for answer in answers]
     return {
         "submits": len(sent),
+        "clears_before_submit": clears,
         "p50_ms": percentile(latencies, 50) if latencies else float("nan"),
         "p99_ms": percentile(latencies, 99) if latencies else float("nan"),
         "max_ms": max(latencies) if latencies else float("nan"),
@@ -227,14 +257,29 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=10.0, help="submits per second")
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument(
+        "--banners",
+        type=int,
+        help="banners every client watches (default: one per submit, rate x seconds, at most 1,000)",
+    )
+    parser.add_argument(
         "--client-procs",
         type=int,
         default=CLIENT_PROCS,
         help=f"processes the WebSocket clients are spread over, all on CPU {CLIENT_CPU} (%(default)s)",
     )
+    parser.add_argument(
+        "--client",
+        choices=("raw", "websockets"),
+        default=CLIENT,
+        help="raw: bench/_ws_reader.py, a minimal reader; websockets: the websockets library (%(default)s)",
+    )
     parser.add_argument("--no-wait", action="store_true", help="do not wait for a quiet machine")
     parser.add_argument("--json", metavar="PATH", help="also write the results as JSON here")
     args = parser.parse_args()
+    # Each submit goes to the next banner. A banner used before in the run must be cleared with a DELETE
+    # first (messages show for an hour), and that clear is fanned out to every client just ahead of the
+    # submit measured: one banner per submit keeps the measured delivery free of that extra burst.
+    args.banners = args.banners or min(MAX_BANNERS, math.ceil(args.rate * args.seconds))
     stop_on_signals()  # servers are stopped in `finally` on SIGINT/SIGTERM too
     before = "" if args.no_wait else wait_for_quiet_machine()
     if hasattr(os, "sched_setaffinity") and (os.cpu_count() or 1) > 1:
@@ -263,6 +308,7 @@ def main() -> None:
                 [
                     clients,
                     result["submits"],
+                    result["clears_before_submit"],
                     f"{result['shown_received']}/{result['shown_expected']}",
                     f"{result['p50_ms']:.1f}",
                     f"{result['p99_ms']:.1f}",
@@ -276,14 +322,16 @@ def main() -> None:
             )
     print(
         f"\nFan-out: {args.rate:g} submits/s for {args.seconds:g} s, every client watching the same "
-        f"{BANNERS} banners; server on CPU {SERVER_CPU}, clients in up to {args.client_procs} processes and "
-        f"the submitter on CPU {CLIENT_CPU}{'; ' + before if before else ''}\n"
+        f"{args.banners} banners; server on CPU {SERVER_CPU}, {args.client} clients in up to "
+        f"{args.client_procs} processes and the submitter on CPU {CLIENT_CPU}"
+        f"{'; ' + before if before else ''}\n"
     )
     print(
         table(
             [
                 "clients",
                 "submits",
+                "DELETEs before a submit",
                 "shown frames received/expected",
                 "p50 ms",
                 "p99 ms",

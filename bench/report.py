@@ -196,6 +196,12 @@ def fanout_target(doc: dict[str, Any]) -> list[Target]:
         return [Target("1,000 WebSocket clients: delivery p99 <= 50 ms", "-", "not measured at scale")]
     row = rows[0]
     measured = f"{row['p99_ms']:.1f} ms with {row['clients']:,} clients"
+    if "client_procs" in row:  # results before the clients were spread over processes lack these
+        client = doc["results"]["config"].get("client", "websockets")
+        measured += (
+            f" ({client} clients in {row['client_procs']} processes using {row['client_cpus']:.2f} CPUs, "
+            f"server {row['server_cpus']:.2f} CPUs; {row['clears_before_submit']} DELETEs before a submit)"
+        )
     return [Target("1,000 WebSocket clients: delivery p99 <= 50 ms", measured, _status(row["p99_ms"] <= 50))]
 
 
