@@ -1,9 +1,12 @@
-"""Seeding a fleet of banners in-process, and running a server under test as a child process."""
+"""Seeding a fleet of banners (in-process, or through `airdisplay banners import`), and running a server
+under test as a child process."""
 
 from __future__ import annotations
 
 import asyncio
 import os
+import re
+import shlex
 import shutil
 import signal
 import socket
@@ -89,6 +92,85 @@ async def seed_fleet(
     started = time.perf_counter()
     await runtime.stop()
     return SeedResult(count, seconds, time.perf_counter() - started, peak)
+
+
+@dataclass(frozen=True)
+class ImportRun:
+    """One `airdisplay banners import` of a generated fleet file, as an operator would run it."""
+
+    count: int
+    csv_seconds: float  # writing the CSV file (not part of the import)
+    csv_bytes: int
+    seconds: float  # wall time of the import process, start to exit
+    importer_seconds: float  # the time the importer reports itself (after its interpreter started)
+    peak_rss_mb: float  # the import process's peak RSS (wait4's ru_maxrss)
+    cpu_seconds: float  # its user + system CPU time
+    tokens_bytes: int  # size of the --tokens-out file; 0 without tokens
+
+    @property
+    def per_second(self) -> float:
+        return self.count / self.seconds
+
+
+def write_fleet_csv(path: Path, count: int) -> None:
+    """The fleet file `airdisplay banners import` reads: header `id,name`, banners b0000000.. in order."""
+    rows_per_write = 100_000
+    with path.open("w", encoding="utf-8", newline="") as handle:
+        handle.write("id,name\n")
+        for start in range(0, count, rows_per_write):
+            numbers = range(start, min(start + rows_per_write, count))
+            handle.write("".join(f"{banner_id(n)},Banner {n}\n" for n in numbers))
+
+
+def import_fleet_file(
+    data_dir: Path, work_dir: Path, count: int, *, tokens: bool = True, progress: bool = True
+) -> ImportRun:
+    """Write a fleet file of `count` banners and register it with `airdisplay banners import`.
+
+    With `tokens`, the import issues device tokens to `--tokens-out` (what a fleet needs to connect its
+    banners). The importer's output goes to work_dir/import.log; a non-zero exit raises RuntimeError.
+    """
+    source = work_dir / "fleet.csv"
+    started = time.perf_counter()
+    write_fleet_csv(source, count)
+    csv_seconds = time.perf_counter() - started
+    tokens_path = work_dir / "device-tokens.csv"
+    argv = airdisplay_command() + ["banners", "import", str(source), "--data-dir", str(data_dir)]
+    if tokens:
+        argv += ["--tokens-out", str(tokens_path)]
+    log_path = work_dir / "import.log"
+    with log_path.open("wb") as log:
+        started = time.perf_counter()
+        proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    # wait4, not Popen.wait: its rusage is this child's own (peak RSS and CPU), not all children's so far.
+    last_report = started
+    while True:
+        pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+        if pid:
+            break
+        time.sleep(0.05)
+        if progress and time.perf_counter() - last_report >= 10:
+            last_report = time.perf_counter()
+            lines = log_path.read_text(errors="replace").splitlines()
+            print(f"  import: {lines[-1].strip() if lines else 'starting'}", file=sys.stderr, flush=True)
+    seconds = time.perf_counter() - started
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    output = log_path.read_text(errors="replace")
+    if proc.returncode != 0:
+        raise RuntimeError(f"{shlex.join(argv)} exited with {proc.returncode}: {output[-500:]}")
+    reported = re.search(r"imported ([\d,]+) banners in ([\d.]+) s", output)
+    if reported is None or int(reported[1].replace(",", "")) != count:
+        raise RuntimeError(f"the import did not report {count:,} banners: {output[-500:]}")
+    return ImportRun(
+        count=count,
+        csv_seconds=csv_seconds,
+        csv_bytes=source.stat().st_size,
+        seconds=seconds,
+        importer_seconds=float(reported[2]),
+        peak_rss_mb=usage.ru_maxrss / 1024,  # kilobytes on Linux
+        cpu_seconds=usage.ru_utime + usage.ru_stime,
+        tokens_bytes=tokens_path.stat().st_size if tokens else 0,
+    )
 
 
 def free_port() -> int:

@@ -136,17 +136,25 @@ def registered_target(doc: dict[str, Any]) -> list[Target]:
     res = doc["results"]
     scale = _scale(res["banners"], 10_000_000)
     status = "not measured at scale" if scale else None
-    peak = max(res["peak_rss_ready_mb"], res["peak_rss_listed_mb"])
+    how = {"import": ", `banners import`", "runtime": ", in-process seed"}.get(res.get("seed_method", ""), "")
+    # The first start after seeding is measured apart (results before it was: absent); it may do
+    # one-off work on the fleet, so the target is taken against the slower of the two starts.
+    first = res.get("startup_first_s")
+    peak = max(res["peak_rss_ready_mb"], res["peak_rss_listed_mb"], res.get("peak_rss_first_mb", 0.0))
+    startup = max(res["startup_s"], first or 0.0)
+    starts = (
+        f"first start {first:.2f} s, next {res['startup_s']:.2f} s" if first else f"{res['startup_s']:.2f} s"
+    )
     return [
         Target(
             "10M registered banners: server RSS <= 300 MB",
-            f"peak {peak:,.0f} MB after listing{scale}",
+            f"peak {peak:,.0f} MB over start-ups and listing{how}{scale}",
             status or _status(peak <= 300),
         ),
         Target(
             "10M registered banners: start-up < 2 s",
-            f"{res['startup_s']:.2f} s to /readyz{scale}",
-            status or _status(res["startup_s"] < 2.0),
+            f"{starts} to /readyz{how}{scale}",
+            status or _status(startup < 2.0),
         ),
     ]
 
@@ -188,6 +196,12 @@ def fanout_target(doc: dict[str, Any]) -> list[Target]:
         return [Target("1,000 WebSocket clients: delivery p99 <= 50 ms", "-", "not measured at scale")]
     row = rows[0]
     measured = f"{row['p99_ms']:.1f} ms with {row['clients']:,} clients"
+    if "client_procs" in row:  # results before the clients were spread over processes lack these
+        client = doc["results"]["config"].get("client", "websockets")
+        measured += (
+            f" ({client} clients in {row['client_procs']} processes using {row['client_cpus']:.2f} CPUs, "
+            f"server {row['server_cpus']:.2f} CPUs; {row['clears_before_submit']} DELETEs before a submit)"
+        )
     return [Target("1,000 WebSocket clients: delivery p99 <= 50 ms", measured, _status(row["p99_ms"] <= 50))]
 
 
