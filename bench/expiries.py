@@ -34,6 +34,7 @@ from _report import (
     wait_for_quiet_machine,
     write_json,
 )
+from airdisplay.cli import tune_garbage_collector
 from airdisplay.domain import BannerChanged, BannerRules, ChangeKind
 from airdisplay.runtimes import EmbeddedRuntime
 
@@ -307,6 +308,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.cpu is not None:
         os.sched_setaffinity(0, {args.cpu})
+    tune_garbage_collector()  # the collector settings `airdisplay serve` runs with (cli.py)
     before = conditions() if args.no_wait else wait_for_quiet_machine(args.max_wait)
     others = ForeignLoad()
     tmp = Path(tempfile.mkdtemp(prefix="airdisplay-bench-"))

@@ -284,7 +284,7 @@ def serve(
     from .api import create_app
 
     app = create_app(settings)
-    _tune_garbage_collector()
+    tune_garbage_collector()
     uvicorn.run(
         app,
         host=settings.host,
@@ -317,7 +317,7 @@ def uvicorn_options() -> dict[str, Any]:
     }
 
 
-def _tune_garbage_collector() -> None:
+def tune_garbage_collector() -> None:
     """Move start-up objects out of the collector's way and collect less often (see GC_GEN0_THRESHOLD)."""
     gc.collect()
     gc.freeze()
