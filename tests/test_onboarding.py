@@ -115,3 +115,11 @@ def test_cli_reports_the_line_and_exits_non_zero(tmp_path):
     assert "Traceback" not in result.stderr
     result = run_import(write_csv(tmp_path / "good.csv", ["ok-1,One", "ok-2,Two"]), tmp_path / "d")
     assert result.returncode == 0 and "imported 2 banners" in result.stdout
+
+
+def test_the_import_builds_the_search_index_so_the_first_start_does_not(tmp_path):
+    source = write_csv(tmp_path / "fleet.csv", ["s1,Alpha", "s2,Beta"])
+    import_fleet(tmp_path / "data", source, tokens_out=None)
+    with sqlite3.connect(tmp_path / "data" / "airdisplay.db") as conn:
+        indexes = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
+    assert "state_banner_name" in indexes

@@ -20,10 +20,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from .actors import SqliteStore, StoreError
+from .actors import SqliteStore, StoreError, field_index_sql
 from .domain import DomainError, register_banner
 from .runtimes.behaviour import BANNER_KEY, DEVICE_TOKEN_KEY, new_device_token
-from .runtimes.embedded import BANNER_ACTOR_TYPE, DATABASE_FILE
+from .runtimes.embedded import BANNER_ACTOR_TYPE, DATABASE_FILE, SEARCH_INDEX
 
 #: Rows per executemany call: large enough to amortise the call, small enough for a steady progress line.
 CHUNK_ROWS = 5_000
@@ -95,6 +95,8 @@ def import_fleet(
             imported += _write_chunk(conn, chunk, now, tokens)
         if imported == 0:
             raise FleetFileError(2, "the file has a header but no banners")
+        # The server's search index, built once here (a no-op if it exists) and not on its first start.
+        conn.execute(field_index_sql(*SEARCH_INDEX))
         conn.execute("COMMIT")
     except BaseException:
         if conn.in_transaction:

@@ -5,7 +5,7 @@ from ._batching import BatchHandler, ReminderBatching, ReminderEffect
 from ._host import DEFAULT_IDLE_TIMEOUT, ActorHost
 from ._records import ReminderRecord
 from ._state import ActorStateManager
-from ._store import SqliteStore
+from ._store import SqliteStore, field_index_sql
 from .exceptions import (
     ActivationFailed,
     RuntimeClosed,
@@ -28,6 +28,7 @@ __all__ = [
     "ReminderRecord",
     "RuntimeClosed",
     "SqliteStore",
+    "field_index_sql",
     "StoreError",
     "UnknownActorMethod",
     "UnknownActorType",

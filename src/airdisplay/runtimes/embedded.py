@@ -26,6 +26,8 @@ from .behaviour import BANNER_KEY, EXPIRE_REMINDER, BannerBehaviour, Registratio
 log = logging.getLogger("airdisplay.embedded")
 
 BANNER_ACTOR_TYPE = "banner"
+#: Banners are searched by name prefix (GET /api/v1/banners?q=); the store indexes that field.
+SEARCH_INDEX = (BANNER_KEY, "name")
 DATABASE_FILE = "airdisplay.db"
 
 
@@ -83,7 +85,7 @@ class EmbeddedRuntime(BannerRuntime):
 
     async def start(self) -> None:
         await self.host.start()
-        self.host.store.ensure_field_index(BANNER_KEY, "name")
+        self.host.store.ensure_field_index(*SEARCH_INDEX)
         self._running = True
 
     async def stop(self) -> None:

@@ -1,11 +1,9 @@
-"""The `airdisplay` command line: `airdisplay serve` runs the service."""
+"""`airdisplay serve`: the service, with every option also read from AIRDISPLAY_* variables."""
 
 from __future__ import annotations
 
 import gc
 import logging
-import os
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -13,11 +11,12 @@ import click
 import uvicorn
 from pydantic import SecretStr, ValidationError
 
-from . import __version__
-from .access import Blocklist, KeyRing, KeysFile, Role, UnknownKey
-from .actors import SqliteStore, StoreError
-from .config import Settings
-from .runtimes.embedded import DATABASE_FILE
+from ..access import Blocklist, KeyRing
+from ..actors import SqliteStore, StoreError
+from ..config import Settings
+from ..runtimes.embedded import DATABASE_FILE
+from ._common import fail as _fail
+from ._common import secret as _secret
 
 #: Largest WebSocket frame a client may send: a subscribe frame for 1,000 ids of 64 characters fits.
 WS_MAX_FRAME = 256 * 1024
@@ -25,13 +24,7 @@ WS_MAX_FRAME = 256 * 1024
 SHUTDOWN_GRACE_SECONDS = 5
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "auto_envvar_prefix": "AIRDISPLAY"})
-@click.version_option(__version__, prog_name="airdisplay")
-def main() -> None:
-    """AirDisplay: electronic aircraft banners as durable virtual actors."""
-
-
-@main.command()
+@click.command()
 @click.option(
     "--host",
     envvar="AIRDISPLAY_HOST",
@@ -281,7 +274,7 @@ def serve(
             "create one with 'airdisplay keys create --role operator'",
             host,
         )
-    from .api import create_app
+    from ..api import create_app
 
     app = create_app(settings)
     tune_garbage_collector()
@@ -323,283 +316,3 @@ def tune_garbage_collector() -> None:
     gc.freeze()
     _, gen1, gen2 = gc.get_threshold()
     gc.set_threshold(GC_GEN0_THRESHOLD, gen1, gen2)
-
-
-def _secret(variable: str) -> SecretStr | None:
-    value = os.environ.get(variable)
-    return SecretStr(value) if value else None
-
-
-def _fail(message: str) -> None:
-    click.echo(f"airdisplay: error: {message}", err=True)
-    sys.exit(2)
-
-
-_DATA_DIR_OPTION = click.option(
-    "--data-dir",
-    envvar="AIRDISPLAY_DATA_DIR",
-    type=click.Path(path_type=Path, file_okay=False),
-    default=Path("./data"),
-    show_default=True,
-    help="The server's data directory, which holds keys.json [env AIRDISPLAY_DATA_DIR].",
-)
-
-
-@main.group()
-def keys() -> None:
-    """API keys: create, list and revoke (a running server picks changes up within a second)."""
-
-
-@keys.command("create")
-@click.option(
-    "--role",
-    type=click.Choice([r.value for r in Role]),
-    required=True,
-    help="operator: everything; submitter: submit messages when submitting needs a key.",
-)
-@click.option("--label", default="", help="A note saying whose key it is.")
-@_DATA_DIR_OPTION
-def keys_create(role: str, label: str, data_dir: Path) -> None:
-    """Create a key and print it once: only its hash is stored."""
-    try:
-        record, key = KeysFile(data_dir).create(Role(role), label)
-    except (ValueError, OSError) as exc:
-        _fail(str(exc))
-    click.echo(key)
-    click.echo(f"created {record.role.value} key {record.id}; it is shown only now, keep it secret", err=True)
-
-
-@keys.command("list")
-@_DATA_DIR_OPTION
-def keys_list(data_dir: Path) -> None:
-    """List the keys (ids, roles, labels; never secrets)."""
-    try:
-        records = KeysFile(data_dir).load()
-    except ValueError as exc:
-        _fail(str(exc))
-    for record in records:
-        click.echo(f"{record.id}  {record.role.value:<9}  {record.created_at}  {record.label}")
-
-
-@keys.command("revoke")
-@click.argument("key_id")
-@_DATA_DIR_OPTION
-def keys_revoke(key_id: str, data_dir: Path) -> None:
-    """Revoke a key by its id; a running server refuses it within a second."""
-    try:
-        record = KeysFile(data_dir).revoke(key_id)
-    except (UnknownKey, ValueError, OSError) as exc:
-        _fail(str(exc))
-    click.echo(f"revoked {record.role.value} key {record.id}", err=True)
-
-
-@main.command()
-@click.option("--url", default="http://127.0.0.1:8000", show_default=True, help="AirDisplay server URL.")
-@click.option(
-    "--banners",
-    type=click.IntRange(1, 1_000_000),
-    default=100,
-    show_default=True,
-    help="How many banners to simulate.",
-)
-@click.option("--prefix", default="sim-", show_default=True, help="Id prefix of the simulated banners.")
-@click.option(
-    "--create/--no-create",
-    default=False,
-    show_default=True,
-    help="Register missing banners (otherwise their device tokens are rotated).",
-)
-@click.option(
-    "--api-key",
-    envvar=["AIRDISPLAY_OPERATOR_KEY", "AIRDISPLAY_API_KEY"],
-    default=None,
-    help="Operator key: registers banners on a server that has keys, and its submits are not rate-limited "
-    "[env AIRDISPLAY_OPERATOR_KEY].",
-)
-@click.option(
-    "--ack-delay",
-    type=float,
-    default=0.0,
-    show_default=True,
-    help="Seconds a banner takes to show a display before acknowledging it.",
-)
-@click.option(
-    "--duration", type=float, default=None, help="Stop after this many seconds (default: run until Ctrl+C)."
-)
-@click.option(
-    "--submit-rate",
-    type=float,
-    default=0.0,
-    show_default=True,
-    help="Messages per second to submit to random free banners, measuring delivery and ack round trip.",
-)
-@click.option("--connect-rate", type=float, default=500.0, show_default=True, help="New links per second.")
-@click.option("--drop-every", type=float, default=None, help="Every N seconds drop a fraction of the links.")
-@click.option(
-    "--drop-fraction", type=float, default=0.1, show_default=True, help="Fraction of links to drop."
-)
-@click.option(
-    "--down-seconds", type=float, default=5.0, show_default=True, help="How long dropped links stay down."
-)
-@click.option(
-    "--settle",
-    type=float,
-    default=0.0,
-    show_default=True,
-    help="Seconds to wait after all links connect before submitting (lets the connect wave drain).",
-)
-@click.option(
-    "--report", type=click.Path(path_type=Path), default=None, help="Write the final summary as JSON here."
-)
-def simulate(
-    url: str,
-    banners: int,
-    prefix: str,
-    create: bool,
-    api_key: str | None,
-    ack_delay: float,
-    duration: float | None,
-    submit_rate: float,
-    connect_rate: float,
-    drop_every: float | None,
-    drop_fraction: float,
-    down_seconds: float,
-    settle: float,
-    report: Path | None,
-) -> None:
-    """Bring a fleet of simulated banners to life against a running server (SIGUSR1 drops some links)."""
-    import asyncio
-    import json
-
-    from .simulator import Fleet, SimulationConfig
-
-    config = SimulationConfig(
-        url=url,
-        banners=banners,
-        prefix=prefix,
-        create=create,
-        api_key=api_key,
-        ack_delay=ack_delay,
-        duration=duration,
-        submit_rate=submit_rate,
-        connect_rate=connect_rate,
-        drop_every=drop_every,
-        drop_fraction=drop_fraction,
-        down_seconds=down_seconds,
-        settle_seconds=settle,
-    )
-    try:
-        summary = asyncio.run(Fleet(config).run())
-    except KeyboardInterrupt:
-        return
-    except (RuntimeError, OSError) as exc:
-        _fail(str(exc))
-    text = json.dumps(summary, indent=2)
-    click.echo(text)
-    if report is not None:
-        report.write_text(text + "\n")
-
-
-@main.group()
-def dapr() -> None:
-    """Tools for running AirDisplay on Dapr."""
-
-
-@dapr.command("check")
-@click.option(
-    "--resources-path",
-    type=click.Path(path_type=Path),
-    default=Path("deploy/dapr/components"),
-    show_default=True,
-    help="Directory of Dapr component files.",
-)
-@click.option(
-    "--run-file",
-    type=click.Path(path_type=Path),
-    default=None,
-    help="A `dapr run -f` file to check too (default: deploy/dapr/dapr.yaml when it exists).",
-)
-@click.option(
-    "--port",
-    envvar="AIRDISPLAY_PORT",
-    type=int,
-    default=8000,
-    show_default=True,
-    help="The port AirDisplay serves on [env AIRDISPLAY_PORT].",
-)
-@click.option(
-    "--app-port",
-    envvar="APP_PORT",
-    type=int,
-    default=None,
-    help="The port daprd calls the app on (daprd --app-port) [env APP_PORT].",
-)
-@click.option(
-    "--pubsub",
-    envvar="AIRDISPLAY_DAPR_PUBSUB",
-    default="pubsub",
-    show_default=True,
-    help="Pub/sub component name [env AIRDISPLAY_DAPR_PUBSUB].",
-)
-def dapr_check(
-    resources_path: Path, run_file: Path | None, port: int, app_port: int | None, pubsub: str
-) -> None:
-    """Validate the Dapr components and settings before daprd starts; exits 1 on any error."""
-    from .runtimes.dapr._check import Expectations, check_dapr_setup
-
-    if (
-        run_file is None
-        and Path("deploy/dapr/dapr.yaml").exists()
-        and resources_path == Path("deploy/dapr/components")
-    ):
-        run_file = Path("deploy/dapr/dapr.yaml")
-    expect = Expectations(
-        pubsub=pubsub, app_port=port, dapr_app_port=app_port, dapr_http_port=os.environ.get("DAPR_HTTP_PORT")
-    )
-    findings = check_dapr_setup(resources_path, expect, run_file)
-    for finding in findings:
-        click.echo(str(finding), err=finding.level == "error")
-    errors = sum(1 for f in findings if f.level == "error")
-    checked = f"{resources_path}" + (f" and {run_file}" if run_file else "")
-    if errors:
-        click.echo(f"dapr check: {errors} error(s) in {checked}", err=True)
-        sys.exit(1)
-    click.echo(f"dapr check: {checked} look right ({len(findings)} warning(s))")
-
-
-@main.group()
-def banners() -> None:
-    """Fleet administration."""
-
-
-@banners.command("import")
-@click.argument("source", type=click.Path(path_type=Path, exists=True, dir_okay=False))
-@click.option(
-    "--data-dir",
-    envvar="AIRDISPLAY_DATA_DIR",
-    type=click.Path(path_type=Path),
-    default=Path("./data"),
-    show_default=True,
-    help="Directory of the SQLite database [env AIRDISPLAY_DATA_DIR].",
-)
-@click.option(
-    "--tokens-out",
-    type=click.Path(path_type=Path, dir_okay=False),
-    default=None,
-    help="Write each banner's device token here (CSV, mode 0600); without it no tokens are issued.",
-)
-def import_banners(source: Path, data_dir: Path, tokens_out: Path | None) -> None:
-    """Register the banners of a CSV file (header `id,name`), all of them or none."""
-    from .onboarding import FleetFileError, import_fleet
-
-    def progress(count: int) -> None:
-        click.echo(f"  {count:,} banners checked and written ...", err=True)
-
-    try:
-        result = import_fleet(data_dir, source, tokens_out=tokens_out, progress=progress)
-    except FleetFileError as exc:
-        _fail(f"{source}: {exc}; nothing was imported")
-    except StoreError as exc:
-        _fail(str(exc))
-    rate = result.banners / result.seconds if result.seconds else 0
-    click.echo(f"imported {result.banners:,} banners in {result.seconds:.1f} s ({rate:,.0f}/s)")

@@ -1,0 +1,24 @@
+"""The `airdisplay` command line: `serve` runs the service; `keys`, `banners`, `simulate`, `dapr` help."""
+
+from __future__ import annotations
+
+import click
+
+from .. import __version__
+from ._banners import banners
+from ._dapr import dapr
+from ._keys import keys
+from ._serve import GC_GEN0_THRESHOLD, WS_MAX_FRAME, serve, tune_garbage_collector, uvicorn_options
+from ._simulate import simulate
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "auto_envvar_prefix": "AIRDISPLAY"})
+@click.version_option(__version__, prog_name="airdisplay")
+def main() -> None:
+    """AirDisplay: electronic aircraft banners as durable virtual actors."""
+
+
+for command in (serve, keys, simulate, dapr, banners):
+    main.add_command(command)
+
+__all__ = ["GC_GEN0_THRESHOLD", "WS_MAX_FRAME", "main", "tune_garbage_collector", "uvicorn_options"]

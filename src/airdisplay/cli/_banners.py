@@ -1,0 +1,48 @@
+"""`airdisplay banners import`: onboard a fleet from a CSV file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from ..actors import StoreError
+from ._common import fail as _fail
+
+
+@click.group()
+def banners() -> None:
+    """Fleet administration."""
+
+
+@banners.command("import")
+@click.argument("source", type=click.Path(path_type=Path, exists=True, dir_okay=False))
+@click.option(
+    "--data-dir",
+    envvar="AIRDISPLAY_DATA_DIR",
+    type=click.Path(path_type=Path),
+    default=Path("./data"),
+    show_default=True,
+    help="Directory of the SQLite database [env AIRDISPLAY_DATA_DIR].",
+)
+@click.option(
+    "--tokens-out",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    help="Write each banner's device token here (CSV, mode 0600); without it no tokens are issued.",
+)
+def import_banners(source: Path, data_dir: Path, tokens_out: Path | None) -> None:
+    """Register the banners of a CSV file (header `id,name`), all of them or none."""
+    from ..onboarding import FleetFileError, import_fleet
+
+    def progress(count: int) -> None:
+        click.echo(f"  {count:,} banners checked and written ...", err=True)
+
+    try:
+        result = import_fleet(data_dir, source, tokens_out=tokens_out, progress=progress)
+    except FleetFileError as exc:
+        _fail(f"{source}: {exc}; nothing was imported")
+    except StoreError as exc:
+        _fail(str(exc))
+    rate = result.banners / result.seconds if result.seconds else 0
+    click.echo(f"imported {result.banners:,} banners in {result.seconds:.1f} s ({rate:,.0f}/s)")

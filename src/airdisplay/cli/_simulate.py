@@ -1,0 +1,116 @@
+"""`airdisplay simulate`: a fleet of simulated banners speaking the device protocol."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from ._common import fail as _fail
+
+
+@click.command()
+@click.option("--url", default="http://127.0.0.1:8000", show_default=True, help="AirDisplay server URL.")
+@click.option(
+    "--banners",
+    type=click.IntRange(1, 1_000_000),
+    default=100,
+    show_default=True,
+    help="How many banners to simulate.",
+)
+@click.option("--prefix", default="sim-", show_default=True, help="Id prefix of the simulated banners.")
+@click.option(
+    "--create/--no-create",
+    default=False,
+    show_default=True,
+    help="Register missing banners (otherwise their device tokens are rotated).",
+)
+@click.option(
+    "--api-key",
+    envvar=["AIRDISPLAY_OPERATOR_KEY", "AIRDISPLAY_API_KEY"],
+    default=None,
+    help="Operator key: registers banners on a server that has keys, and its submits are not rate-limited "
+    "[env AIRDISPLAY_OPERATOR_KEY].",
+)
+@click.option(
+    "--ack-delay",
+    type=float,
+    default=0.0,
+    show_default=True,
+    help="Seconds a banner takes to show a display before acknowledging it.",
+)
+@click.option(
+    "--duration", type=float, default=None, help="Stop after this many seconds (default: run until Ctrl+C)."
+)
+@click.option(
+    "--submit-rate",
+    type=float,
+    default=0.0,
+    show_default=True,
+    help="Messages per second to submit to random free banners, measuring delivery and ack round trip.",
+)
+@click.option("--connect-rate", type=float, default=500.0, show_default=True, help="New links per second.")
+@click.option("--drop-every", type=float, default=None, help="Every N seconds drop a fraction of the links.")
+@click.option(
+    "--drop-fraction", type=float, default=0.1, show_default=True, help="Fraction of links to drop."
+)
+@click.option(
+    "--down-seconds", type=float, default=5.0, show_default=True, help="How long dropped links stay down."
+)
+@click.option(
+    "--settle",
+    type=float,
+    default=0.0,
+    show_default=True,
+    help="Seconds to wait after all links connect before submitting (lets the connect wave drain).",
+)
+@click.option(
+    "--report", type=click.Path(path_type=Path), default=None, help="Write the final summary as JSON here."
+)
+def simulate(
+    url: str,
+    banners: int,
+    prefix: str,
+    create: bool,
+    api_key: str | None,
+    ack_delay: float,
+    duration: float | None,
+    submit_rate: float,
+    connect_rate: float,
+    drop_every: float | None,
+    drop_fraction: float,
+    down_seconds: float,
+    settle: float,
+    report: Path | None,
+) -> None:
+    """Bring a fleet of simulated banners to life against a running server (SIGUSR1 drops some links)."""
+    import asyncio
+    import json
+
+    from ..simulator import Fleet, SimulationConfig
+
+    config = SimulationConfig(
+        url=url,
+        banners=banners,
+        prefix=prefix,
+        create=create,
+        api_key=api_key,
+        ack_delay=ack_delay,
+        duration=duration,
+        submit_rate=submit_rate,
+        connect_rate=connect_rate,
+        drop_every=drop_every,
+        drop_fraction=drop_fraction,
+        down_seconds=down_seconds,
+        settle_seconds=settle,
+    )
+    try:
+        summary = asyncio.run(Fleet(config).run())
+    except KeyboardInterrupt:
+        return
+    except (RuntimeError, OSError) as exc:
+        _fail(str(exc))
+    text = json.dumps(summary, indent=2)
+    click.echo(text)
+    if report is not None:
+        report.write_text(text + "\n")
