@@ -268,7 +268,9 @@ def write_report(results: Path, out: Path, failed: list[str]) -> Path:
         parts += [scenario_markdown(md.read_text(), scenario.title), ""]
     finished = [(name, doc) for name, doc in docs.items() if doc]
     if finished:
-        machine = dict(finished[-1][1]["machine"])
+        machine: dict[str, str] = {}
+        for _, doc in finished:  # rows only some scenarios record (PostgreSQL, Redis, wrk) are kept too
+            machine |= doc["machine"]
         for key in (
             "AirDisplay source",
             "load average (1/5/15 min) at the end",
