@@ -33,11 +33,12 @@ log = logging.getLogger("airdisplay.reminders")
 
 #: Reminders read per page. 5,000 rows of ~150 B: under 1 MB of memory, a ~10 ms read here.
 PAGE_SIZE = 5000
-#: Reminders firing at once. Enough for a few batches in the pipeline (one being read, one applied, one
-#: committing: a commit takes a few ms here and holds up to 1,000 changes) without unbounded concurrency.
-MAX_IN_FLIGHT = 4000
-#: Reminders handed to the host at once: one group commit's worth (the store's MAX_BATCH).
-BATCH_SIZE = 1000
+#: Reminders firing at once: a few batches in the pipeline (one being read, one applied, one committing).
+MAX_IN_FLIGHT = 1000
+#: Reminders handed to the host at once. Smaller batches free their objects sooner: on 100,000 overdue
+#: expiries here, 250 (with 1,000 in flight) spent 0.44 s in the garbage collector against 0.69 s for
+#: 1,000 (with 4,000), at the same or better throughput (~27k/s, one core).
+BATCH_SIZE = 250
 RETRY_FIRST_DELAY = 0.5
 RETRY_MAX_DELAY = 60.0
 
