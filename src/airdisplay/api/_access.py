@@ -17,6 +17,7 @@ from collections.abc import Callable
 
 from fastapi.responses import JSONResponse
 from starlette.requests import HTTPConnection
+from starlette.websockets import WebSocket
 
 from ..access import Blocklist, ConnectionLimiter, KeyRing, Principal, RateLimiter, Role, retry_after_seconds
 from ..config import Settings
@@ -128,6 +129,20 @@ class AccessControl:
                 released = True
                 self.streams.release(client)
 
+        return release
+
+    async def accept_stream(self, websocket: WebSocket) -> Callable[[], None] | None:
+        """Accept a WebSocket stream within the client's quota: its release function, or None when the
+        handshake was refused with 429 (then the route just returns)."""
+        release = self.open_stream(websocket)
+        if release is None:
+            await websocket.send_denial_response(self.too_many_streams())
+            return None
+        try:
+            await websocket.accept()
+        except BaseException:
+            release()
+            raise
         return release
 
     def too_many_streams(self) -> JSONResponse:

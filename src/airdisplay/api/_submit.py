@@ -27,6 +27,7 @@ from ..domain import BANNER_ID_PATTERN, Banner, BannerBusy, SubmitOutcome
 from ..runtimes import BannerRuntime
 from ._access import AccessControl
 from ._headers import SECURITY_HEADERS
+from .deps import is_json_media
 from .problems import ProblemError
 from .schemas import MessageSubmit
 
@@ -120,7 +121,7 @@ class SubmitFastPath:
                 length = length or value
             elif name == b"origin" and self.cors:
                 return None
-        if not _is_json(content_type) or length is None or not length.isdigit():
+        if not is_json_media(_text(content_type)) or length is None or not length.isdigit():
             return None
         return found.group(1) if int(length) <= self.max_body_bytes else None
 
@@ -190,13 +191,6 @@ def _headers(scope: Scope) -> dict[bytes, bytes]:
 
 def _text(value: bytes | None) -> str | None:
     return None if value is None else value.decode("latin-1")
-
-
-def _is_json(content_type: bytes | None) -> bool:
-    if content_type is None:
-        return False
-    media = content_type.split(b";", 1)[0].strip().lower()
-    return media == b"application/json" or (media.startswith(b"application/") and media.endswith(b"+json"))
 
 
 async def _read_body(receive: Receive, limit: int) -> bytes:

@@ -60,10 +60,15 @@ Operator = Depends(require_operator)
 Submitter = Depends(admit_submit)
 
 
+def is_json_media(content_type: str | None) -> bool:
+    """True for `application/json` and `application/*+json`, with or without parameters."""
+    media = (content_type or "").split(";", 1)[0].strip().lower()
+    return media == "application/json" or (media.startswith("application/") and media.endswith("+json"))
+
+
 async def require_json(content_type: Annotated[str | None, Header(include_in_schema=False)] = None) -> None:
     """Bodies are JSON; anything else is refused with 415 instead of a confusing validation error."""
-    media = (content_type or "").split(";", 1)[0].strip().lower()
-    if media != "application/json" and not (media.startswith("application/") and media.endswith("+json")):
+    if not is_json_media(content_type):
         raise ProblemError(
             415,
             "Unsupported Media Type",

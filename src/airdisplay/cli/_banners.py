@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from ..actors import StoreError
+from ._common import DATABASE_DIR_OPTION
 from ._common import fail as _fail
 
 
@@ -17,14 +18,7 @@ def banners() -> None:
 
 @banners.command("import")
 @click.argument("source", type=click.Path(path_type=Path, exists=True, dir_okay=False))
-@click.option(
-    "--data-dir",
-    envvar="AIRDISPLAY_DATA_DIR",
-    type=click.Path(path_type=Path),
-    default=Path("./data"),
-    show_default=True,
-    help="Directory of the SQLite database [env AIRDISPLAY_DATA_DIR].",
-)
+@DATABASE_DIR_OPTION
 @click.option(
     "--tokens-out",
     type=click.Path(path_type=Path, dir_okay=False),

@@ -21,6 +21,14 @@ def fail(message: str) -> NoReturn:
     sys.exit(2)
 
 
+DATABASE_DIR_OPTION = click.option(
+    "--data-dir",
+    envvar="AIRDISPLAY_DATA_DIR",
+    type=click.Path(path_type=Path),
+    default=Path("./data"),
+    show_default=True,
+    help="Directory of the SQLite database [env AIRDISPLAY_DATA_DIR].",
+)
 DATA_DIR_OPTION = click.option(
     "--data-dir",
     envvar="AIRDISPLAY_DATA_DIR",

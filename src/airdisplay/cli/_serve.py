@@ -15,6 +15,7 @@ from ..access import Blocklist, KeyRing
 from ..actors import SqliteStore, StoreError
 from ..config import Settings
 from ..runtimes.embedded import DATABASE_FILE
+from ._common import DATABASE_DIR_OPTION
 from ._common import fail as _fail
 from ._common import secret as _secret
 
@@ -40,14 +41,7 @@ SHUTDOWN_GRACE_SECONDS = 5
     show_default=True,
     help="Port to listen on [env AIRDISPLAY_PORT].",
 )
-@click.option(
-    "--data-dir",
-    envvar="AIRDISPLAY_DATA_DIR",
-    type=click.Path(path_type=Path),
-    default=Path("./data"),
-    show_default=True,
-    help="Directory of the SQLite database [env AIRDISPLAY_DATA_DIR].",
-)
+@DATABASE_DIR_OPTION
 @click.option(
     "--message-seconds",
     envvar="AIRDISPLAY_MESSAGE_SECONDS",

@@ -78,15 +78,9 @@ async def legacy_ws(websocket: WebSocket) -> None:
     app = websocket.app
     hub: StreamHub = app.state.hub
     access: AccessControl = app.state.access
-    release = access.open_stream(websocket)
+    release = await access.accept_stream(websocket)
     if release is None:
-        await websocket.send_denial_response(access.too_many_streams())
         return
-    try:
-        await websocket.accept()
-    except BaseException:
-        release()
-        raise
     subscriber = Subscriber(app.state.settings.send_buffer)
     hub.watch_all(subscriber)
     try:

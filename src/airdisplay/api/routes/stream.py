@@ -129,15 +129,9 @@ async def stream(websocket: WebSocket, banners: Annotated[str | None, Query()] =
     runtime: BannerRuntime = app.state.runtime
     settings = app.state.settings
     access: AccessControl = app.state.access
-    release = access.open_stream(websocket)
+    release = await access.accept_stream(websocket)
     if release is None:
-        await websocket.send_denial_response(access.too_many_streams())
         return
-    try:
-        await websocket.accept()
-    except BaseException:
-        release()
-        raise
     subscriber = Subscriber(settings.send_buffer)
     session = StreamSession(hub, runtime, subscriber)
     try:
