@@ -16,10 +16,22 @@ and the actor leaves memory after the batch unless calls wait for it).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 
-from ._records import ReminderRecord
+from ._activation import Activation, Activations
+from ._actor import ActivationStatus
+from ._records import ReminderBatchWrite, ReminderRecord
+from ._scheduler import ReminderScheduler
+from ._store import SqliteStore
+
+log = logging.getLogger("airdisplay.actors")
+
+#: (actor type, actor id, events of one turn or reminder) -> None: where the host hands events on.
+EventSink = Callable[[str, str, list[object]], None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,3 +57,171 @@ class ReminderBatching:
     #: State keys the handler reads; only these are loaded for it.
     keys: tuple[str, ...]
     handle: BatchHandler
+
+
+class Claim:
+    """One reminder of a batch and the actor the batch holds for it."""
+
+    __slots__ = ("record", "act", "batching", "resident", "stored", "effect")
+
+    def __init__(self, record: ReminderRecord, act: Activation, batching: ReminderBatching) -> None:
+        self.record = record
+        self.act = act
+        self.batching = batching
+        self.resident = act.status is ActivationStatus.ACTIVE
+        self.stored: dict[str, bytes] = {}
+        self.effect: ReminderEffect | None = None
+
+
+class ReminderBatches:
+    """Runs the host's reminder batches: holds idle actors, reads, applies, writes once, then publishes.
+
+    It shares the host's table of activations, store and scheduler; the host decides which due reminders
+    go into a batch (`claim` says whether an actor can be held) and runs the rest as turns.
+    """
+
+    def __init__(
+        self,
+        active: Activations,
+        store: SqliteStore,
+        scheduler: ReminderScheduler,
+        *,
+        clock: Callable[[], float],
+        event_sink: EventSink | None,
+        deactivate: Callable[[tuple[str, str]], Awaitable[None]],
+    ) -> None:
+        self._active = active
+        self._store = store
+        self._scheduler = scheduler
+        self._clock = clock
+        self._event_sink = event_sink
+        self._deactivate = deactivate
+
+    async def claim(self, key: tuple[str, str]) -> Activation | None:
+        """Hold an actor that is not in memory, or in memory and idle, for a batch; None if it is busy.
+
+        Returns without giving up the loop: the lock is free and nobody waits for it, so acquiring it
+        does not suspend, and no other task can slip in between the check and the claim.
+        """
+        act = self._active.get(key)
+        if act is None:
+            act = self._active[key] = Activation(key)  # a placeholder: NEW, activated by a waiting call
+        elif act.status is not ActivationStatus.ACTIVE or act.waiting or act.lock.locked():
+            return None
+        status = act.status
+        await act.lock.acquire()
+        if act.status is not status or self._active.get(key) is not act:  # only if acquire() suspended
+            act.lock.release()
+            return None
+        return act
+
+    async def run(self, claims: list[Claim]) -> list[ReminderRecord]:
+        """Handle reminders of held actors together: one read, one transaction; then events, then release."""
+        try:
+            await self._read_claimed(claims)
+        except Exception:
+            log.exception(
+                "reading the state of %d actors for a reminder batch failed; will retry", len(claims)
+            )
+            self._release_claims(claims)
+            return [claim.record for claim in claims]
+        now = self._clock()
+        write = ReminderBatchWrite()
+        handled: list[Claim] = []
+        failed: list[ReminderRecord] = []
+        for claim in claims:
+            record = claim.record
+            try:
+                claim.effect = effect = claim.batching.handle(record, claim.stored, now)
+            except Exception:
+                log.exception(
+                    "reminder %s of %s/%s failed; will retry", record.name, record.actor_type, record.actor_id
+                )
+                failed.append(record)
+                self._release_claims([claim])
+                continue
+            write.fired.append(record)
+            if effect is not None:
+                who = (record.actor_type, record.actor_id)
+                write.state_set.extend((*who, key, value) for key, value in effect.state_set)
+                write.state_removed.extend((*who, key) for key in effect.state_removed)
+            handled.append(claim)
+        if not handled:
+            return failed
+        pending = self._store.write_batch(write)
+        try:
+            await asyncio.shield(pending)
+        except asyncio.CancelledError:
+            # The write lands or fails as a whole whatever happens to this task; follow it first.
+            with contextlib.suppress(Exception):
+                await pending
+            self._finish_batch(handled, pending)
+            raise
+        except Exception:
+            pass  # _finish_batch sees the failure on the future
+        not_written = self._finish_batch(handled, pending)
+        if not_written:
+            return failed + not_written
+        await self._evict_idle(handled)
+        return failed
+
+    async def _read_claimed(self, claims: list[Claim]) -> None:
+        """Fill in each claim's stored state: from memory for resident actors, else one read per type."""
+        cold: dict[str, list[Claim]] = {}
+        for claim in claims:
+            if claim.resident:
+                claim.stored = claim.act.ctx.state.stored(claim.batching.keys)
+            else:
+                cold.setdefault(claim.record.actor_type, []).append(claim)
+        for actor_type, group in cold.items():
+            ids = [claim.record.actor_id for claim in group]
+            states = await self._store.read_actors(actor_type, ids, group[0].batching.keys)
+            for claim in group:
+                claim.stored = states.get(claim.record.actor_id, {})
+
+    def _finish_batch(self, handled: list[Claim], pending: asyncio.Future[bool]) -> list[ReminderRecord]:
+        """After the batch's write: publish and release on success, release unchanged on failure."""
+        error = None if pending.cancelled() else pending.exception()
+        if pending.cancelled() or error is not None:
+            log.error("writing a reminder batch of %d failed; will retry: %s", len(handled), error)
+            self._release_claims(handled)
+            return [claim.record for claim in handled]
+        sink = self._event_sink
+        for claim in handled:
+            record, effect = claim.record, claim.effect
+            self._scheduler.committed(record.actor_type, record.actor_id, (), (), fired=record)
+            if effect is None:
+                continue
+            if claim.resident:
+                claim.act.ctx.state.apply_stored(effect.state_set, effect.state_removed)
+            if effect.events and sink is not None:
+                try:
+                    sink(record.actor_type, record.actor_id, list(effect.events))
+                except Exception:
+                    log.exception("event sink failed for %s/%s", record.actor_type, record.actor_id)
+        self._release_claims(handled)
+        return []
+
+    def _release_claims(self, claims: list[Claim]) -> None:
+        """Let go of the batch's actors; placeholders nobody waits for leave memory at once.
+
+        A placeholder somebody waits for stays NEW: the waiting call activates it from the store.
+        """
+        active = self._active
+        for claim in claims:
+            act = claim.act
+            if not claim.resident and act.waiting == 0:
+                act.status = ActivationStatus.DEACTIVATED
+                if active.get(act.key) is act:
+                    del active[act.key]
+            act.lock.release()
+
+    async def _evict_idle(self, handled: list[Claim]) -> None:
+        """Deactivate the batch's resident actors that nobody has called since.
+
+        Their reminder was their last piece of work for now: keeping them until the idle timeout would
+        keep every banner of a wave in memory (DESIGN-NOTES: memory proportional to active banners).
+        """
+        for claim in handled:
+            if claim.resident:
+                await self._deactivate((claim.record.actor_type, claim.record.actor_id))

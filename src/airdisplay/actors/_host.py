@@ -37,9 +37,10 @@ from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import Any, TypeVar
 
+from ._activation import Activation, Activations
 from ._actor import ActivationStatus, Actor, ActorContext
-from ._batching import ReminderBatching, ReminderEffect
-from ._records import ReminderBatchWrite, ReminderRecord, TurnWrite
+from ._batching import Claim, EventSink, ReminderBatches, ReminderBatching
+from ._records import ReminderRecord, TurnWrite
 from ._scheduler import PAGE_SIZE, ReminderScheduler
 from ._state import ActorStateManager
 from ._store import SqliteStore
@@ -48,47 +49,11 @@ from .exceptions import ActivationFailed, RuntimeClosed, UnknownActorMethod, Unk
 log = logging.getLogger("airdisplay.actors")
 
 T = TypeVar("T")
-EventSink = Callable[[str, str, list[object]], None]
 ActorFactory = Callable[[ActorContext], Actor]
 
 #: Default idle time before an actor leaves memory (Dapr's default actorIdleTimeout is 60 min; banners
 #: are many and cheap to reload, ~1.7 KB each in memory, so we free them after a minute).
 DEFAULT_IDLE_TIMEOUT = 60.0
-
-
-class _Activation:
-    """One actor in memory, or a placeholder for one (NEW: its state not loaded yet, no context)."""
-
-    __slots__ = ("key", "context", "actor", "lock", "status", "waiting", "last_used")
-
-    def __init__(self, key: tuple[str, str]) -> None:
-        self.key = key
-        self.context: ActorContext | None = None
-        self.actor: Actor | None = None
-        self.lock = asyncio.Lock()
-        self.status = ActivationStatus.NEW
-        self.waiting = 0
-        self.last_used = time.monotonic()
-
-    @property
-    def ctx(self) -> ActorContext:
-        if self.context is None:
-            raise RuntimeError(f"actor {self.key} has no context yet: expected ACTIVE, is {self.status.name}")
-        return self.context
-
-
-class _Claim:
-    """One reminder of a batch and the actor the batch holds for it."""
-
-    __slots__ = ("record", "act", "batching", "resident", "stored", "effect")
-
-    def __init__(self, record: ReminderRecord, act: _Activation, batching: ReminderBatching) -> None:
-        self.record = record
-        self.act = act
-        self.batching = batching
-        self.resident = act.status is ActivationStatus.ACTIVE
-        self.stored: dict[str, bytes] = {}
-        self.effect: ReminderEffect | None = None
 
 
 class ActorHost:
@@ -109,9 +74,17 @@ class ActorHost:
         self._event_sink = event_sink
         self._types: dict[str, tuple[ActorFactory, frozenset[str]]] = {}
         self._batching: dict[str, ReminderBatching] = {}
-        self._active: OrderedDict[tuple[str, str], _Activation] = OrderedDict()
+        self._active: Activations = OrderedDict()
         self._scheduler = ReminderScheduler(
             store, self._fire_reminders, clock=clock, page_size=reminder_page_size or PAGE_SIZE
+        )
+        self._batches = ReminderBatches(
+            self._active,
+            store,
+            self._scheduler,
+            clock=clock,
+            event_sink=event_sink,
+            deactivate=self._deactivate,
         )
         self._sweeper: asyncio.Task[None] | None = None
         self._running = False
@@ -192,7 +165,7 @@ class ActorHost:
         except KeyError:
             raise UnknownActorType(f"no actor type {actor_type!r} is registered") from None
 
-    async def _acquire(self, actor_type: str, actor_id: str) -> _Activation:
+    async def _acquire(self, actor_type: str, actor_id: str) -> Activation:
         """Wait for the actor's turn, activating it first if needed; returns with its lock held."""
         if not self._running:
             raise RuntimeClosed("the actor host is not running")
@@ -201,7 +174,7 @@ class ActorHost:
         while True:
             act = self._active.get(key)
             if act is None:
-                act = self._active[key] = _Activation(key)
+                act = self._active[key] = Activation(key)
             act.waiting += 1
             try:
                 await act.lock.acquire()
@@ -221,7 +194,7 @@ class ActorHost:
                 return act
             act.lock.release()  # deactivated while we queued: start over with a fresh activation
 
-    async def _activate(self, act: _Activation, factory: ActorFactory) -> None:
+    async def _activate(self, act: Activation, factory: ActorFactory) -> None:
         actor_type, actor_id = act.key
         try:
             state = ActorStateManager(await self._store.read_actor(actor_type, actor_id))
@@ -233,7 +206,7 @@ class ActorHost:
         act.actor = actor
         act.status = ActivationStatus.ACTIVE
 
-    def _release(self, act: _Activation) -> None:
+    def _release(self, act: Activation) -> None:
         act.last_used = time.monotonic()
         act.lock.release()
         key = act.key
@@ -245,7 +218,7 @@ class ActorHost:
 
     async def _turn(
         self,
-        act: _Activation,
+        act: Activation,
         call: Callable[[Actor], Awaitable[T]],
         fired: ReminderRecord | None = None,
     ) -> T:
@@ -283,7 +256,7 @@ class ActorHost:
         return result
 
     def _finish_write(
-        self, act: _Activation, write: TurnWrite, pending: asyncio.Future[bool], next_due: float | None
+        self, act: Activation, write: TurnWrite, pending: asyncio.Future[bool], next_due: float | None
     ) -> None:
         ctx = act.ctx
         if pending.cancelled() or pending.exception() is not None:
@@ -306,7 +279,7 @@ class ActorHost:
         """Handle due reminders, in one batch where type and actor allow it; return the ones that failed."""
         if not self._running:
             return []
-        claims: dict[tuple[str, str], _Claim] = {}
+        claims: dict[tuple[str, str], Claim] = {}
         singles: list[ReminderRecord] = []
         for record in records:
             batching = self._batching.get(record.actor_type)
@@ -321,14 +294,14 @@ class ActorHost:
             elif not self._scheduler.is_current(record):
                 continue  # replaced or removed since the scheduler took it
             else:
-                act = await self._claim(key)
+                act = await self._batches.claim(key)
                 if act is None:
                     singles.append(record)  # busy: a turn of its own, queued behind the others
                 else:
-                    claims[key] = _Claim(record, act, batching)
+                    claims[key] = Claim(record, act, batching)
         work = [self._fire_single(record) for record in singles]
         if claims:
-            work.append(self._fire_batch(list(claims.values())))
+            work.append(self._batches.run(list(claims.values())))
         if len(work) == 1:
             return await work[0]
         return [record for failed in await asyncio.gather(*work) for record in failed]
@@ -358,137 +331,6 @@ class ActorHost:
             await self._turn(act, call, fired=record)
         finally:
             self._release(act)
-
-    # -- reminder batches --------------------------------------------------------------------------
-
-    async def _claim(self, key: tuple[str, str]) -> _Activation | None:
-        """Hold an actor that is not in memory, or in memory and idle, for a batch; None if it is busy.
-
-        Returns without giving up the loop: the lock is free and nobody waits for it, so acquiring it
-        does not suspend, and no other task can slip in between the check and the claim.
-        """
-        act = self._active.get(key)
-        if act is None:
-            act = self._active[key] = _Activation(key)  # a placeholder: NEW, activated by a waiting call
-        elif act.status is not ActivationStatus.ACTIVE or act.waiting or act.lock.locked():
-            return None
-        status = act.status
-        await act.lock.acquire()
-        if act.status is not status or self._active.get(key) is not act:  # only if acquire() suspended
-            act.lock.release()
-            return None
-        return act
-
-    async def _fire_batch(self, claims: list[_Claim]) -> list[ReminderRecord]:
-        """Handle reminders of held actors together: one read, one transaction; then events, then release."""
-        try:
-            await self._read_claimed(claims)
-        except Exception:
-            log.exception(
-                "reading the state of %d actors for a reminder batch failed; will retry", len(claims)
-            )
-            self._release_claims(claims)
-            return [claim.record for claim in claims]
-        now = self._clock()
-        write = ReminderBatchWrite()
-        handled: list[_Claim] = []
-        failed: list[ReminderRecord] = []
-        for claim in claims:
-            record = claim.record
-            try:
-                claim.effect = effect = claim.batching.handle(record, claim.stored, now)
-            except Exception:
-                log.exception(
-                    "reminder %s of %s/%s failed; will retry", record.name, record.actor_type, record.actor_id
-                )
-                failed.append(record)
-                self._release_claims([claim])
-                continue
-            write.fired.append(record)
-            if effect is not None:
-                who = (record.actor_type, record.actor_id)
-                write.state_set.extend((*who, key, value) for key, value in effect.state_set)
-                write.state_removed.extend((*who, key) for key in effect.state_removed)
-            handled.append(claim)
-        if not handled:
-            return failed
-        pending = self._store.write_batch(write)
-        try:
-            await asyncio.shield(pending)
-        except asyncio.CancelledError:
-            # The write lands or fails as a whole whatever happens to this task; follow it first.
-            with contextlib.suppress(Exception):
-                await pending
-            self._finish_batch(handled, pending)
-            raise
-        except Exception:
-            pass  # _finish_batch sees the failure on the future
-        not_written = self._finish_batch(handled, pending)
-        if not_written:
-            return failed + not_written
-        await self._evict_idle(handled)
-        return failed
-
-    async def _read_claimed(self, claims: list[_Claim]) -> None:
-        """Fill in each claim's stored state: from memory for resident actors, else one read per type."""
-        cold: dict[str, list[_Claim]] = {}
-        for claim in claims:
-            if claim.resident:
-                claim.stored = claim.act.ctx.state.stored(claim.batching.keys)
-            else:
-                cold.setdefault(claim.record.actor_type, []).append(claim)
-        for actor_type, group in cold.items():
-            ids = [claim.record.actor_id for claim in group]
-            states = await self._store.read_actors(actor_type, ids, group[0].batching.keys)
-            for claim in group:
-                claim.stored = states.get(claim.record.actor_id, {})
-
-    def _finish_batch(self, handled: list[_Claim], pending: asyncio.Future[bool]) -> list[ReminderRecord]:
-        """After the batch's write: publish and release on success, release unchanged on failure."""
-        error = None if pending.cancelled() else pending.exception()
-        if pending.cancelled() or error is not None:
-            log.error("writing a reminder batch of %d failed; will retry: %s", len(handled), error)
-            self._release_claims(handled)
-            return [claim.record for claim in handled]
-        sink = self._event_sink
-        for claim in handled:
-            record, effect = claim.record, claim.effect
-            self._scheduler.committed(record.actor_type, record.actor_id, (), (), fired=record)
-            if effect is None:
-                continue
-            if claim.resident:
-                claim.act.ctx.state.apply_stored(effect.state_set, effect.state_removed)
-            if effect.events and sink is not None:
-                try:
-                    sink(record.actor_type, record.actor_id, list(effect.events))
-                except Exception:
-                    log.exception("event sink failed for %s/%s", record.actor_type, record.actor_id)
-        self._release_claims(handled)
-        return []
-
-    def _release_claims(self, claims: list[_Claim]) -> None:
-        """Let go of the batch's actors; placeholders nobody waits for leave memory at once.
-
-        A placeholder somebody waits for stays NEW: the waiting call activates it from the store.
-        """
-        active = self._active
-        for claim in claims:
-            act = claim.act
-            if not claim.resident and act.waiting == 0:
-                act.status = ActivationStatus.DEACTIVATED
-                if active.get(act.key) is act:
-                    del active[act.key]
-            act.lock.release()
-
-    async def _evict_idle(self, handled: list[_Claim]) -> None:
-        """Deactivate the batch's resident actors that nobody has called since.
-
-        Their reminder was their last piece of work for now: keeping them until the idle timeout would
-        keep every banner of a wave in memory (DESIGN-NOTES: memory proportional to active banners).
-        """
-        for claim in handled:
-            if claim.resident:
-                await self._deactivate((claim.record.actor_type, claim.record.actor_id))
 
     # -- deactivation ------------------------------------------------------------------------------
 
