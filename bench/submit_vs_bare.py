@@ -50,6 +50,8 @@ SERVER_CPU, LOAD_CPU = 0, 1
 DISTURBED_CPUS = 0.15
 #: py-spy samples per second: 2,000 samples in a 10 s profile put 1% at +-0.2%.
 PROFILE_HZ = 200
+#: --rate-limited: the limiter counts every submit of wrk's one client but never refuses one.
+UNREACHED_SUBMIT_LIMIT = ["--submit-rate", "1e9", "--submit-burst", "1000000000"]
 _UNITS_MS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60_000.0}
 
 
@@ -266,6 +268,11 @@ def main() -> None:
     parser.add_argument("--warmup", type=float, default=3.0, help="seconds of warm-up per server")
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--profile", type=int, default=0, help="then py-spy AirDisplay for N seconds")
+    parser.add_argument(
+        "--rate-limited",
+        action="store_true",
+        help="AirDisplay with its per-client submit limiter on (at a rate wrk never reaches)",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the temporary data directory")
     parser.add_argument("--no-wait", action="store_true", help="do not wait for a quiet machine first")
     parser.add_argument("--max-wait", type=float, default=600.0, help="longest wait for a quiet machine (s)")
@@ -289,7 +296,7 @@ def main() -> None:
             SERVER_CPU,
             airdisplay_command()
             + ["serve", "--port", str(air_port), "--data-dir", str(data_dir), "--message-seconds", "3600"]
-            + NO_SUBMIT_LIMIT,
+            + (UNREACHED_SUBMIT_LIMIT if args.rate_limited else NO_SUBMIT_LIMIT),
         ),
         air_port,
         tmp / "airdisplay.log",
@@ -352,7 +359,8 @@ def main() -> None:
         f'POST /api/v1/banners/{{id}}/message {{"text":"hello"}}, wrk -t{args.threads} '
         f"-c{args.connections}, {args.runs} x {args.duration:g} s per server "
         f"after {args.warmup:g} s warm-up, "
-        f"alternating; server on CPU {SERVER_CPU}, wrk on CPU {LOAD_CPU}; medians.\n"
+        f"alternating; server on CPU {SERVER_CPU}, wrk on CPU {LOAD_CPU}; medians; AirDisplay's submit "
+        f"rate limiter {'on (at a rate never reached)' if args.rate_limited else 'off'}.\n"
     )
     print(
         table(
