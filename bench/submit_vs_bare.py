@@ -261,7 +261,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--banners", type=int, default=200_000, help="banners to seed (one per request)")
+    parser.add_argument("--banners", type=int, default=350_000, help="banners to seed (one per request)")
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--threads", type=int, default=1, help="wrk threads")
     parser.add_argument("--duration", type=float, default=10.0, help="seconds per measured run")
