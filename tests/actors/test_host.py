@@ -202,6 +202,24 @@ async def test_idle_actors_leave_memory_and_come_back_with_their_state(tmp_path)
         await host.stop()
 
 
+async def test_a_large_idle_sweep_lets_other_tasks_run_between_chunks(tmp_path):
+    """2,000 idle actors leave memory in chunks: a task spinning on the loop sees the count fall in steps."""
+    host, _ = make_host(tmp_path, idle_timeout=0.5)
+    await host.start()
+    try:
+        await asyncio.gather(*(host.invoke("counter", f"c{i}", "increment") for i in range(2000)))
+        seen: list[int] = []
+        while host.active_count:
+            seen.append(host.active_count)
+            await asyncio.sleep(0)
+        assert max(seen) == 2000
+        steps = sorted(set(seen) - {2000})
+        assert len(steps) >= 3, f"the sweep did not yield between chunks: saw {steps}"
+        assert Counter.deactivations == 2000
+    finally:
+        await host.stop()
+
+
 async def test_actor_without_state_is_not_kept_in_memory(host):
     assert await host.invoke("counter", "ghost", "read") is None
     await eventually(lambda: host.active_count == 0, what="stateless actor to be dropped")

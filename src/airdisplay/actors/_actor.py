@@ -37,37 +37,50 @@ class ActorContext:
         self.actor_id = actor_id
         self.state = state
         self.clock = clock
-        self._reminders_set: dict[str, ReminderRecord] = {}
-        self._reminders_removed: set[str] = set()
-        self._events: list[object] = []
+        # The turn's reminders and events, made when a turn first needs them and dropped when it ends:
+        # an actor between turns holds no containers for the garbage collector to walk (idle actors are
+        # many: every one costs each full collection its objects).
+        self._reminders_set: dict[str, ReminderRecord] | None = None
+        self._reminders_removed: set[str] | None = None
+        self._events: list[object] | None = None
 
     def set_reminder(self, name: str, data: bytes, due_time: timedelta, period: timedelta | None) -> None:
         due_at = self.clock() + due_time.total_seconds()
         seconds = None if period is None else period.total_seconds()
         if seconds is not None and seconds <= 0:
             raise ValueError("a periodic reminder needs a positive period; use period=None for one-shot")
-        self._reminders_removed.discard(name)
+        if self._reminders_removed is not None:
+            self._reminders_removed.discard(name)
+        if self._reminders_set is None:
+            self._reminders_set = {}
         self._reminders_set[name] = ReminderRecord(
             self.actor_type, self.actor_id, name, due_at, seconds, data
         )
 
     def remove_reminder(self, name: str) -> None:
-        self._reminders_set.pop(name, None)
+        if self._reminders_set is not None:
+            self._reminders_set.pop(name, None)
+        if self._reminders_removed is None:
+            self._reminders_removed = set()
         self._reminders_removed.add(name)
 
     def emit(self, event: object) -> None:
+        if self._events is None:
+            self._events = []
         self._events.append(event)
 
     def build_write(self) -> TurnWrite:
         turn = TurnWrite(self.actor_type, self.actor_id)
         self.state.collect(turn)
-        turn.reminders_set.extend(self._reminders_set.values())
-        turn.reminders_removed.extend(self._reminders_removed)
+        if self._reminders_set:
+            turn.reminders_set.extend(self._reminders_set.values())
+        if self._reminders_removed:
+            turn.reminders_removed.extend(self._reminders_removed)
         return turn
 
     def take_events(self) -> list[object]:
-        events, self._events = self._events, []
-        return events
+        events, self._events = self._events, None
+        return events or []
 
     def end_turn(self, committed: bool) -> None:
         """Keep the turn's state changes (committed) or throw them away with its reminders and events."""
@@ -75,9 +88,9 @@ class ActorContext:
             self.state.commit()
         else:
             self.state.rollback()
-            self._events.clear()
-        self._reminders_set.clear()
-        self._reminders_removed.clear()
+            self._events = None
+        self._reminders_set = None
+        self._reminders_removed = None
 
 
 class Actor:
