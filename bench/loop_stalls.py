@@ -7,7 +7,7 @@ sleeps 1 ms at a time and records every wake-up later than 20 ms as a stall; a `
 records every collection over 10 ms by generation. Reports submits/s, submit latency p50/p99/max, the
 stalls with the actors in memory at the time, and the collections.
 
-    uv run python bench/loop_stalls.py [--banners 720000 --idle-seconds 60]
+    uv run python bench/loop_stalls.py [--banners 720000 --idle-seconds 2]
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from pathlib import Path
 
 from _fleet import banner_id, run_async, seed_fleet
 from _report import conditions, machine, percentile, table, wait_for_quiet_machine, write_json
+from airdisplay.actors import DEFAULT_IDLE_TIMEOUT
 from airdisplay.cli import tune_garbage_collector
 from airdisplay.domain import BannerRules
 from airdisplay.runtimes import EmbeddedRuntime
@@ -96,7 +97,9 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--banners", type=int, default=720_000, help="banners, one submit each")
-    parser.add_argument("--idle-seconds", type=float, default=60.0, help="the runtime's idle timeout")
+    parser.add_argument(
+        "--idle-seconds", type=float, default=DEFAULT_IDLE_TIMEOUT, help="the runtime's idle timeout"
+    )
     parser.add_argument("--no-wait", action="store_true", help="do not wait for a quiet machine first")
     parser.add_argument("--max-wait", type=float, default=600.0, help="longest wait for a quiet machine (s)")
     parser.add_argument("--json", metavar="PATH", help="also write the results as JSON here")

@@ -8,6 +8,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
+from .actors import DEFAULT_IDLE_TIMEOUT
 from .domain import DEFAULT_DISPLAY_SECONDS, DEFAULT_MAX_TEXT_LENGTH, BannerRules
 
 #: Request bodies above this are refused with 413; a banner message is at most a few hundred bytes.
@@ -38,7 +39,7 @@ class Settings(BaseModel):
     blocklist: Path | None = None
     #: Origins whose pages may call the API from a browser; none by default (same-origin only).
     cors_origins: tuple[str, ...] = ()
-    idle_seconds: float = Field(60.0, gt=0)
+    idle_seconds: float = Field(DEFAULT_IDLE_TIMEOUT, gt=0)
     durability: Literal["full", "normal"] = "full"
     runtime: Literal["embedded", "dapr"] = "embedded"
     #: Dapr mode: the sidecar's HTTP API, the pub/sub component and topic, and the directory's Redis.

@@ -51,9 +51,12 @@ log = logging.getLogger("airdisplay.actors")
 T = TypeVar("T")
 ActorFactory = Callable[[ActorContext], Actor]
 
-#: Default idle time before an actor leaves memory (Dapr's default actorIdleTimeout is 60 min; banners
-#: are many and cheap to reload, ~1.7 KB each in memory, so we free them after a minute).
-DEFAULT_IDLE_TIMEOUT = 60.0
+#: Default idle time before an actor leaves memory (Dapr's default actorIdleTimeout is 60 min). Banners
+#: are many and cheap to reload (one primary-key read), and every actor in memory is ~5 objects that each
+#: garbage collection walks: under 7,700 submits/s to distinct banners a 60 s timeout kept 450,000 actors
+#: in memory, young collections stalled the loop up to 197 ms and a full one 1,028 ms; with 2 s at most
+#: 43 ms, for a p99 of 17 ms instead of 11-13 ms (bench/loop_stalls.py, docs/benchmarks/results/).
+DEFAULT_IDLE_TIMEOUT = 2.0
 #: Longest time between two sweeps for idle actors.
 SWEEP_SECONDS = 1.0
 #: Idle actors deactivated in one go before the sweeper yields the event loop: ~0.8 ms of work.

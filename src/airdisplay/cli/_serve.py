@@ -12,7 +12,7 @@ import uvicorn
 from pydantic import SecretStr, ValidationError
 
 from ..access import Blocklist, KeyRing
-from ..actors import SqliteStore, StoreError
+from ..actors import DEFAULT_IDLE_TIMEOUT, SqliteStore, StoreError
 from ..config import Settings
 from ..runtimes.embedded import DATABASE_FILE
 from ._common import DATABASE_DIR_OPTION
@@ -126,7 +126,7 @@ SHUTDOWN_GRACE_SECONDS = 5
     "--idle-seconds",
     envvar="AIRDISPLAY_IDLE_SECONDS",
     type=float,
-    default=60.0,
+    default=DEFAULT_IDLE_TIMEOUT,
     show_default=True,
     help="Idle time before a banner actor leaves memory [env AIRDISPLAY_IDLE_SECONDS].",
 )
