@@ -97,12 +97,13 @@ class ReminderBatches:
         self._event_sink = event_sink
         self._deactivate = deactivate
 
-    async def claim(self, key: tuple[str, str]) -> Activation | None:
-        """Hold an actor that is not in memory, or in memory and idle, for a batch; None if it is busy.
+    async def claim(self, record: ReminderRecord, batching: ReminderBatching) -> Claim | None:
+        """Hold the reminder's actor for a batch if it is not in memory, or in memory and idle; None if busy.
 
         Returns without giving up the loop: the lock is free and nobody waits for it, so acquiring it
         does not suspend, and no other task can slip in between the check and the claim.
         """
+        key = (record.actor_type, record.actor_id)
         act = self._active.get(key)
         if act is None:
             act = self._active[key] = Activation(key)  # a placeholder: NEW, activated by a waiting call
@@ -113,7 +114,7 @@ class ReminderBatches:
         if act.status is not status or self._active.get(key) is not act:  # only if acquire() suspended
             act.lock.release()
             return None
-        return act
+        return Claim(record, act, batching)
 
     async def run(self, claims: list[Claim]) -> list[ReminderRecord]:
         """Handle reminders of held actors together: one read, one transaction; then events, then release."""

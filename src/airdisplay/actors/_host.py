@@ -301,11 +301,11 @@ class ActorHost:
             elif not self._scheduler.is_current(record):
                 continue  # replaced or removed since the scheduler took it
             else:
-                act = await self._batches.claim(key)
-                if act is None:
+                claim = await self._batches.claim(record, batching)
+                if claim is None:
                     singles.append(record)  # busy: a turn of its own, queued behind the others
                 else:
-                    claims[key] = Claim(record, act, batching)
+                    claims[key] = claim
         work = [self._fire_single(record) for record in singles]
         if claims:
             work.append(self._batches.run(list(claims.values())))
