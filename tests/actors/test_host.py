@@ -204,7 +204,8 @@ async def test_idle_actors_leave_memory_and_come_back_with_their_state(tmp_path)
 
 async def test_a_large_idle_sweep_lets_other_tasks_run_between_chunks(tmp_path):
     """2,000 idle actors leave memory in chunks: a task spinning on the loop sees the count fall in steps."""
-    host, _ = make_host(tmp_path, idle_timeout=0.5)
+    # 2 s: longer than activating 2,000 actors takes on a slow machine: none leaves before all are in.
+    host, _ = make_host(tmp_path, idle_timeout=2.0)
     await host.start()
     try:
         await asyncio.gather(*(host.invoke("counter", f"c{i}", "increment") for i in range(2000)))
