@@ -4,7 +4,7 @@ SHELL := /bin/bash
 UV := $(shell command -v uv 2>/dev/null || echo $(HOME)/.local/bin/uv)
 export UV_PYTHON_DOWNLOADS := never
 
-.PHONY: install run test lint bench clean
+.PHONY: install run test lint bench clean dapr
 
 $(UV):
 	python3 -m pip install --user --quiet uv
@@ -21,6 +21,11 @@ install: $(UV)
 	cp $(ALPINE_DIST) $(ALPINE_VENDOR)
 	cp node_modules/swagger-ui-dist/swagger-ui-bundle.js node_modules/swagger-ui-dist/swagger-ui.css \
 		$(dir $(ALPINE_VENDOR))
+
+# Dapr's daprd, placement and scheduler, built from its Go module once per version into a cache
+# (deploy/dapr/build/build.sh); the real-daprd tests and `airdisplay dapr local` use them.
+dapr:
+	bash deploy/dapr/build/build.sh
 
 run: install
 	$(UV) run airdisplay serve $(ARGS)
