@@ -29,6 +29,24 @@ def dapr() -> None:
     help="A `dapr run -f` file to check too (default: deploy/dapr/dapr.yaml when it exists).",
 )
 @click.option(
+    "--k8s",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="A directory of Kubernetes manifests to check too (default: deploy/dapr/k8s when it exists).",
+)
+@click.option(
+    "--placement-host-address",
+    envvar="AIRDISPLAY_DAPR_PLACEMENT",
+    default=None,
+    help="daprd's placement service, host:port [env AIRDISPLAY_DAPR_PLACEMENT].",
+)
+@click.option(
+    "--scheduler-host-address",
+    envvar="AIRDISPLAY_DAPR_SCHEDULER",
+    default=None,
+    help="daprd's scheduler service (reminders), host:port [env AIRDISPLAY_DAPR_SCHEDULER].",
+)
+@click.option(
     "--port",
     envvar="AIRDISPLAY_PORT",
     type=int,
@@ -51,25 +69,36 @@ def dapr() -> None:
     help="Pub/sub component name [env AIRDISPLAY_DAPR_PUBSUB].",
 )
 def dapr_check(
-    resources_path: Path, run_file: Path | None, port: int, app_port: int | None, pubsub: str
+    resources_path: Path,
+    run_file: Path | None,
+    k8s: Path | None,
+    placement_host_address: str | None,
+    scheduler_host_address: str | None,
+    port: int,
+    app_port: int | None,
+    pubsub: str,
 ) -> None:
-    """Validate the Dapr components and settings before daprd starts; exits 1 on any error."""
+    """Validate the Dapr components, run file, manifests and settings before daprd starts; exit 1 on error."""
     from ..runtimes.dapr._check import Expectations, check_dapr_setup
 
-    if (
-        run_file is None
-        and Path("deploy/dapr/dapr.yaml").exists()
-        and resources_path == Path("deploy/dapr/components")
-    ):
-        run_file = Path("deploy/dapr/dapr.yaml")
+    if resources_path == Path("deploy/dapr/components"):
+        if run_file is None and Path("deploy/dapr/dapr.yaml").exists():
+            run_file = Path("deploy/dapr/dapr.yaml")
+        if k8s is None and Path("deploy/dapr/k8s").is_dir():
+            k8s = Path("deploy/dapr/k8s")
     expect = Expectations(
-        pubsub=pubsub, app_port=port, dapr_app_port=app_port, dapr_http_port=os.environ.get("DAPR_HTTP_PORT")
+        pubsub=pubsub,
+        app_port=port,
+        dapr_app_port=app_port,
+        dapr_http_port=os.environ.get("DAPR_HTTP_PORT"),
+        placement_host_address=placement_host_address,
+        scheduler_host_address=scheduler_host_address,
     )
-    findings = check_dapr_setup(resources_path, expect, run_file)
+    findings = check_dapr_setup(resources_path, expect, run_file, k8s)
     for finding in findings:
         click.echo(str(finding), err=finding.level == "error")
     errors = sum(1 for f in findings if f.level == "error")
-    checked = f"{resources_path}" + (f" and {run_file}" if run_file else "")
+    checked = ", ".join(str(p) for p in (resources_path, run_file, k8s) if p is not None)
     if errors:
         click.echo(f"dapr check: {errors} error(s) in {checked}", err=True)
         sys.exit(1)

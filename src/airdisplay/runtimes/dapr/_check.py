@@ -1,6 +1,7 @@
 """`airdisplay dapr check`: find the mistakes people make with Dapr configuration before daprd starts.
 
-Each finding names the file and the fix. Errors make the check fail; warnings do not.
+Each finding names the file and the fix. Errors make the check fail; warnings do not. The Kubernetes
+manifests are read by `_check_k8s`, which reuses the component checks here.
 """
 
 from __future__ import annotations
@@ -16,6 +17,17 @@ COMPONENT_API_VERSION = "dapr.io/v1alpha1"
 _NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 #: Templated consumer ids that differ per sidecar, so every replica receives every event.
 _PER_REPLICA = ("{uuid}", "{podName}")
+#: A new consumer group reads the stream from id 0; a replay of this many events at start is harmless
+#: (subscribers drop versions they already have), so a cap this small does the work of streamTTL.
+_SMALL_MAX_LEN = 1000
+#: Where `dapr init` starts placement and scheduler; the Dapr CLI falls back to these.
+DEFAULT_PLACEMENT = "localhost:50005"
+DEFAULT_SCHEDULER = "localhost:50006"
+#: host:port as daprd takes it for placement and scheduler: a DNS name or address, or [IPv6].
+_HOST_PORT = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9]([-A-Za-z0-9.]*[A-Za-z0-9])?):([0-9]{1,5})$")
+#: The Dapr CLI's log destinations for a run file, and its defaults (app: fileAndConsole, daprd: file).
+_LOG_DESTINATIONS = ("file", "console", "fileAndConsole")
+_LOG_DEFAULTS = {"appLogDestination": "fileAndConsole", "daprdLogDestination": "file"}
 
 
 @dataclass(frozen=True)
@@ -40,15 +52,33 @@ class Expectations:
     #: The port daprd was told the app listens on (APP_PORT / --app-port), when known.
     dapr_app_port: int | None = None
     dapr_http_port: str | None = None
+    #: daprd's --placement-host-address and --scheduler-host-address, when given.
+    placement_host_address: str | None = None
+    scheduler_host_address: str | None = None
 
 
-def check_dapr_setup(resources: Path, expect: Expectations, run_file: Path | None = None) -> list[Finding]:
-    """All findings for a components directory, an optional `dapr run -f` file and the settings."""
+def check_dapr_setup(
+    resources: Path, expect: Expectations, run_file: Path | None = None, k8s: Path | None = None
+) -> list[Finding]:
+    """All findings for components, optional `dapr run -f` file and Kubernetes manifests, and settings."""
     findings: list[Finding] = []
-    components = _load_components(resources, findings)
-    _check_components(components, expect, findings)
+    check_components(load_components(resources, findings), expect, findings)
     if run_file is not None:
         _check_run_file(run_file, findings)
+    if k8s is not None:
+        # Imported here: _check_k8s builds on this module's component checks.
+        from ._check_k8s import check_k8s_manifests
+
+        findings.extend(check_k8s_manifests(k8s, expect))
+    addresses = {
+        "--placement-host-address": (expect.placement_host_address, DEFAULT_PLACEMENT),
+        "--scheduler-host-address": (expect.scheduler_host_address, DEFAULT_SCHEDULER),
+    }
+    for flag, (address, example) in addresses.items():
+        if address is not None and not is_host_port(address):
+            findings.append(
+                Finding("error", flag, f"{address!r} is not host:port with a port 1-65535, e.g. {example}")
+            )
     if expect.dapr_app_port is not None and expect.dapr_app_port != expect.app_port:
         findings.append(
             Finding(
@@ -67,16 +97,26 @@ def check_dapr_setup(resources: Path, expect: Expectations, run_file: Path | Non
                 f"{expect.dapr_http_port!r} is not a port number (daprd default: 3500)",
             )
         )
-    return findings
+    # Replicas that share an appID give the same findings: report each once.
+    return list(dict.fromkeys(findings))
 
 
-def _load_components(resources: Path, findings: list[Finding]) -> list[tuple[str, dict[str, Any]]]:
-    if not resources.is_dir():
-        findings.append(Finding("error", str(resources), "no such directory: pass --resources-path DIR"))
+def is_host_port(address: str) -> bool:
+    """Whether `address` is host:port (or a comma-separated list of them) with ports 1-65535."""
+    matches = [_HOST_PORT.match(part.strip()) for part in address.split(",")]
+    return all(m is not None and 1 <= int(m.group(3)) <= 65535 for m in matches)
+
+
+def load_documents(
+    directory: Path, findings: list[Finding], flag: str, kinds: tuple[str, ...]
+) -> list[tuple[str, dict[str, Any]]]:
+    """The YAML documents of the given kinds in `directory`, each with its file; problems become findings."""
+    if not directory.is_dir():
+        findings.append(Finding("error", str(directory), f"no such directory: pass {flag} DIR"))
         return []
-    files = sorted([*resources.glob("*.yaml"), *resources.glob("*.yml")])
+    files = sorted([*directory.glob("*.yaml"), *directory.glob("*.yml")])
     if not files:
-        findings.append(Finding("error", str(resources), "holds no .yaml component files"))
+        findings.append(Finding("error", str(directory), "holds no .yaml files"))
     loaded: list[tuple[str, dict[str, Any]]] = []
     for path in files:
         try:
@@ -87,12 +127,18 @@ def _load_components(resources: Path, findings: list[Finding]) -> list[tuple[str
         for document in documents:
             if not isinstance(document, dict):
                 findings.append(Finding("error", str(path), "a document is not a mapping"))
-            elif document.get("kind") == "Component":
+            elif document.get("kind") in kinds:
                 loaded.append((str(path), document))
     return loaded
 
 
-def _metadata(document: dict[str, Any]) -> dict[str, Any]:
+def load_components(resources: Path, findings: list[Finding]) -> list[tuple[str, dict[str, Any]]]:
+    """The Dapr Component documents of a resources directory."""
+    return load_documents(resources, findings, "--resources-path", ("Component",))
+
+
+def component_metadata(document: dict[str, Any]) -> dict[str, Any]:
+    """A component's metadata items by name: the value, or the secretKeyRef mapping."""
     items = (document.get("spec") or {}).get("metadata") or []
     found: dict[str, Any] = {}
     for item in items:
@@ -101,9 +147,10 @@ def _metadata(document: dict[str, Any]) -> dict[str, Any]:
     return found
 
 
-def _check_components(
+def check_components(
     components: list[tuple[str, dict[str, Any]]], expect: Expectations, findings: list[Finding]
 ) -> None:
+    """The checks every set of components must pass, local or on Kubernetes."""
     actor_stores: list[str] = []
     pubsubs: dict[str, tuple[str, dict[str, Any]]] = {}
     for where, document in components:
@@ -120,7 +167,7 @@ def _check_components(
             )
         if spec.get("version") != "v1":
             findings.append(Finding("error", where, f'{name}: spec.version must be "v1"'))
-        meta = _metadata(document)
+        meta = component_metadata(document)
         if kind.endswith(".redis") and not meta.get("redisHost"):
             findings.append(Finding("error", where, f"{name}: a Redis component needs metadata redisHost"))
         if kind.startswith("state."):
@@ -170,12 +217,36 @@ def _check_components(
                     'reaches only one of them; use "{uuid}" (or "{podName}" on Kubernetes)',
                 )
             )
+        elif not meta.get("streamTTL") and not _small_cap(meta.get("maxLenApprox")):
+            findings.append(
+                Finding(
+                    "warning",
+                    where,
+                    f"consumerID {consumer!r} makes a new consumer group at every start, which Redis "
+                    "starts at stream id 0, so each start replays the stream's whole retained history; add "
+                    f'metadata streamTTL (e.g. "60s") or a maxLenApprox of at most {_SMALL_MAX_LEN}',
+                )
+            )
+        if meta.get("streamTTL") and meta.get("maxLenApprox"):
+            findings.append(
+                Finding(
+                    "error",
+                    where,
+                    "streamTTL and maxLenApprox together: the Redis pub/sub then trims by length only and "
+                    "ignores streamTTL; keep one of them (streamTTL)",
+                )
+            )
         if str(meta.get("concurrency", "10")) != "1":
             findings.append(
                 Finding(
                     "warning", where, 'concurrency is not "1": events of one banner may arrive out of order'
                 )
             )
+
+
+def _small_cap(max_len: object) -> bool:
+    text = str(max_len or "")
+    return text.isdigit() and 0 < int(text) <= _SMALL_MAX_LEN
 
 
 def _check_run_file(run_file: Path, findings: list[Finding]) -> None:
@@ -186,9 +257,10 @@ def _check_run_file(run_file: Path, findings: list[Finding]) -> None:
         findings.append(Finding("error", where, f"cannot read the run file: {exc}"))
         return
     apps = (template or {}).get("apps") or []
+    common = (template or {}).get("common") or {}
     if not apps:
         findings.append(Finding("error", where, "no apps: a multi-app run file lists them under apps:"))
-    resources = ((template or {}).get("common") or {}).get("resourcesPath")
+    resources = common.get("resourcesPath")
     if resources and not (run_file.parent / resources).is_dir():
         findings.append(Finding("error", where, f"common.resourcesPath {resources!r} is not a directory"))
     app_ids = {str(app.get("appID")) for app in apps if isinstance(app, dict)}
@@ -203,7 +275,7 @@ def _check_run_file(run_file: Path, findings: list[Finding]) -> None:
         if not isinstance(app, dict):
             continue
         command = [str(c) for c in app.get("command") or []]
-        port = _option(command, "--port")
+        port = command_option(command, "--port")
         if port is not None and str(app.get("appPort")) != port:
             findings.append(
                 Finding(
@@ -213,7 +285,7 @@ def _check_run_file(run_file: Path, findings: list[Finding]) -> None:
                     f"--port {port}; daprd would call a port nobody listens on",
                 )
             )
-        if "dapr" not in command or _option(command, "--runtime") != "dapr":
+        if "dapr" not in command or command_option(command, "--runtime") != "dapr":
             findings.append(
                 Finding("error", where, f"app {app.get('appID')}: the command needs --runtime dapr")
             )
@@ -232,9 +304,98 @@ def _check_run_file(run_file: Path, findings: list[Finding]) -> None:
             if value is not None and (key, value) in seen_ports:
                 findings.append(Finding("error", where, f"{key} {value} is used by two apps"))
             seen_ports.add((key, value))
+        # An app's own settings win over common's, as in the Dapr CLI.
+        _check_app_settings(where, {**common, **app}, findings)
+    _check_log_files(run_file, [{**common, **app} for app in apps if isinstance(app, dict)], findings)
 
 
-def _option(command: list[str], flag: str) -> str | None:
+def _check_app_settings(where: str, settings: dict[str, Any], findings: list[Finding]) -> None:
+    app = f"app {settings.get('appID')}"
+    if settings.get("appHealthCheckPath") and str(settings.get("enableAppHealthCheck")).lower() != "true":
+        findings.append(
+            Finding(
+                "error",
+                where,
+                f"{app}: appHealthCheckPath has no effect without enableAppHealthCheck: true; add it",
+            )
+        )
+    for key in _LOG_DEFAULTS:
+        if key in settings and settings[key] not in _LOG_DESTINATIONS:
+            findings.append(
+                Finding("error", where, f"{app}: {key} must be one of {', '.join(_LOG_DESTINATIONS)}")
+            )
+    named = {
+        key: settings[key] for key in ("placementHostAddress", "schedulerHostAddress") if key in settings
+    }
+    for key, address in named.items():
+        if not is_host_port(str(address or "")):
+            findings.append(
+                Finding(
+                    "error",
+                    where,
+                    f"{app}: {key} {address!r} is not host:port with a port 1-65535 (an empty one turns "
+                    "actors or reminders off); e.g. "
+                    f"{DEFAULT_PLACEMENT if key == 'placementHostAddress' else DEFAULT_SCHEDULER}",
+                )
+            )
+    if not named:
+        findings.append(
+            Finding(
+                "warning",
+                where,
+                f"{app}: names neither placementHostAddress nor schedulerHostAddress, so the Dapr CLI "
+                f"falls back to `dapr init`'s defaults (placement {DEFAULT_PLACEMENT}, scheduler "
+                f"{DEFAULT_SCHEDULER}); name both under common: to make that explicit",
+            )
+        )
+    elif "schedulerHostAddress" not in named:
+        findings.append(
+            Finding(
+                "error",
+                where,
+                f"{app}: placementHostAddress without schedulerHostAddress: since Dapr 1.14 reminders "
+                "exist only through the Scheduler, so the banners' expiry reminders depend on the CLI's "
+                f"fallback ({DEFAULT_SCHEDULER}); name schedulerHostAddress too",
+            )
+        )
+    elif "placementHostAddress" not in named:
+        findings.append(
+            Finding(
+                "error",
+                where,
+                f"{app}: schedulerHostAddress without placementHostAddress: daprd hosts the banner actors "
+                f"only through placement, left to the CLI's fallback ({DEFAULT_PLACEMENT}); name "
+                "placementHostAddress too",
+            )
+        )
+
+
+def _check_log_files(run_file: Path, apps: list[dict[str, Any]], findings: list[Finding]) -> None:
+    """The Dapr CLI writes <appDirPath>/.dapr/logs/<appID>_app_<time>.log and ..._daprd_<time>.log."""
+    groups: dict[tuple[str, Path], list[dict[str, Any]]] = {}
+    for app in apps:
+        directory = (run_file.parent / str(app.get("appDirPath") or ".")).resolve()
+        groups.setdefault((str(app.get("appID")), directory), []).append(app)
+    for (app_id, _), group in groups.items():
+        if len(group) < 2:
+            continue
+        for key, default in _LOG_DEFAULTS.items():
+            if any("file" in str(app.get(key, default)) for app in group):
+                kind = key.removesuffix("LogDestination")
+                findings.append(
+                    Finding(
+                        "error",
+                        str(run_file),
+                        f"{len(group)} apps share appID {app_id!r} and appDirPath "
+                        f"{group[0].get('appDirPath')!r} and write {kind} logs to a file, so their "
+                        f".dapr/logs/{app_id}_{kind}_<time>.log files collide; set {key}: console (or give "
+                        "each replica its own appDirPath)",
+                    )
+                )
+
+
+def command_option(command: list[str], flag: str) -> str | None:
+    """The value after `flag` in an argument list, if any."""
     if flag in command and command.index(flag) + 1 < len(command):
         return command[command.index(flag) + 1]
     return None
