@@ -266,7 +266,8 @@ def test_per_replica_consumer_without_stream_ttl_is_a_warning_only(setup, compon
     findings = check_all(setup)
     assert errors(findings) == []
     assert [m for m in warnings(findings) if "replays the stream's whole retained history" in m]
-    edit(path, '    - name: concurrency\n', '    - name: maxLenApprox\n      value: "1000"\n    - name: concurrency\n')
+    cap = '    - name: maxLenApprox\n      value: "1000"\n'
+    edit(path, "    - name: concurrency\n", cap + "    - name: concurrency\n")
     assert check_all(setup) == []  # a small cap does the same work
 
 
