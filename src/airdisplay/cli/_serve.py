@@ -14,6 +14,7 @@ from pydantic import SecretStr, ValidationError
 from ..access import Blocklist, KeyRing
 from ..actors import DEFAULT_IDLE_TIMEOUT, SqliteStore, StoreError
 from ..config import Settings
+from ..runtimes import RuntimeUnavailable
 from ..runtimes.embedded import DATABASE_FILE
 from ._common import DATABASE_DIR_OPTION
 from ._common import fail as _fail
@@ -227,6 +228,7 @@ def serve(
 ) -> None:
     """Run the AirDisplay service (embedded runtime: one process, one SQLite file)."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # a line per call to daprd otherwise
     try:
         settings = Settings(
             host=host,
@@ -258,9 +260,16 @@ def serve(
         Blocklist(settings.blocklist)  # a missing or bad file stops the start, naming the problem
         if settings.runtime == "embedded":
             SqliteStore(settings.data_dir / DATABASE_FILE).verify()
+        else:
+            from ..runtimes.dapr import check_dapr_reachable  # the Dapr SDK only when chosen
+
+            token = settings.dapr_api_token
+            check_dapr_reachable(
+                settings.dapr_url, settings.redis_url, token.get_secret_value() if token else None
+            )
     except ValidationError as exc:
         _fail("; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()))
-    except (ValueError, StoreError) as exc:
+    except (ValueError, StoreError, RuntimeUnavailable) as exc:
         _fail(str(exc))
     if not keys.has_operator:
         logging.getLogger("airdisplay").warning(

@@ -3,6 +3,7 @@
 from ._actor import DAPR_ACTOR_TYPE, BannerActor, BannerActorInterface
 from ._directory import RedisDirectory
 from ._events import DaprEventBus
+from ._preflight import check_dapr_reachable
 from ._runtime import DEFAULT_DAPR_HTTP_PORT, DEFAULT_PUBSUB, DEFAULT_TOPIC, AppTokenGuard, DaprRuntime
 from ._serializer import PlainJSONSerializer
 from ._wire import ActorCallFailed
@@ -20,4 +21,5 @@ __all__ = [
     "DaprRuntime",
     "PlainJSONSerializer",
     "RedisDirectory",
+    "check_dapr_reachable",
 ]

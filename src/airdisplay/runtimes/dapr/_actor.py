@@ -4,14 +4,22 @@ Pitfalls of the SDK (1.19) handled here on purpose, each with a test in tests/ru
 - A method that raises leaves its changes in the SDK's state cache, and the next turn saves them
   (manager.py clears the cache only for DaprInternalError). Every turn here clears the cache on failure.
 - State is saved by the SDK after the method returns; events must leave only after the state is durable,
-  so each turn saves explicitly and then publishes.
+  so each turn saves explicitly, then writes the fleet directory (_directory.py) and hands its events to
+  daprd, and only then answers: an acknowledged change is in the directory and on the event stream
+  unless the replica died in between (the directory then trails until the banner's next change).
 - Domain refusals are returned as results (see _wire.py), never raised: daprd would turn them into a 500.
 - The expiry is a one-shot reminder (period None, sent as `"period": null`); `timedelta(0)` would repeat.
 - Reminders arrive at least once (daprd retries a failing one 3 times): the expiry handler is idempotent.
+  After those retries the Scheduler deletes the reminder; the runtime's expiry sweep (_sweep.py) then
+  expires the message through `Expire`, which acts only on a message whose time is up.
+- Dapr 1.18 truncates a sub-second dueTime (0.5 s fires at once): due times are rounded up to whole
+  seconds, so an expiry is never early and at most a second late.
 """
 
 from __future__ import annotations
 
+import logging
+import math
 import time
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
@@ -21,10 +29,13 @@ from dapr.actor import Actor, ActorInterface, Remindable, actormethod
 from dapr.actor.id import ActorId
 from dapr.actor.runtime.context import ActorRuntimeContext
 
-from ...domain import BannerChanged, BannerRules, DomainError
-from ...events import EventBus
+from ...domain import Banner, BannerChanged, BannerRules, DomainError
 from ..behaviour import BannerBehaviour
+from ._directory import RedisDirectory
+from ._events import DaprEventBus
 from ._wire import banner_value, error, ok
+
+log = logging.getLogger("airdisplay.dapr.actor")
 
 #: The actor type name daprd routes by; the SDK takes it from the class name.
 DAPR_ACTOR_TYPE = "BannerActor"
@@ -63,17 +74,28 @@ class BannerActorInterface(ActorInterface):
     @actormethod(name="DeviceAck")
     async def call_device_ack(self, data: dict[str, Any]) -> dict[str, Any]: ...
 
+    @actormethod(name="Expire")
+    async def call_expire(self, data: dict[str, Any]) -> dict[str, Any]: ...
 
-class BannerActor(BannerBehaviour, Actor, BannerActorInterface, Remindable):  # type: ignore[misc]
+
+class BannerActor(BannerBehaviour, Actor, BannerActorInterface, Remindable):
     """A banner on Dapr. (Remindable must be a direct base: the SDK checks __bases__.)"""
 
     def __init__(
-        self, ctx: ActorRuntimeContext, actor_id: ActorId, rules: BannerRules, bus: EventBus
+        self,
+        ctx: ActorRuntimeContext,
+        actor_id: ActorId,
+        rules: BannerRules,
+        bus: DaprEventBus,
+        directory: RedisDirectory,
     ) -> None:
         super().__init__(ctx, actor_id)
         self.rules = rules
         self._bus = bus
+        self._directory = directory
         self._events: list[object] = []
+        #: The banner a Delete turn removes: its tombstone in the directory needs its life and name.
+        self._deleting: Banner | None = None
 
     def now(self) -> float:
         return time.time()
@@ -93,11 +115,36 @@ class BannerActor(BannerBehaviour, Actor, BannerActorInterface, Remindable):  # 
             await self._state_manager.clear_cache()
             raise
         await self._state_manager.save_state()
-        for event in self._events:
-            if isinstance(event, BannerChanged):
-                self._bus.publish(event)
+        changes = [event for event in self._events if isinstance(event, BannerChanged)]
         self._events = []
+        for change in changes:
+            await self._record(change)
+            await self._bus.send(change)
         return ok(value)
+
+    async def _record(self, change: BannerChanged) -> None:
+        """Write the change into the fleet directory; a failure leaves it trailing, never fails the turn."""
+        try:
+            if change.banner is not None:
+                await self._directory.put(change.banner)
+            elif self._deleting is not None:
+                gone = self._deleting
+                await self._directory.delete(gone.id, gone.created_at, change.version, gone.name)
+        except Exception as exc:  # Redis down: the state is saved, the caller must still hear so
+            log.warning("the fleet directory missed %s v%s: %s", change.banner_id, change.version, exc)
+
+    async def register_reminder(
+        self,
+        name: str,
+        state: bytes,
+        due_time: timedelta,
+        period: timedelta | None = None,
+        ttl: timedelta | None = None,
+        failure_policy: Any = None,
+    ) -> None:
+        """The SDK's, with the due time rounded up to whole seconds (Dapr 1.18 truncates fractions)."""
+        whole = timedelta(seconds=math.ceil(due_time.total_seconds()))
+        await Actor.register_reminder(self, name, state, whole, period, ttl, failure_policy)
 
     # -- the interface -----------------------------------------------------------------------------
 
@@ -126,7 +173,15 @@ class BannerActor(BannerBehaviour, Actor, BannerActorInterface, Remindable):  # 
         return await self._turn(lambda: self._as_value(self.clear()))
 
     async def call_delete(self, data: dict[str, Any]) -> dict[str, Any]:
-        return await self._turn(self.delete)
+        async def run() -> object:
+            self._deleting = await self._load()
+            await self.delete()
+            return None
+
+        try:
+            return await self._turn(run)
+        finally:
+            self._deleting = None
 
     async def call_rotate_device_token(self, data: dict[str, Any]) -> dict[str, Any]:
         return await self._turn(self.rotate_device_token)
@@ -142,6 +197,17 @@ class BannerActor(BannerBehaviour, Actor, BannerActorInterface, Remindable):  # 
 
     async def call_device_ack(self, data: dict[str, Any]) -> dict[str, Any]:
         return await self._turn(lambda: self._as_value(self.device_ack(int(data.get("version", 0)))))
+
+    async def call_expire(self, data: dict[str, Any]) -> dict[str, Any]:
+        """The sweep's expiry: take message `message_id` off only if its time is up (and it still shows)."""
+
+        async def run() -> object:
+            banner = await self._load()
+            if banner.message is not None and banner.showing(self._now()) is None:
+                await self.expire(str(data.get("message_id", "")))
+            return None
+
+        return await self._turn(run)
 
     async def receive_reminder(
         self,

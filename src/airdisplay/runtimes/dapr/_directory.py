@@ -1,35 +1,75 @@
 """The fleet directory for the Dapr runtime: banner ids and latest states in Redis, for paging and search.
 
-Dapr actor state cannot be listed or searched, so every replica keeps this directory up to date from the
-banner events it receives (idempotent: the newest version wins) and from its own registrations and
-deletions (so a creator sees its banner at once). Ids sit in a sorted set read with ZRANGEBYLEX, which
-pages in id order at any fleet size; names in a second set as "<lower name>\\0<id>" for prefix search.
-Reads of one banner always go to its actor; this directory may trail it by one event.
+Dapr actor state cannot be listed or searched, so the directory is written by the banner actor itself, in
+each turn that changed the banner, after the state is saved and before the caller gets the answer. It
+does not depend on pub/sub: no replayed, repeated or reordered event can move it.
+
+Convergence: each write carries the banner's stamp, (created_at in microseconds, version). The created_at
+tells one life of an id from the next (a banner deleted and registered again starts at version 1 again),
+the version orders the changes of one life. A write older than the stamp already stored is ignored, and a
+deletion leaves its stamp behind as a tombstone, so a late write of the deleted life cannot bring it back.
+Tombstones are one short hash field per deleted id; they are never removed.
+
+Reads of one banner always go to its actor. The directory trails the actor only when a replica dies
+between saving a turn's state and writing here: the banner's next change brings it level.
+
+Keys (one Redis, not a cluster: the script touches them all):
+- `airdisplay:banners` sorted set of ids (ZRANGEBYLEX pages in id order at any fleet size);
+- `airdisplay:banner-names` sorted set of "<lower name>\\0<id>", for prefix search by name;
+- `airdisplay:banner-states` hash id -> the banner's public JSON;
+- `airdisplay:banner-stamps` hash id -> "<created_us>:<version>:<lower name>" (live or deleted);
+- `airdisplay:banner-expiries` sorted set id -> expires_at of the message showing (for the sweep).
 """
 
 from __future__ import annotations
 
-import json
+from datetime import datetime
 
 import redis.asyncio as redis
 
-from ...domain import Banner, BannerChanged
+from ...domain import Banner
 
 IDS_KEY = "airdisplay:banners"
 NAMES_KEY = "airdisplay:banner-names"
 STATES_KEY = "airdisplay:banner-states"
+STAMPS_KEY = "airdisplay:banner-stamps"
+EXPIRIES_KEY = "airdisplay:banner-expiries"
 #: Name matches read per search page: searches are for people typing, a few thousand matches is plenty.
 NAME_WINDOW = 5000
-#: Write only if newer: KEYS[1] states hash, ARGV id, version, json.
-_SET_IF_NEWER = """
-local old = redis.call('HGET', KEYS[1], ARGV[1])
+
+#: KEYS: ids, names, states, stamps, expiries. ARGV: id, created_us, version, lower name, banner JSON
+#: ('' for a deletion), expires_at epoch seconds ('' when no message shows). Returns 1 if written.
+_RECORD = """
+local id, created, version, name = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4]
+local old = redis.call('HGET', KEYS[4], id)
 if old then
-  local v = cjson.decode(old)['version']
-  if v and tonumber(v) >= tonumber(ARGV[2]) and ARGV[4] ~= 'created' then return 0 end
+  local c, v, n = string.match(old, '^(%d+):(%d+):(.*)$')
+  c, v = tonumber(c), tonumber(v)
+  if c > created or (c == created and v >= version) then return 0 end
+  redis.call('ZREM', KEYS[2], n .. '\\0' .. id)
 end
-redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
+redis.call('HSET', KEYS[4], id, ARGV[2] .. ':' .. ARGV[3] .. ':' .. name)
+if ARGV[5] == '' then
+  redis.call('ZREM', KEYS[1], id)
+  redis.call('HDEL', KEYS[3], id)
+  redis.call('ZREM', KEYS[5], id)
+  return 1
+end
+redis.call('ZADD', KEYS[1], 0, id)
+redis.call('ZADD', KEYS[2], 0, name .. '\\0' .. id)
+redis.call('HSET', KEYS[3], id, ARGV[5])
+if ARGV[6] == '' then
+  redis.call('ZREM', KEYS[5], id)
+else
+  redis.call('ZADD', KEYS[5], ARGV[6], id)
+end
 return 1
 """
+
+
+def stamp_of(created_at: datetime) -> int:
+    """The life part of a banner's stamp: its registration time in whole microseconds since the epoch."""
+    return int(created_at.timestamp() * 1_000_000)
 
 
 class RedisDirectory:
@@ -37,7 +77,7 @@ class RedisDirectory:
 
     def __init__(self, url: str) -> None:
         self._redis = redis.Redis.from_url(url)
-        self._set_if_newer = self._redis.register_script(_SET_IF_NEWER)
+        self._record = self._redis.register_script(_RECORD)
 
     async def ping(self) -> None:
         await self._redis.ping()
@@ -45,32 +85,41 @@ class RedisDirectory:
     async def close(self) -> None:
         await self._redis.aclose()
 
-    async def apply(self, change: BannerChanged) -> None:
-        """Fold one event in (any order of duplicates is fine; a newer version is never overwritten)."""
-        if change.banner is None:
-            await self.remove(change.banner_id)
-        else:
-            await self.put(change.banner, created=change.kind.value == "created")
+    async def put(self, banner: Banner) -> bool:
+        """Record a banner's new state unless a newer one (or its deletion) is recorded; True if written."""
+        expires = "" if banner.message is None else repr(banner.message.expires_at.timestamp())
+        return await self._write(banner.id, banner.created_at, banner.version, banner.name, banner, expires)
 
-    async def put(self, banner: Banner, *, created: bool = False) -> None:
-        async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.zadd(IDS_KEY, {banner.id: 0})
-            pipe.zadd(NAMES_KEY, {f"{banner.name.lower()}\0{banner.id}": 0})
-            await pipe.execute()
-        await self._set_if_newer(
-            keys=[STATES_KEY],
-            args=[banner.id, banner.version, banner.model_dump_json(), "created" if created else "changed"],
+    async def delete(self, banner_id: str, created_at: datetime, version: int, name: str) -> bool:
+        """Record that the life of `banner_id` begun at `created_at` ended at `version` (a tombstone)."""
+        return await self._write(banner_id, created_at, version, name, None, "")
+
+    async def _write(
+        self,
+        banner_id: str,
+        created_at: datetime,
+        version: int,
+        name: str,
+        banner: Banner | None,
+        expires: str,
+    ) -> bool:
+        written = await self._record(
+            keys=[IDS_KEY, NAMES_KEY, STATES_KEY, STAMPS_KEY, EXPIRIES_KEY],
+            args=[
+                banner_id,
+                stamp_of(created_at),
+                version,
+                name.lower(),
+                "" if banner is None else banner.model_dump_json(),
+                expires,
+            ],
         )
+        return bool(written)
 
-    async def remove(self, banner_id: str) -> None:
-        raw = await self._redis.hget(STATES_KEY, banner_id)
-        async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.zrem(IDS_KEY, banner_id)
-            if raw is not None:
-                name = json.loads(raw)["name"].lower()
-                pipe.zrem(NAMES_KEY, f"{name}\0{banner_id}")
-            pipe.hdel(STATES_KEY, banner_id)
-            await pipe.execute()
+    async def overdue(self, before: float, limit: int) -> list[Banner]:
+        """Banners whose message was due to expire before `before` (epoch seconds), soonest first."""
+        ids = await self._redis.zrangebyscore(EXPIRIES_KEY, "-inf", before, start=0, num=limit)
+        return await self._states([_text(i) for i in ids if isinstance(i, bytes | str)])
 
     async def page(self, after: str | None, limit: int, search: str | None = None) -> list[Banner]:
         ids: list[str]
@@ -89,10 +138,17 @@ class RedisDirectory:
             )
             found = {_text(i) for i in by_id} | {_text(n).rsplit("\0", 1)[1] for n in by_name}
             ids = sorted(i for i in found if after is None or i > after)[:limit]
+        return await self._states(ids)
+
+    async def _states(self, ids: list[str]) -> list[Banner]:
         if not ids:
             return []
         states = await self._redis.hmget(STATES_KEY, ids)
         return [Banner.model_validate_json(raw) for raw in states if raw is not None]
+
+    async def try_lock(self, name: str, holder: str, seconds: float) -> bool:
+        """Take a lock named `name` for `seconds` unless someone holds it (SET NX PX); True if taken."""
+        return bool(await self._redis.set(f"airdisplay:lock:{name}", holder, nx=True, px=int(seconds * 1000)))
 
 
 def _text(value: bytes | str) -> str:

@@ -1,10 +1,14 @@
 """Banner events over Dapr pub/sub: published in turn order through daprd, delivered back to every replica.
 
 Failure rules:
-- `publish` never blocks the turn: events wait in an in-memory queue and one sender posts them to daprd
-  in order, retrying with backoff until daprd accepts each one, so per-banner order is kept.
-- Events still queued when the process dies are lost; subscribers recover the state on their next
-  subscribe (every stream starts with a snapshot), so no client keeps a stale banner for good.
+- The banner actor hands each change to `send` after its state is saved and before it answers: when daprd
+  takes the event (the Redis pub/sub has it in its stream) the caller is answered, so an acknowledged
+  change is on the stream even if this replica dies the next instant.
+- If daprd refuses or cannot be reached, the event joins a queue that one sender retries with backoff
+  until daprd takes it; while that queue is not empty every later event joins it too, so order per banner
+  holds. The turn is not failed for it: its state is already durable. Events still queued when the
+  process dies are lost; subscribers recover the state on their next subscribe (every stream starts with
+  a snapshot), and the fleet directory does not depend on events at all.
 - Delivery from daprd is at least once and may repeat; subscribers drop versions they have already seen.
 """
 
@@ -25,6 +29,8 @@ log = logging.getLogger("airdisplay.dapr.events")
 RETRY_FIRST, RETRY_MAX = 0.2, 10.0
 #: How long stop() waits for queued events to go out.
 FLUSH_SECONDS = 5.0
+#: A publish is one loopback call to daprd and one XADD; past this, the event waits in the queue instead.
+PUBLISH_TIMEOUT = 5.0
 
 
 class DaprEventBus(EventBus):
@@ -38,12 +44,21 @@ class DaprEventBus(EventBus):
         self._queue: asyncio.Queue[BannerChanged] = asyncio.Queue()
         self._client: httpx.AsyncClient | None = None
         self._sender: asyncio.Task[None] | None = None
+        #: Events queued or being retried (the queue is empty while its last one is retried).
+        self._waiting = 0
 
     def publish(self, change: BannerChanged) -> None:
+        """Queue a change for the sender (for callers that cannot wait; turns use `send`)."""
+        self._waiting += 1
         self._queue.put_nowait(change)
 
+    async def send(self, change: BannerChanged) -> None:
+        """Hand a change to daprd now, or queue it behind earlier ones that are still waiting."""
+        if self._client is None or self._waiting or not await self._post(change):
+            self.publish(change)
+
     async def start(self) -> None:
-        self._client = httpx.AsyncClient(timeout=10)
+        self._client = httpx.AsyncClient(timeout=PUBLISH_TIMEOUT)
         self._sender = asyncio.create_task(self._send_all(), name="airdisplay-dapr-publisher")
 
     async def stop(self) -> None:
@@ -56,21 +71,24 @@ class DaprEventBus(EventBus):
         if self._client is not None:
             await self._client.aclose()
 
-    async def _send_all(self) -> None:
+    async def _post(self, change: BannerChanged) -> bool:
         assert self._client is not None
+        try:
+            response = await self._client.post(self._url, json=change_to_json(change), headers=self._headers)
+        except httpx.HTTPError as exc:
+            log.warning("publishing to daprd failed: %s", exc)
+            return False
+        if response.status_code >= 300:
+            log.warning("daprd refused an event (%s): %s", response.status_code, response.text[:200])
+            return False
+        return True
+
+    async def _send_all(self) -> None:
         while True:
             change = await self._queue.get()
             delay = RETRY_FIRST
-            while True:
-                try:
-                    response = await self._client.post(
-                        self._url, json=change_to_json(change), headers=self._headers
-                    )
-                    if response.status_code < 300:
-                        break
-                    log.warning("daprd refused an event (%s): %s", response.status_code, response.text[:200])
-                except httpx.HTTPError as exc:
-                    log.warning("publishing to daprd failed: %s", exc)
+            while not await self._post(change):
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, RETRY_MAX)
+            self._waiting -= 1
             self._queue.task_done()

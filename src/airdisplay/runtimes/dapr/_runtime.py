@@ -4,6 +4,10 @@ any of them through its sidecar; events travel over Dapr pub/sub; the fleet list
 Ports and variables (docs in deploy/dapr/README.md): the app listens on `--port` (daprd's `--app-port`);
 daprd's HTTP API on DAPR_HTTP_PORT (default 3500). DAPR_API_TOKEN is sent to daprd; APP_API_TOKEN, when
 set, is required from daprd on the routes it calls (/actors, /dapr, /events).
+
+The SDK's own actor client (state saves, reminders) reads daprd's address from `dapr.conf.settings`, which
+it fills from DAPR_HTTP_PORT at import time; `start` points it at `dapr_url`, so the app's calls and the
+SDK's go to the same daprd whatever the environment says.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import httpx
 from dapr.actor.runtime.runtime import ActorRuntime
 from dapr.clients.base import DaprActorClientBase
 from dapr.clients.http.dapr_actor_http_client import DaprActorHttpClient
+from dapr.conf import settings as sdk_settings
 from dapr.ext.fastapi import DaprActor, DaprApp
 from fastapi import Body, FastAPI
 from fastapi.responses import JSONResponse
@@ -29,7 +34,9 @@ from ..behaviour import Registration
 from ._actor import DAPR_ACTOR_TYPE, BannerActor
 from ._directory import RedisDirectory
 from ._events import DaprEventBus
+from ._preflight import SIDECAR_WAIT_SECONDS
 from ._serializer import PlainJSONSerializer
+from ._sweep import ExpirySweep
 from ._wire import ActorCallFailed, unwrap
 
 log = logging.getLogger("airdisplay.dapr")
@@ -69,8 +76,7 @@ class DaprRuntime(BannerRuntime):
         self._http: httpx.AsyncClient | None = None
         self._serializer = PlainJSONSerializer()
         self._running = False
-        self.event_bus.subscribe(self._fold_into_directory)
-        self._directory_writes: set[asyncio.Task[None]] = set()
+        self.sweep = ExpirySweep(self.directory, self._expire)
 
     # -- lifecycle ---------------------------------------------------------------------------------
 
@@ -95,6 +101,12 @@ class DaprRuntime(BannerRuntime):
             app.add_middleware(AppTokenGuard, token=self.app_api_token)
 
     async def start(self) -> None:
+        # Assigned on the instance, these win over the DAPR_* environment (dapr.conf.Settings).
+        vars(sdk_settings).update(
+            DAPR_HTTP_ENDPOINT=self.dapr_url,
+            DAPR_API_TOKEN=self._headers.get("dapr-api-token"),
+            DAPR_HEALTH_TIMEOUT=SIDECAR_WAIT_SECONDS,
+        )
         client = self._actor_client
         if client is None:
             # The SDK's client waits for the sidecar synchronously (DAPR_HEALTH_TIMEOUT): off the loop.
@@ -103,17 +115,19 @@ class DaprRuntime(BannerRuntime):
             BannerActor,
             message_serializer=self._serializer,
             state_serializer=self._serializer,
-            actor_factory=lambda ctx, actor_id: BannerActor(ctx, actor_id, self.rules, self.event_bus),
+            actor_factory=lambda ctx, actor_id: BannerActor(
+                ctx, actor_id, self.rules, self.event_bus, self.directory
+            ),
             actor_client=client,
         )
         self._http = httpx.AsyncClient(base_url=self.dapr_url, headers=self._headers, timeout=30)
         await self.directory.ping()
+        self.sweep.start()
         self._running = True
 
     async def stop(self) -> None:
         self._running = False
-        if self._directory_writes:
-            await asyncio.gather(*self._directory_writes, return_exceptions=True)
+        await self.sweep.stop()
         if self._http is not None:
             await self._http.aclose()
         await self.directory.close()
@@ -142,16 +156,13 @@ class DaprRuntime(BannerRuntime):
 
     async def create_banner(self, banner_id: str, name: str) -> Registration:
         value = await self._call(banner_id, "Register", {"name": name})
-        registration = Registration(Banner.model_validate(value["banner"]), value["device_token"])
-        await self.directory.put(registration.banner, created=True)
-        return registration
+        return Registration(Banner.model_validate(value["banner"]), value["device_token"])
 
     async def get_banner(self, banner_id: str) -> Banner:
         return Banner.model_validate(await self._call(banner_id, "Get"))
 
     async def delete_banner(self, banner_id: str) -> None:
         await self._call(banner_id, "Delete")
-        await self.directory.remove(banner_id)
 
     async def submit_message(
         self,
@@ -189,10 +200,8 @@ class DaprRuntime(BannerRuntime):
     async def list_banners(self, *, after: str | None, limit: int, search: str | None = None) -> list[Banner]:
         return await self.directory.page(after, limit, search)
 
-    def _fold_into_directory(self, event: Any) -> None:
-        task = asyncio.get_running_loop().create_task(self.directory.apply(event.change))
-        self._directory_writes.add(task)
-        task.add_done_callback(self._directory_writes.discard)
+    async def _expire(self, banner_id: str, message_id: str) -> None:
+        await self._call(banner_id, "Expire", {"message_id": message_id})
 
 
 class AppTokenGuard:
