@@ -103,3 +103,60 @@ def dapr_check(
         click.echo(f"dapr check: {errors} error(s) in {checked}", err=True)
         sys.exit(1)
     click.echo(f"dapr check: {checked} look right ({len(findings)} warning(s))")
+
+
+@dapr.command("local", context_settings={"ignore_unknown_options": True})
+@click.option(
+    "--replicas", type=click.IntRange(1, 16), default=2, show_default=True, help="How many replicas."
+)
+@click.option(
+    "--port", type=int, default=8001, show_default=True, help="Replica i serves on PORT+i (8001, 8002, ...)."
+)
+@click.option(
+    "--redis-url",
+    envvar="AIRDISPLAY_REDIS_URL",
+    default="redis://127.0.0.1:6379/0",
+    show_default=True,
+    help="The Redis for actor state, pub/sub and the fleet directory [env AIRDISPLAY_REDIS_URL].",
+)
+@click.option(
+    "--workdir",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=Path("./data/dapr-local"),
+    show_default=True,
+    help="Logs, components, the scheduler's data (pending reminders) and each replica's data directory.",
+)
+@click.argument("serve_args", nargs=-1, type=click.UNPROCESSED)
+def dapr_local(replicas: int, port: int, redis_url: str, workdir: Path, serve_args: tuple[str, ...]) -> None:
+    """Run Dapr's placement and scheduler and N replicas (daprd + serve --runtime dapr) on 127.0.0.1.
+
+    Options after `--` go to every `airdisplay serve`. The binaries come from `make dapr`. Ctrl-C stops all.
+    """
+    import signal
+    import time
+
+    from ..runtimes.dapr._local import LocalDapr
+    from ._common import fail
+
+    cluster = LocalDapr(workdir.resolve(), redis_url, replicas, base_port=port, serve_args=serve_args)
+    stopping: list[int] = []
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda number, _frame: stopping.append(number))
+    try:
+        click.echo(
+            f"dapr local: starting placement, scheduler and {replicas} replica(s); logs in {cluster.logs}"
+        )
+        try:
+            cluster.start()
+        except (FileNotFoundError, TimeoutError) as exc:
+            fail(str(exc))
+        for replica in cluster.members:
+            click.echo(f"dapr local: replica {replica.index} at {replica.url} (daprd {replica.dapr_url})")
+        click.echo("dapr local: running; Ctrl-C stops everything")
+        while not stopping:
+            if dead := [r.index for r in cluster.members if not r.running()]:
+                fail(f"replica {dead[0]} stopped; see {cluster.logs}")
+            time.sleep(0.5)
+    finally:
+        click.echo("dapr local: stopping")
+        cluster.stop()

@@ -10,6 +10,7 @@ Binaries come from `make dapr` (deploy/dapr/build/build.sh): AIRDISPLAY_DAPR_BIN
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -91,9 +92,30 @@ class LocalDapr:
     members: list[Replica] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        self.placement_port, self.scheduler_port = free_port(), free_port()
         self._control: list[subprocess.Popen[bytes]] = []
         self.logs = self.workdir / "logs"
+        self.ports = self._ports()
+
+    def _ports(self) -> dict[str, int]:
+        """The control plane's ports, kept in the work dir: the scheduler's embedded etcd records its
+        peer address in its data, so a restart on the same work dir must use the same ports."""
+        path = self.workdir / "ports.json"
+        if path.exists():
+            return {str(k): int(v) for k, v in json.loads(path.read_text()).items()}
+        names = ["placement", "placement_health", "placement_metrics", "placement_raft", "scheduler"]
+        names += ["scheduler_health", "scheduler_metrics", "etcd_client", "etcd_peer"]
+        ports = {name: free_port() for name in names}
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(ports))
+        return ports
+
+    @property
+    def placement_port(self) -> int:
+        return self.ports["placement"]
+
+    @property
+    def scheduler_port(self) -> int:
+        return self.ports["scheduler"]
 
     # -- lifecycle ---------------------------------------------------------------------------------
 
@@ -107,45 +129,46 @@ class LocalDapr:
         self._write_components()
         self.start_control_plane()
         for index in range(self.replicas):
-            port = self.base_port + index if self.base_port else free_port()
-            ports = (free_port(), free_port(), free_port(), free_port())
-            self.members.append(Replica(index, port, *ports))
+            self.members.append(self._replica_ports(index))
         for replica in self.members:
             self.start_replica(replica.index)
         for replica in self.members:
             self.wait_ready(replica.index)
 
     def start_control_plane(self) -> None:
-        placement_health, scheduler_health = free_port(), free_port()
+        p = self.ports
         self._control = [
             self._spawn(
                 "placement",
                 [
                     str(self.bin_dir / "placement"),
-                    *("--port", str(self.placement_port), "--listen-address", "127.0.0.1"),
-                    *("--healthz-port", str(placement_health), "--healthz-listen-address", "127.0.0.1"),
-                    *("--metrics-port", str(free_port()), "--metrics-listen-address", "127.0.0.1"),
-                    "--initial-cluster",
-                    f"dapr-placement-0=127.0.0.1:{free_port()}",
+                    *("--port", str(p["placement"]), "--listen-address", "127.0.0.1"),
+                    *("--healthz-port", str(p["placement_health"]), "--healthz-listen-address", "127.0.0.1"),
+                    *("--metrics-port", str(p["placement_metrics"]), "--metrics-listen-address", "127.0.0.1"),
+                    *("--initial-cluster", f"dapr-placement-0=127.0.0.1:{p['placement_raft']}"),
                 ],
             ),
             self._spawn(
                 "scheduler",
                 [
                     str(self.bin_dir / "scheduler"),
-                    *("--port", str(self.scheduler_port), "--listen-address", "127.0.0.1"),
-                    *("--healthz-port", str(scheduler_health), "--healthz-listen-address", "127.0.0.1"),
-                    *("--metrics-port", str(free_port()), "--metrics-listen-address", "127.0.0.1"),
+                    *("--port", str(p["scheduler"]), "--listen-address", "127.0.0.1"),
+                    *("--healthz-port", str(p["scheduler_health"]), "--healthz-listen-address", "127.0.0.1"),
+                    *("--metrics-port", str(p["scheduler_metrics"]), "--metrics-listen-address", "127.0.0.1"),
                     *("--etcd-data-dir", str(self.workdir / "scheduler-etcd")),
-                    *("--etcd-client-port", str(free_port()), "--etcd-client-listen-address", "127.0.0.1"),
-                    "--etcd-initial-cluster",
-                    f"dapr-scheduler-server-0=http://127.0.0.1:{free_port()}",
-                    *("--override-broadcast-host-port", f"127.0.0.1:{self.scheduler_port}"),
+                    *(
+                        "--etcd-client-port",
+                        str(p["etcd_client"]),
+                        "--etcd-client-listen-address",
+                        "127.0.0.1",
+                    ),
+                    *("--etcd-initial-cluster", f"dapr-scheduler-server-0=http://127.0.0.1:{p['etcd_peer']}"),
+                    *("--override-broadcast-host-port", f"127.0.0.1:{p['scheduler']}"),
                 ],
             ),
         ]
-        for name, port in (("placement", placement_health), ("scheduler", scheduler_health)):
-            self._wait_http(f"http://127.0.0.1:{port}/healthz", name)
+        for name in ("placement", "scheduler"):
+            self._wait_http(f"http://127.0.0.1:{p[name + '_health']}/healthz", name)
 
     def start_replica(self, index: int) -> Replica:
         """Start (or start again, on the same ports) replica `index`: daprd first, then the app."""
@@ -179,6 +202,17 @@ class LocalDapr:
             env={"DAPR_HTTP_PORT": str(replica.http_port)},
         )
         return replica
+
+    def _replica_ports(self, index: int) -> Replica:
+        names = [f"{kind}_{index}" for kind in ("app", "http", "grpc", "internal", "metrics")]
+        if names[0] not in self.ports:
+            for name in names:
+                self.ports[name] = free_port()
+            if self.base_port:
+                self.ports[names[0]] = self.base_port + index
+            (self.workdir / "ports.json").write_text(json.dumps(self.ports))
+        app, http, grpc, internal, metrics = (self.ports[name] for name in names)
+        return Replica(index, app, http, grpc, internal, metrics)
 
     def wait_ready(self, index: int, limit: float = START_SECONDS) -> None:
         """Until the app is ready and its daprd is healthy (app channel up, actors registered)."""
