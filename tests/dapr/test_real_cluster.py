@@ -1,0 +1,460 @@
+"""Scale-out on a real Dapr: Dapr's placement and scheduler, and two replicas, each `airdisplay serve
+--runtime dapr` with its own daprd, all built by `make dapr` and started by LocalDapr (the code behind
+`airdisplay dapr local`) on 127.0.0.1 with a real redis-server. No double anywhere in this module.
+
+The shared cluster (message 6 s) serves the tests that leave it as it was; tests that kill, stop or
+restart processes get a cluster of their own. Without the binaries these tests skip locally and fail in
+CI (tests/dapr/conftest.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import subprocess
+import time
+import uuid
+from collections import Counter
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+import httpx
+import pytest
+import websockets
+
+from airdisplay.runtimes.dapr._local import LocalDapr, free_port
+from airdisplay.runtimes.dapr._sweep import GRACE_SECONDS, SWEEP_SECONDS
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
+
+SHARED_MESSAGE_SECONDS = 6
+
+
+# -- processes ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class RedisProcess:
+    """A redis-server of the cluster's own, with an append-only file so that a restart keeps its data."""
+
+    workdir: Path
+    port: int = field(default_factory=free_port)
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.proc = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", ""]
+            + ["--appendonly", "yes", "--appendfsync", "always", "--dir", str(self.workdir)],
+            stdout=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                if subprocess.run(
+                    ["redis-cli", "-p", str(self.port), "ping"], capture_output=True, timeout=2
+                ).stdout.startswith(b"PONG"):
+                    return
+            except subprocess.TimeoutExpired:
+                pass
+            if time.monotonic() > deadline:
+                raise TimeoutError("redis-server did not start")
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()  # SIGTERM: redis flushes its append-only file and exits
+            self.proc.wait(timeout=15)
+
+
+@contextlib.contextmanager
+def running_cluster(
+    workdir: Path, message_seconds: float, redis: RedisProcess | None = None
+) -> Iterator[LocalDapr]:
+    own_redis = redis is None
+    redis = redis or RedisProcess(workdir / "redis")
+    if own_redis:
+        redis.start()
+    # The submit rate limit is per client address, and every request here comes from 127.0.0.1.
+    serve_args = ("--message-seconds", str(message_seconds), "--submit-rate", "0")
+    cluster = LocalDapr(workdir, redis.url, serve_args=serve_args)
+    try:
+        cluster.start()
+        yield cluster
+    except BaseException:
+        for name in ("app-0", "daprd-0", "app-1", "daprd-1", "scheduler"):
+            print(f"--- {name}.log\n{cluster.tail(name)}")
+        raise
+    finally:
+        cluster.stop()
+        if own_redis:
+            redis.stop()
+
+
+@pytest.fixture(scope="module")
+def cluster(dapr_bin, tmp_path_factory) -> Iterator[LocalDapr]:
+    with running_cluster(tmp_path_factory.mktemp("dapr-shared"), SHARED_MESSAGE_SECONDS) as shared:
+        yield shared
+
+
+def new_id(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(timeout=30, limits=httpx.Limits(max_connections=300)) as client:
+        yield client
+
+
+async def create(http: httpx.AsyncClient, base: str, banner_id: str, name: str = "Real Dapr") -> dict:
+    response = await http.post(f"{base}/api/v1/banners", json={"id": banner_id, "name": name})
+    assert response.status_code == 201, response.text
+    return response.json()
+
+
+async def submit(
+    http: httpx.AsyncClient, base: str, banner_id: str, text: str, **headers: str
+) -> httpx.Response:
+    return await http.post(f"{base}/api/v1/banners/{banner_id}/message", json={"text": text}, headers=headers)
+
+
+async def until(predicate: Callable[[], object], limit: float, what: str) -> float:
+    """Poll an async or sync predicate until it is true; the seconds it took."""
+    start = time.monotonic()
+    while True:
+        result = predicate()
+        if asyncio.iscoroutine(result):
+            result = await result
+        if result:
+            return time.monotonic() - start
+        if time.monotonic() - start > limit:
+            raise AssertionError(f"timed out after {limit} s waiting for {what}")
+        await asyncio.sleep(0.05)
+
+
+class Stream:
+    """A WebSocket client of /api/v1/stream that records every banner frame it gets."""
+
+    def __init__(self, ws: websockets.ClientConnection) -> None:
+        self.ws = ws
+        self.frames: list[dict] = []
+        self._reader = asyncio.create_task(self._read())
+
+    @classmethod
+    async def open(cls, base: str, banner_ids: list[str]) -> Stream:
+        url = base.replace("http://", "ws://") + "/api/v1/stream?banners=" + ",".join(banner_ids)
+        return cls(await websockets.connect(url))
+
+    async def _read(self) -> None:
+        with contextlib.suppress(websockets.ConnectionClosed):
+            async for raw in self.ws:
+                frame = json.loads(raw)
+                if frame.get("type") == "banner":
+                    self.frames.append(frame)
+
+    def of(self, banner_id: str, kind: str | None = None) -> list[dict]:
+        return [f for f in self.frames if f["banner_id"] == banner_id and (kind is None or f["kind"] == kind)]
+
+    async def close(self) -> None:
+        await self.ws.close()
+        await self._reader
+
+
+# -- the shared cluster ------------------------------------------------------------------------------
+
+
+async def test_200_concurrent_submits_across_both_replicas_have_exactly_one_winner(cluster, http):
+    a, b = cluster.members
+    banner = new_id("hot")
+    await create(http, a.url, banner)
+    replies = await asyncio.gather(*(submit(http, (a, b)[i % 2].url, banner, f"m{i}") for i in range(200)))
+    assert Counter(r.status_code for r in replies) == {201: 1, 409: 199}
+    winner = next(r.json() for r in replies if r.status_code == 201)
+    for replica in (a, b):
+        assert (await http.get(f"{replica.url}/api/v1/banners/{banner}")).json()["message"] == winner[
+            "message"
+        ]
+
+
+async def test_expiry_fires_through_the_scheduler_once_and_both_replicas_see_it(cluster, http):
+    a, b = cluster.members
+    banner = new_id("exp")
+    await create(http, a.url, banner)
+    streams = [await Stream.open(r.url, [banner]) for r in (a, b)]
+    try:
+        shown = (await submit(http, b.url, banner, "brief")).json()
+        expires_at = datetime.fromisoformat(shown["message"]["expires_at"]).timestamp()
+        for stream in streams:
+            await until(
+                lambda s=stream: s.of(banner, "message_expired"), SHARED_MESSAGE_SECONDS + 15, "expiry"
+            )
+        lateness = time.time() - expires_at
+        await asyncio.sleep(1.5)  # room for a second, wrong expiry to show up
+        for stream in streams:
+            expired = stream.of(banner, "message_expired")
+            assert len(expired) == 1 and expired[0]["version"] == shown["version"] + 1
+        for replica in (a, b):
+            body = (await http.get(f"{replica.url}/api/v1/banners/{banner}")).json()
+            assert body["message"] is None and body["version"] == shown["version"] + 1
+        # The Scheduler fires on the whole second after the due time (rounded up) plus delivery.
+        assert lateness < 3.0, f"expiry arrived {lateness:.2f} s late"
+    finally:
+        for stream in streams:
+            await stream.close()
+
+
+async def test_a_websocket_on_one_replica_sees_every_change_made_through_the_other_in_order(cluster, http):
+    a, b = cluster.members
+    banner = new_id("ws")
+    await create(http, b.url, banner)
+    stream = await Stream.open(a.url, [banner])
+    try:
+        await until(lambda: stream.of(banner), 10, "the snapshot")
+        versions = [(await submit(http, b.url, banner, "one")).json()["version"]]
+        versions.append((await http.delete(f"{b.url}/api/v1/banners/{banner}/message")).json()["version"])
+        versions.append((await submit(http, b.url, banner, "two")).json()["version"])
+        versions.append((await http.delete(f"{b.url}/api/v1/banners/{banner}/message")).json()["version"])
+        await until(lambda: stream.of(banner)[-1]["version"] == versions[-1], 15, "the last change on A")
+        seen = [(f["kind"], f["version"]) for f in stream.of(banner)]
+        assert seen[0] == ("snapshot", 1)
+        assert seen[1:] == list(
+            zip(
+                ["message_shown", "message_cleared", "message_shown", "message_cleared"],
+                versions,
+                strict=True,
+            )
+        )
+    finally:
+        await stream.close()
+
+
+async def active_banner_actors(http: httpx.AsyncClient, dapr_url: str) -> int:
+    metadata = (await http.get(f"{dapr_url}/v1.0/metadata")).json()
+    actors = metadata.get("actorRuntime", {}).get("activeActors") or metadata.get("actors") or []
+    return sum(int(a.get("count", 0)) for a in actors if a.get("type") == "BannerActor")
+
+
+async def test_device_channel_works_through_a_replica_whose_daprd_does_not_host_the_banner(cluster, http):
+    a, b = cluster.members
+    # Register banners through B until one is activated on A's daprd (placement hashes ids over both).
+    for _ in range(20):
+        before = await active_banner_actors(http, a.dapr_url)
+        banner = new_id("dev")
+        token = (await create(http, b.url, banner))["device_token"]
+        if await active_banner_actors(http, a.dapr_url) > before:
+            break
+    else:
+        pytest.fail("no banner landed on replica A in 20 registrations")
+    url = b.url.replace("http://", "ws://") + f"/api/v1/devices/{banner}/connect"
+    device = await websockets.connect(url, additional_headers={"Authorization": f"Bearer {token}"})
+    try:
+        first = json.loads(await asyncio.wait_for(device.recv(), 15))
+        assert first == {"type": "display", "version": 1, "text": None, "expires_at": None}
+        shown = (await submit(http, a.url, banner, "to the sky")).json()
+        display = json.loads(await asyncio.wait_for(device.recv(), 15))
+        assert display["text"] == "to the sky" and display["version"] == shown["display_version"]
+        await device.send(json.dumps({"type": "ack", "version": display["version"]}))
+
+        async def acknowledged() -> bool:
+            body = (await http.get(f"{a.url}/api/v1/banners/{banner}")).json()
+            return bool(
+                body["device"]["online"] and body["device"]["displayed_version"] == display["version"]
+            )
+
+        await until(acknowledged, 15, "the ack, seen through A")
+    finally:
+        await device.close()
+
+    async def offline() -> bool:
+        return not (await http.get(f"{a.url}/api/v1/banners/{banner}")).json()["device"]["online"]
+
+    await until(offline, 15, "the banner offline after its link closed")
+
+
+async def test_a_message_whose_reminder_is_gone_is_expired_by_the_sweep(cluster, http):
+    """The Scheduler deletes a reminder after 3 failed deliveries; deleting it through daprd's own API is
+    that situation, made on purpose. The sweep must still take the message off."""
+    a, b = cluster.members
+    banner = new_id("sweep")
+    await create(http, a.url, banner)
+    shown = (await submit(http, a.url, banner, "stuck?")).json()
+    gone = await http.delete(f"{b.dapr_url}/v1.0/actors/BannerActor/{banner}/reminders/expire")
+    assert gone.status_code in (200, 204), gone.text
+    expires_at = datetime.fromisoformat(shown["message"]["expires_at"]).timestamp()
+
+    async def cleared() -> bool:
+        return (await http.get(f"{b.url}/api/v1/banners/{banner}")).json()["message"] is None
+
+    await until(cleared, SHARED_MESSAGE_SECONDS + GRACE_SECONDS + 2 * SWEEP_SECONDS + 10, "the sweep")
+    late = time.time() - expires_at
+    assert late >= GRACE_SECONDS, "expired before the grace: the reminder was not really gone"
+    assert late <= GRACE_SECONDS + SWEEP_SECONDS + 3
+
+
+async def listing(http: httpx.AsyncClient, base: str, **params: str) -> list[dict]:
+    return (await http.get(f"{base}/api/v1/banners", params={"limit": 500, **params})).json()["items"]
+
+
+async def test_listing_and_search_agree_with_the_actors_after_deletes_recreates_and_a_replayed_stream(
+    dapr_bin, tmp_path, http
+):
+    with running_cluster(tmp_path, 30) as own:
+        a, b = own.members
+        ids = [f"fleet-{i}" for i in range(8)]
+        for i, banner in enumerate(ids):
+            await create(http, (a, b)[i % 2].url, banner, f"Plane {i}")
+        for banner in ids[:4]:
+            assert (await submit(http, b.url, banner, f"hello {banner}")).status_code == 201
+        for banner in ids[4:6]:
+            assert (await http.delete(f"{a.url}/api/v1/banners/{banner}")).status_code == 204
+        await create(http, b.url, ids[4], "Glider again")
+        # B starts again: its new consumer group reads the stream from the start (every event above once
+        # more). The directory must not move.
+        own.stop_replica(1)
+        own.start_replica(1)
+        own.wait_ready(1)
+        await asyncio.sleep(2)  # the replayed events arrive (nothing to wait on: they must change nothing)
+        live = sorted(set(ids) - {ids[5]})
+        truth = [(await http.get(f"{a.url}/api/v1/banners/{i}")).json() for i in live]
+        for replica in (a, b):
+            assert await listing(http, replica.url) == truth
+            assert [x["id"] for x in await listing(http, replica.url, q="glider")] == [ids[4]]
+            assert [x["id"] for x in await listing(http, replica.url, q="plane 4")] == []
+            assert (await http.get(f"{replica.url}/api/v1/banners/{ids[5]}")).status_code == 404
+
+
+# -- failures ----------------------------------------------------------------------------------------
+
+
+@dataclass
+class Acked:
+    banner_id: str
+    message_id: str
+    version: int
+    expires_at: float
+
+
+async def test_kill_9_of_a_replica_under_load_loses_nothing_and_its_banners_answer_through_the_other(
+    dapr_bin, tmp_path, http
+):
+    message_seconds = 4
+    with running_cluster(tmp_path, message_seconds) as own:
+        a, b = own.members
+        ids = [f"k{i}" for i in range(20)]
+        for banner in ids:
+            await create(http, a.url, banner)
+        stream = await Stream.open(b.url, ids)
+        acked: list[Acked] = []
+        failures: list[float] = []
+        stop = asyncio.Event()
+
+        async def load(banner: str) -> None:
+            while not stop.is_set():
+                key = uuid.uuid4().hex
+                for _ in range(20):  # retry with the same key until answered: a lost answer is no loss
+                    try:
+                        reply = await submit(
+                            http, b.url, banner, f"t{time.monotonic():.3f}", **{"Idempotency-Key": key}
+                        )
+                    except httpx.TransportError:
+                        reply = None
+                    if reply is not None and reply.status_code in (201, 409):
+                        break
+                    failures.append(time.monotonic())
+                    await asyncio.sleep(0.2)
+                if reply is not None and reply.status_code == 201:
+                    body = reply.json()
+                    expires = datetime.fromisoformat(body["message"]["expires_at"]).timestamp()
+                    acked.append(Acked(banner, body["message"]["id"], body["version"], expires))
+                await asyncio.sleep(0.3)
+
+        workers = [asyncio.create_task(load(banner)) for banner in ids]
+        try:
+            await until(lambda: len(acked) >= 30, 60, "30 acknowledged submits before the kill")
+            own.kill(0)
+            killed_at = time.monotonic()
+
+            async def all_answer() -> bool:
+                replies = await asyncio.gather(*(http.get(f"{b.url}/api/v1/banners/{i}") for i in ids))
+                return all(r.status_code == 200 for r in replies)
+
+            failover = await until(all_answer, 60, "every banner answering through B")
+            acked_at_kill = len(acked)
+            await until(
+                lambda: len(acked) >= acked_at_kill + 20, 60, "20 more acknowledged submits through B"
+            )
+        finally:
+            stop.set()
+            await asyncio.gather(*workers)
+        print(
+            f"failover: every banner answered through B {failover:.2f} s after the kill; "
+            f"{len(failures)} failed attempts (retried), {len(acked)} acknowledged"
+        )
+        assert failover < 30
+
+        # Every pending expiry fires (those registered by A's actors too), nothing acknowledged is lost.
+        last_due = max(x.expires_at for x in acked)
+        bound = max(0.0, last_due - time.time()) + GRACE_SECONDS + SWEEP_SECONDS + 15
+
+        async def all_clear() -> bool:
+            replies = await asyncio.gather(*(http.get(f"{b.url}/api/v1/banners/{i}") for i in ids))
+            return all(r.json()["message"] is None for r in replies)
+
+        await until(all_clear, bound, "every acknowledged message expired")
+        shown_ids = {f["banner"]["message"]["id"] for f in stream.frames if f["kind"] == "message_shown"}
+        await stream.close()
+        lost = [x for x in acked if x.message_id not in shown_ids]
+        assert lost == [], f"acknowledged but never shown on the event stream: {lost[:3]}"
+        for banner in ids:
+            mine = [x.version for x in acked if x.banner_id == banner]
+            final = (await http.get(f"{b.url}/api/v1/banners/{banner}")).json()["version"]
+            assert final > max(mine, default=0), f"{banner} went back to version {final}"
+            versions = [f["version"] for f in stream.of(banner)]
+            assert versions == sorted(versions), f"versions went backwards on {banner}"
+        assert time.monotonic() - killed_at > 0
+
+
+async def test_stop_everything_and_start_again_keeps_banners_messages_and_pending_expiries(
+    dapr_bin, tmp_path, http
+):
+    message_seconds = 25
+    redis = RedisProcess(tmp_path / "redis")
+    redis.start()
+    try:
+        with running_cluster(tmp_path / "dapr", message_seconds, redis) as first:
+            a, b = first.members
+            ids = [f"r{i}" for i in range(5)]
+            for banner in ids:
+                await create(http, a.url, banner)
+            shown = {banner: (await submit(http, b.url, banner, f"stay {banner}")).json() for banner in ids}
+        redis.stop()
+        redis.start()
+        with running_cluster(tmp_path / "dapr", message_seconds, redis) as second:
+            a, b = second.members
+            for replica in (a, b):
+                for banner in ids:
+                    body = (await http.get(f"{replica.url}/api/v1/banners/{banner}")).json()
+                    assert body["message"] == shown[banner]["message"]
+                    assert body["version"] == shown[banner]["version"]
+                assert [x["id"] for x in await listing(http, replica.url)] == ids
+            last_due = max(
+                datetime.fromisoformat(s["message"]["expires_at"]).timestamp() for s in shown.values()
+            )
+
+            async def all_expired() -> bool:
+                replies = await asyncio.gather(*(http.get(f"{a.url}/api/v1/banners/{i}") for i in ids))
+                return all(r.json()["message"] is None for r in replies)
+
+            await until(all_expired, max(0.0, last_due - time.time()) + 10, "the expiries after the restart")
+            late = time.time() - last_due
+            assert late < 5, f"the expiries came {late:.1f} s late: the sweep, not the Scheduler, fired them"
+    finally:
+        redis.stop()
