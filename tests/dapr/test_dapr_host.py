@@ -38,6 +38,8 @@ def test_sdk_default_serializer_mangles_banner_text_and_ours_does_not():
 async def test_app_serves_daprd_config_and_subscription(dapr_server):
     config = (await dapr_server.client.get("/dapr/config")).json()
     assert config["entities"] == ["BannerActor"]
+    # A minute, not Dapr's hour: idle banner actors leave the app's memory.
+    assert config["actorIdleTimeout"] == "0h1m0s0ms0μs" and config["actorScanInterval"] == "0h0m10s0ms0μs"
     subscriptions = (await dapr_server.client.get("/dapr/subscribe")).json()
     assert subscriptions[0]["pubsubname"] == "pubsub" and subscriptions[0]["topic"] == "banner-changes"
     assert dapr_server.daprd.calls[:2] == ["GET /dapr/config", "GET /dapr/subscribe"]

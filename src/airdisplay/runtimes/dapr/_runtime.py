@@ -15,9 +15,11 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
+from datetime import timedelta
 from typing import Any
 
 import httpx
+from dapr.actor.runtime.config import ActorRuntimeConfig
 from dapr.actor.runtime.runtime import ActorRuntime
 from dapr.clients.base import DaprActorClientBase
 from dapr.clients.http.dapr_actor_http_client import DaprActorHttpClient
@@ -47,6 +49,11 @@ DEFAULT_PUBSUB = "pubsub"
 DEFAULT_TOPIC = "banner-changes"
 #: Routes daprd calls on the app; guarded by APP_API_TOKEN when it is set.
 DAPR_FACING_PREFIXES = ("/actors/", "/dapr/", "/events/")
+#: The SDK keeps every active actor object in the app's memory until daprd deactivates it; with Dapr's
+#: default idle timeout (1 h) that is every banner touched in the last hour. A minute keeps a banner in
+#: a conversation warm and lets a wave of one-off submits leave memory soon after.
+ACTOR_IDLE_TIMEOUT = timedelta(minutes=1)
+ACTOR_SCAN_INTERVAL = timedelta(seconds=10)
 
 
 class DaprRuntime(BannerRuntime):
@@ -111,6 +118,9 @@ class DaprRuntime(BannerRuntime):
         if client is None:
             # The SDK's client waits for the sidecar synchronously (DAPR_HEALTH_TIMEOUT): off the loop.
             client = await asyncio.to_thread(DaprActorHttpClient, self._serializer)
+        ActorRuntime.set_actor_config(
+            ActorRuntimeConfig(actor_idle_timeout=ACTOR_IDLE_TIMEOUT, actor_scan_interval=ACTOR_SCAN_INTERVAL)
+        )
         await ActorRuntime.register_actor(
             BannerActor,
             message_serializer=self._serializer,
