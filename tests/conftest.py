@@ -1,15 +1,23 @@
-"""Shared test helpers: waiting on conditions instead of sleeping."""
+"""Shared test helpers: waiting on conditions instead of sleeping; a real Redis and real Dapr for the session.
+
+The real-Dapr fixtures are here, not in tests/dapr/conftest.py, because the behaviour suite needs them too:
+defined once here, the session has one placement + scheduler whichever packages use it.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
 import socket
 import subprocess
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
+
+from airdisplay.runtimes.dapr._local import LocalDapr, dapr_bin_dir, missing_binaries
 
 #: Upper bound for any condition a test waits on; generous for a loaded 2-core CI machine.
 WAIT_LIMIT = 15.0
@@ -76,3 +84,33 @@ def redis_url(redis_server: str) -> str:
     client.flushall()
     client.close()
     return redis_server
+
+
+@pytest.fixture(scope="session")
+def dapr_bin() -> Path:
+    """The directory holding daprd, placement and scheduler; skips (fails under CI) when they are missing.
+
+    CI (the CI variable set) must never pass by skipping the real-Dapr tests.
+    """
+    where = dapr_bin_dir()
+    if missing := missing_binaries(where):
+        reason = f"{', '.join(missing)} not found in {where}: run `make dapr`"
+        if os.environ.get("CI"):
+            pytest.fail(f"{reason} (CI is set: real-Dapr tests must not be skipped)", pytrace=False)
+        pytest.skip(reason)
+    return where
+
+
+@pytest.fixture(scope="session")
+def dapr_control_plane(dapr_bin: Path, redis_server: str, tmp_path_factory) -> Iterator[LocalDapr]:
+    """A started placement + scheduler on free loopback ports, without replicas; stopped at session end.
+
+    Apps join it with `spawn_daprd` (or tests/dapr/conftest.py's `RealDaprd`), each under an app id of its
+    own, so their actors' state and Scheduler reminders never mix. Logs are in `logs/` of its work dir.
+    """
+    local = LocalDapr(tmp_path_factory.mktemp("dapr"), redis_server, replicas=0, bin_dir=dapr_bin)
+    try:
+        local.start()
+        yield local
+    finally:
+        local.stop()

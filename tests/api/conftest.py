@@ -1,8 +1,14 @@
-"""A real uvicorn server on a free loopback port, in the test's event loop, with a real HTTP client."""
+"""A real uvicorn server on a free loopback port, in the test's event loop, with a real HTTP client.
+
+Runtimes: "embedded" (SQLite in the data dir); "dapr", the Dapr SDK host behind the daprd double of
+tests/dapr/double.py; "dapr-real", the same app behind a real daprd subprocess (tests/dapr/conftest.py)
+joined to the session's placement + scheduler (tests/conftest.py), its components on the test's Redis.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -21,7 +27,9 @@ from airdisplay.config import Settings
 from airdisplay.domain import BannerChanged
 from airdisplay.runtimes import EmbeddedRuntime
 from airdisplay.runtimes.dapr import DaprRuntime
+from airdisplay.runtimes.dapr._local import LocalDapr
 from tests.conftest import eventually
+from tests.dapr.conftest import RealDaprd
 from tests.dapr.double import DaprdDouble
 
 
@@ -36,9 +44,12 @@ class RunningServer:
     _server: uvicorn.Server
     _task: asyncio.Task[None]
     daprd: DaprdDouble | None = None
+    sidecar: RealDaprd | None = None
 
     async def stop(self) -> None:
         """Graceful shutdown, as on SIGTERM."""
+        if self.sidecar is not None:  # before the app: daprd deactivates its actors through the app
+            await self.sidecar.stop()
         if not self._task.done():
             await self.client.aclose()
             self._server.should_exit = True
@@ -61,6 +72,9 @@ class RunningServer:
 
 ServerFactory = Callable[..., Awaitable[RunningServer]]
 
+#: App ids of the real-daprd servers: one per test, so no test sees another's actor state or reminders.
+_app_ids = itertools.count()
+
 
 async def _dapr_runtime(config: Settings, request: pytest.FixtureRequest) -> tuple[DaprdDouble, DaprRuntime]:
     """The Dapr runtime against the daprd double (see tests/dapr/double.py) and a real Redis."""
@@ -79,10 +93,27 @@ async def _dapr_runtime(config: Settings, request: pytest.FixtureRequest) -> tup
     return daprd, runtime
 
 
+def _real_dapr_runtime(
+    config: Settings, control: LocalDapr, redis_url: str, app_id: str, name: str
+) -> tuple[RealDaprd, DaprRuntime]:
+    """The Dapr runtime behind a real daprd for the app on `config.port`, with the SDK's own HTTP client."""
+    ActorRuntime._actor_managers = {}  # the SDK keeps registrations in class globals
+    app_token = config.app_api_token.get_secret_value() if config.app_api_token else None
+    sidecar = RealDaprd.start(
+        control, app_id, config.port, redis_url, config.data_dir / "dapr-components", name, app_token
+    )
+    runtime = DaprRuntime(config.rules, dapr_url=sidecar.url, redis_url=redis_url, app_api_token=app_token)
+    return sidecar, runtime
+
+
 @pytest.fixture
 async def start_server(tmp_path, request) -> AsyncIterator[ServerFactory]:
-    """Start servers on a data dir (default: this test's tmp_path); all are stopped at the end."""
+    """Start servers on a data dir (default: this test's tmp_path); all are stopped at the end.
+
+    The "dapr-real" servers of one test are replicas of one app id of their own.
+    """
     running: list[RunningServer] = []
+    app_id = f"bt{next(_app_ids)}"
 
     async def start(
         data_dir: Path | None = None,
@@ -98,6 +129,9 @@ async def start_server(tmp_path, request) -> AsyncIterator[ServerFactory]:
         `submit_rate`: most tests send many submits from one address on purpose.
         """
         settings.setdefault("submit_rate", 0)
+        if runtime == "dapr-real":  # before the socket: these skip when the binaries are missing
+            control: LocalDapr = request.getfixturevalue("dapr_control_plane")
+            redis_url: str = request.getfixturevalue("redis_url")
         sock = socket.socket()
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(("127.0.0.1", port))
@@ -106,12 +140,17 @@ async def start_server(tmp_path, request) -> AsyncIterator[ServerFactory]:
             data_dir=data_dir or tmp_path,
             port=port,
             operator_key=SecretStr(api_key) if api_key else None,
-            runtime=runtime,
+            runtime="dapr" if runtime == "dapr-real" else runtime,
             **settings,
         )
-        daprd = None
+        daprd = sidecar = None
         if runtime == "dapr":
             daprd, dapr_runtime = await _dapr_runtime(config, request)
+            app = create_app(config, dapr_runtime)
+        elif runtime == "dapr-real":
+            # daprd first: the app's start-up waits for it, and daprd connects once the app listens.
+            name = f"daprd-{app_id}-{len(running)}"
+            sidecar, dapr_runtime = _real_dapr_runtime(config, control, redis_url, app_id, name)
             app = create_app(config, dapr_runtime)
         else:
             app = create_app(config)
@@ -120,15 +159,29 @@ async def start_server(tmp_path, request) -> AsyncIterator[ServerFactory]:
         runtime.add_listener(changes.append)
         server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on", **uvicorn_options()))
         task = asyncio.create_task(server.serve(sockets=[sock]))
-        await eventually(lambda: server.started or task.done(), what="server start")
-        if task.done():
-            task.result()
+        try:
+            await eventually(lambda: server.started or task.done(), what="server start")
+            if task.done():
+                task.result()
+            if sidecar is not None:
+                await sidecar.wait_ready()
+        except BaseException:
+            server.should_exit = True
+            if not server.started:
+                task.cancel()  # still in its lifespan's start-up, which should_exit does not interrupt
+            await asyncio.wait([task])
+            sock.close()
+            if sidecar is not None:
+                await sidecar.stop()
+            raise
         url = f"http://127.0.0.1:{port}"
         headers = {"Authorization": f"Bearer {api_key}"} if api_key and client_sends_key else None
         client = httpx.AsyncClient(
             base_url=url, timeout=30, headers=headers, limits=httpx.Limits(max_connections=500)
         )
-        handle = RunningServer(url, client, runtime, changes, config.data_dir, app, server, task, daprd)
+        handle = RunningServer(
+            url, client, runtime, changes, config.data_dir, app, server, task, daprd, sidecar
+        )
         if daprd is not None and config.app_api_token is None:
             await daprd.connect_app(url)
         running.append(handle)

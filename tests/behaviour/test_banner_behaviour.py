@@ -1,5 +1,12 @@
-"""One behaviour suite, run against both runtimes: embedded (SQLite) and Dapr (SDK host behind the daprd
-double of tests/dapr/double.py, with a real Redis for the fleet directory)."""
+"""One behaviour suite, run against three runtimes, each behind a real uvicorn server in the test's loop:
+
+- embedded: banner actors in-process, state in SQLite under tmp_path;
+- dapr: the Dapr SDK host behind the daprd double of tests/dapr/double.py, with a real Redis for the fleet
+  directory;
+- dapr-real: the same app behind a real daprd subprocess (built by `make dapr`) joined to the session's
+  real placement + scheduler, with actor state, pub/sub and the fleet directory in a real Redis. It skips
+  when the binaries are missing, and fails instead when CI is set.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +18,7 @@ import pytest
 from tests.api.conftest import start_server  # noqa: F401 - the fixture
 from tests.api.test_stream import StreamClient
 
-RUNTIMES = ["embedded", "dapr"]
+RUNTIMES = ["embedded", "dapr", "dapr-real"]
 
 
 @pytest.fixture(params=RUNTIMES)

@@ -9,6 +9,7 @@ import pytest
 
 from airdisplay.domain import Banner, Message
 from airdisplay.runtimes.dapr import RedisDirectory
+from airdisplay.runtimes.dapr._directory import stamp_of
 
 T0 = datetime(2026, 11, 29, 10, 0, tzinfo=UTC)
 
@@ -41,7 +42,7 @@ async def test_an_older_write_never_replaces_a_newer_one(directory):
 
 async def test_a_deletion_is_not_undone_by_a_late_write_of_the_same_life(directory):
     await directory.put(banner(2))
-    assert await directory.delete("n1", T0, 3, "Cessna")
+    assert await directory.delete("n1", stamp_of(T0), 3, "Cessna")
     assert not await directory.put(banner(2))
     assert await directory.page(None, 10) == []
     assert await directory.page(None, 10, search="cessna") == []
@@ -49,10 +50,10 @@ async def test_a_deletion_is_not_undone_by_a_late_write_of_the_same_life(directo
 
 async def test_a_banner_registered_again_after_deletion_is_listed_under_its_new_name(directory):
     await directory.put(banner(4, text="old life"))
-    await directory.delete("n1", T0, 5, "Cessna")
+    await directory.delete("n1", stamp_of(T0), 5, "Cessna")
     later = T0 + timedelta(minutes=1)
     assert await directory.put(banner(1, name="Glider", created=later))
-    assert not await directory.delete("n1", T0, 6, "Cessna")  # a late deletion of the old life
+    assert not await directory.delete("n1", stamp_of(T0), 6, "Cessna")  # a late deletion of the old life
     assert [b.name for b in await directory.page(None, 10)] == ["Glider"]
     assert [b.id for b in await directory.page(None, 10, search="glider")] == ["n1"]
     assert await directory.page(None, 10, search="cessna") == []

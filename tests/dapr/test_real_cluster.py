@@ -331,6 +331,57 @@ async def test_listing_and_search_agree_with_the_actors_after_deletes_recreates_
             assert (await http.get(f"{replica.url}/api/v1/banners/{ids[5]}")).status_code == 404
 
 
+async def test_an_activation_brings_a_directory_left_behind_by_a_dead_replica_level_again(cluster, http):
+    """A replica that dies after saving a turn's state but before publishing and recording it leaves the
+    directory behind (the kill -9 test met it). Made here on purpose: the directory entries are removed
+    (or left standing after a deletion) and the actor is deactivated in both apps, as after a failover."""
+    import redis.asyncio as redis
+
+    a, b = cluster.members
+    shown_id, gone_id = new_id("behind"), new_id("ghost")
+    await create(http, a.url, shown_id, "Behind")
+    await create(http, a.url, gone_id, "Ghost")
+    shown = (await submit(http, a.url, shown_id, "still here")).json()
+    ghost = await http.get(f"{a.url}/api/v1/banners/{gone_id}")
+    assert (await http.delete(f"{a.url}/api/v1/banners/{gone_id}")).status_code == 204
+    client = redis.Redis.from_url(cluster.redis_url)
+    try:
+        for key in ("airdisplay:banner-stamps", "airdisplay:banner-states"):
+            await client.hdel(key, shown_id)
+        await client.zrem("airdisplay:banners", shown_id)
+        await client.hset("airdisplay:banner-stamps", gone_id, f"{1}:{ghost.json()['version']}:ghost")
+        await client.hset("airdisplay:banner-states", gone_id, ghost.content)
+        await client.zadd("airdisplay:banners", {gone_id: 0})
+    finally:
+        await client.aclose()
+    assert [x["id"] for x in await listing(http, a.url, q="ghost")] == [gone_id]
+    for replica in (a, b):
+        for banner in (shown_id, gone_id):
+            await http.delete(f"{replica.url}/actors/BannerActor/{banner}")  # daprd's deactivation call
+    assert (await http.get(f"{a.url}/api/v1/banners/{shown_id}")).json()["version"] == shown["version"]
+    assert (await http.get(f"{a.url}/api/v1/banners/{gone_id}")).status_code == 404
+    assert [x["id"] for x in await listing(http, b.url, q="behind")] == [shown_id]
+    assert await listing(http, b.url, q="ghost") == []
+
+    async def published(banner_id: str, kind: str) -> list[int]:
+        """Versions of `kind` events of `banner_id` in the pub/sub stream itself (Redis stream)."""
+        client = redis.Redis.from_url(cluster.redis_url)
+        try:
+            entries = await client.xrange("banner-changes")
+        finally:
+            await client.aclose()
+        found = []
+        for _, fields in entries:
+            data = json.loads(fields[b"data"])["data"]
+            if data["banner_id"] == banner_id and data["kind"] == kind:
+                found.append(data["version"])
+        return found
+
+    # Subscribers drop versions they have seen, so the proof is in the stream: the same version twice.
+    assert await published(shown_id, "message_shown") == [shown["version"], shown["version"]]
+    assert len(await published(gone_id, "deleted")) == 2
+
+
 # -- failures ----------------------------------------------------------------------------------------
 
 

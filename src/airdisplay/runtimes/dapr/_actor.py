@@ -4,9 +4,11 @@ Pitfalls of the SDK (1.19) handled here on purpose, each with a test in tests/ru
 - A method that raises leaves its changes in the SDK's state cache, and the next turn saves them
   (manager.py clears the cache only for DaprInternalError). Every turn here clears the cache on failure.
 - State is saved by the SDK after the method returns; events must leave only after the state is durable,
-  so each turn saves explicitly, then writes the fleet directory (_directory.py) and hands its events to
-  daprd, and only then answers: an acknowledged change is in the directory and on the event stream
-  unless the replica died in between (the directory then trails until the banner's next change).
+  so each turn saves explicitly, then hands its events to daprd, then writes the fleet directory
+  (_directory.py), and only then answers. A replica can die between the save and the rest (a kill -9
+  under load showed it: a retried submit answered from the saved state, its event never sent). So each
+  activation compares the directory's stamp with the state and, when the directory is behind, publishes
+  the banner's state again with the kind of its last change (kept in state for this) and records it.
 - Domain refusals are returned as results (see _wire.py), never raised: daprd would turn them into a 500.
 - The expiry is a one-shot reminder (period None, sent as `"period": null`); `timedelta(0)` would repeat.
 - Reminders arrive at least once (daprd retries a failing one 3 times): the expiry handler is idempotent.
@@ -22,16 +24,16 @@ import logging
 import math
 import time
 from collections.abc import Awaitable, Callable
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from dapr.actor import Actor, ActorInterface, Remindable, actormethod
 from dapr.actor.id import ActorId
 from dapr.actor.runtime.context import ActorRuntimeContext
 
-from ...domain import Banner, BannerChanged, BannerRules, DomainError
-from ..behaviour import BannerBehaviour
-from ._directory import RedisDirectory
+from ...domain import Banner, BannerChanged, BannerRules, ChangeKind, DomainError
+from ..behaviour import BANNER_KEY, BannerBehaviour
+from ._directory import RedisDirectory, stamp_of
 from ._events import DaprEventBus
 from ._wire import banner_value, error, ok
 
@@ -39,6 +41,8 @@ log = logging.getLogger("airdisplay.dapr.actor")
 
 #: The actor type name daprd routes by; the SDK takes it from the class name.
 DAPR_ACTOR_TYPE = "BannerActor"
+#: State key of the kind of the banner's last change, for publishing it again after a crash.
+LAST_CHANGE_KEY = "last_change"
 
 
 class BannerActorInterface(ActorInterface):
@@ -114,24 +118,64 @@ class BannerActor(BannerBehaviour, Actor, BannerActorInterface, Remindable):
         except BaseException:
             await self._state_manager.clear_cache()
             raise
-        await self._state_manager.save_state()
         changes = [event for event in self._events if isinstance(event, BannerChanged)]
         self._events = []
+        if changes and changes[-1].banner is not None:
+            await self._state_manager.set_state(LAST_CHANGE_KEY, changes[-1].kind.value)
+        elif changes and await self._state_manager.contains_state(LAST_CHANGE_KEY):
+            await self._state_manager.remove_state(LAST_CHANGE_KEY)  # deleted: nothing of it stays
+        await self._state_manager.save_state()
+        gone = self._deleting
         for change in changes:
-            await self._record(change)
-            await self._bus.send(change)
+            await self._settle(change, None if gone is None else (stamp_of(gone.created_at), gone.name))
         return ok(value)
 
-    async def _record(self, change: BannerChanged) -> None:
-        """Write the change into the fleet directory; a failure leaves it trailing, never fails the turn."""
+    async def _settle(self, change: BannerChanged, gone: tuple[int, str] | None) -> None:
+        """Hand a saved change to daprd, then record it in the fleet directory."""
+
+        async def record() -> None:
+            try:
+                if change.banner is not None:
+                    await self._directory.put(change.banner)
+                elif gone is not None:
+                    await self._directory.delete(change.banner_id, gone[0], change.version, gone[1])
+            except Exception as exc:  # Redis down: the state is saved, the caller must still hear so
+                log.warning("the fleet directory missed %s v%s: %s", change.banner_id, change.version, exc)
+
+        await self._bus.send(change, record)
+
+    async def _on_activate(self) -> None:
+        """Publish and record the banner's state again if a replica died between saving it and that."""
         try:
-            if change.banner is not None:
-                await self._directory.put(change.banner)
-            elif self._deleting is not None:
-                gone = self._deleting
-                await self._directory.delete(gone.id, gone.created_at, change.version, gone.name)
-        except Exception as exc:  # Redis down: the state is saved, the caller must still hear so
-            log.warning("the fleet directory missed %s v%s: %s", change.banner_id, change.version, exc)
+            recorded = await self._directory.recorded(str(self.id))
+            found, raw = await self._state_manager.try_get_state(BANNER_KEY)
+            if found:
+                banner = Banner.model_validate(raw)
+                if recorded is None or recorded[:2] < (stamp_of(banner.created_at), banner.version):
+                    _, kind = await self._state_manager.try_get_state(LAST_CHANGE_KEY)
+                    change = BannerChanged(
+                        ChangeKind(kind or ChangeKind.CREATED),
+                        banner.id,
+                        banner.version,
+                        banner,
+                        banner.updated_at,
+                    )
+                    log.info(
+                        "banner %s: publishing v%s again (the directory had %s)",
+                        banner.id,
+                        banner.version,
+                        recorded,
+                    )
+                    await self._settle(change, None)
+            elif recorded is not None and recorded[3]:
+                life, version, name, _ = recorded
+                deleted = BannerChanged(
+                    ChangeKind.DELETED, str(self.id), version + 1, None, datetime.now(UTC)
+                )
+                log.info("banner %s: deleted, but still listed; recording the deletion", self.id)
+                await self._settle(deleted, (life, name))
+        except Exception as exc:  # never keep a banner from activating over this
+            log.warning("banner %s: could not compare the directory with its state: %s", self.id, exc)
 
     async def register_reminder(
         self,

@@ -23,7 +23,7 @@ Keys (one Redis, not a cluster: the script touches them all):
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 
 import redis.asyncio as redis
 
@@ -67,9 +67,13 @@ return 1
 """
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
 def stamp_of(created_at: datetime) -> int:
-    """The life part of a banner's stamp: its registration time in whole microseconds since the epoch."""
-    return int(created_at.timestamp() * 1_000_000)
+    """The life part of a banner's stamp: its registration time in whole microseconds since the epoch
+    (integer arithmetic: the same time always gives the same number)."""
+    return (created_at - _EPOCH) // timedelta(microseconds=1)
 
 
 class RedisDirectory:
@@ -88,16 +92,17 @@ class RedisDirectory:
     async def put(self, banner: Banner) -> bool:
         """Record a banner's new state unless a newer one (or its deletion) is recorded; True if written."""
         expires = "" if banner.message is None else repr(banner.message.expires_at.timestamp())
-        return await self._write(banner.id, banner.created_at, banner.version, banner.name, banner, expires)
+        life = stamp_of(banner.created_at)
+        return await self._write(banner.id, life, banner.version, banner.name, banner, expires)
 
-    async def delete(self, banner_id: str, created_at: datetime, version: int, name: str) -> bool:
-        """Record that the life of `banner_id` begun at `created_at` ended at `version` (a tombstone)."""
-        return await self._write(banner_id, created_at, version, name, None, "")
+    async def delete(self, banner_id: str, life: int, version: int, name: str) -> bool:
+        """Record that the life `life` (`stamp_of(created_at)`) of `banner_id` ended at `version`."""
+        return await self._write(banner_id, life, version, name, None, "")
 
     async def _write(
         self,
         banner_id: str,
-        created_at: datetime,
+        life: int,
         version: int,
         name: str,
         banner: Banner | None,
@@ -107,7 +112,7 @@ class RedisDirectory:
             keys=[IDS_KEY, NAMES_KEY, STATES_KEY, STAMPS_KEY, EXPIRIES_KEY],
             args=[
                 banner_id,
-                stamp_of(created_at),
+                life,
                 version,
                 name.lower(),
                 "" if banner is None else banner.model_dump_json(),
@@ -115,6 +120,17 @@ class RedisDirectory:
             ],
         )
         return bool(written)
+
+    async def recorded(self, banner_id: str) -> tuple[int, int, str, bool] | None:
+        """The stamp recorded for `banner_id`: (created_us, version, lower name, live), or None if never."""
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.hget(STAMPS_KEY, banner_id)
+            pipe.hexists(STATES_KEY, banner_id)
+            raw, live = await pipe.execute()
+        if raw is None:
+            return None
+        created, version, name = _text(raw).split(":", 2)
+        return int(created), int(version), name, bool(live)
 
     async def overdue(self, before: float, limit: int) -> list[Banner]:
         """Banners whose message was due to expire before `before` (epoch seconds), soonest first."""

@@ -6,9 +6,10 @@ Failure rules:
   change is on the stream even if this replica dies the next instant.
 - If daprd refuses or cannot be reached, the event joins a queue that one sender retries with backoff
   until daprd takes it; while that queue is not empty every later event joins it too, so order per banner
-  holds. The turn is not failed for it: its state is already durable. Events still queued when the
-  process dies are lost; subscribers recover the state on their next subscribe (every stream starts with
-  a snapshot), and the fleet directory does not depend on events at all.
+  holds. The turn is not failed for it: its state is already durable. What the turn does after a publish
+  (`then`: the fleet directory's write) runs only once daprd has taken the event, so a directory level
+  with the actor means its events are out. If the process dies first, the banner actor's next
+  activation finds the directory behind and publishes its state again (_actor.py).
 - Delivery from daprd is at least once and may repeat; subscribers drop versions they have already seen.
 """
 
@@ -17,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Awaitable, Callable
 
 import httpx
 
@@ -24,6 +26,9 @@ from ...domain import BannerChanged
 from ...events import EventBus, change_to_json
 
 log = logging.getLogger("airdisplay.dapr.events")
+
+#: Runs once daprd has taken an event; must not raise.
+AfterSent = Callable[[], Awaitable[None]]
 
 #: Retry delays for a publish that daprd refused or could not take (seconds, capped).
 RETRY_FIRST, RETRY_MAX = 0.2, 10.0
@@ -41,7 +46,7 @@ class DaprEventBus(EventBus):
         self.pubsub, self.topic = pubsub, topic
         self._url = f"{dapr_url.rstrip('/')}/v1.0/publish/{pubsub}/{topic}"
         self._headers = {"dapr-api-token": api_token} if api_token else {}
-        self._queue: asyncio.Queue[BannerChanged] = asyncio.Queue()
+        self._queue: asyncio.Queue[tuple[BannerChanged, AfterSent | None]] = asyncio.Queue()
         self._client: httpx.AsyncClient | None = None
         self._sender: asyncio.Task[None] | None = None
         #: Events queued or being retried (the queue is empty while its last one is retried).
@@ -49,13 +54,18 @@ class DaprEventBus(EventBus):
 
     def publish(self, change: BannerChanged) -> None:
         """Queue a change for the sender (for callers that cannot wait; turns use `send`)."""
-        self._waiting += 1
-        self._queue.put_nowait(change)
+        self._enqueue(change, None)
 
-    async def send(self, change: BannerChanged) -> None:
-        """Hand a change to daprd now, or queue it behind earlier ones that are still waiting."""
+    async def send(self, change: BannerChanged, then: AfterSent | None = None) -> None:
+        """Hand a change to daprd now and run `then`, or queue both behind earlier ones still waiting."""
         if self._client is None or self._waiting or not await self._post(change):
-            self.publish(change)
+            self._enqueue(change, then)
+        elif then is not None:
+            await then()
+
+    def _enqueue(self, change: BannerChanged, then: AfterSent | None) -> None:
+        self._waiting += 1
+        self._queue.put_nowait((change, then))
 
     async def start(self) -> None:
         self._client = httpx.AsyncClient(timeout=PUBLISH_TIMEOUT)
@@ -85,10 +95,12 @@ class DaprEventBus(EventBus):
 
     async def _send_all(self) -> None:
         while True:
-            change = await self._queue.get()
+            change, then = await self._queue.get()
             delay = RETRY_FIRST
             while not await self._post(change):
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, RETRY_MAX)
+            if then is not None:
+                await then()
             self._waiting -= 1
             self._queue.task_done()

@@ -51,6 +51,20 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def write_components(redis_url: str, target: Path) -> None:
+    """Copy the package's components into `target` with this Redis's host, port and password."""
+    url = urlsplit(redis_url)
+    host = f"{url.hostname or '127.0.0.1'}:{url.port or 6379}"
+    password = url.password or ""
+    target.mkdir(parents=True, exist_ok=True)
+    for source in sorted(COMPONENTS.glob("*.yaml")):
+        text = source.read_text().replace("localhost:6379", host)
+        text = text.replace(
+            'name: redisPassword\n      value: ""', f'name: redisPassword\n      value: "{password}"'
+        )
+        (target / source.name).write_text(text)
+
+
 @dataclass
 class Replica:
     """One AirDisplay process and its daprd."""
@@ -126,7 +140,7 @@ class LocalDapr:
                 "(deploy/dapr/build/build.sh) or set AIRDISPLAY_DAPR_BIN"
             )
         self.logs.mkdir(parents=True, exist_ok=True)
-        self._write_components()
+        write_components(self.redis_url, self.workdir / "components")
         self.start_control_plane()
         for index in range(self.replicas):
             self.members.append(self._replica_ports(index))
@@ -173,22 +187,11 @@ class LocalDapr:
     def start_replica(self, index: int) -> Replica:
         """Start (or start again, on the same ports) replica `index`: daprd first, then the app."""
         replica = self.members[index]
-        replica.daprd = self._spawn(
-            f"daprd-{index}",
-            [
-                str(self.bin_dir / "daprd"),
-                *("--mode", "standalone", "--app-id", self.app_id, "--app-protocol", "http"),
-                *("--app-port", str(replica.app_port), "--app-channel-address", "127.0.0.1"),
-                *("--dapr-http-port", str(replica.http_port), "--dapr-grpc-port", str(replica.grpc_port)),
-                *("--dapr-internal-grpc-port", str(replica.internal_port)),
-                *("--dapr-listen-addresses", "127.0.0.1", "--metrics-port", str(replica.metrics_port)),
-                *("--placement-host-address", f"127.0.0.1:{self.placement_port}"),
-                *("--scheduler-host-address", f"127.0.0.1:{self.scheduler_port}"),
-                *("--resources-path", str(self.workdir / "components")),
-                *("--enable-app-health-check", "--app-health-check-path", "/healthz"),
-                *("--log-level", "warn"),
-            ],
-            env={"DAPR_HOST_IP": "127.0.0.1"},  # no default route on such hosts: daprd cannot guess it
+        replica.daprd, _ = self.spawn_daprd(
+            self.app_id,
+            replica.app_port,
+            ports=(replica.http_port, replica.grpc_port, replica.internal_port, replica.metrics_port),
+            name=f"daprd-{index}",
         )
         replica.app = self._spawn(
             f"app-{index}",
@@ -202,6 +205,43 @@ class LocalDapr:
             env={"DAPR_HTTP_PORT": str(replica.http_port)},
         )
         return replica
+
+    def spawn_daprd(
+        self,
+        app_id: str,
+        app_port: int,
+        *,
+        ports: tuple[int, int, int, int] | None = None,
+        resources: Path | None = None,
+        name: str | None = None,
+        env: dict[str, str] | None = None,
+    ) -> tuple[subprocess.Popen[bytes], int]:
+        """Start a daprd for the app on `app_port`, joined to this control plane; return it and its HTTP port.
+
+        `ports` (HTTP, gRPC, internal gRPC, metrics) default to free ones; `resources` to the work dir's
+        components; the log is `<name>.log` (default `daprd-<app_id>`) in the logs dir.
+        """
+        http, grpc, internal, metrics = ports or (free_port(), free_port(), free_port(), free_port())
+        self.logs.mkdir(parents=True, exist_ok=True)
+        daprd = self._spawn(
+            name or f"daprd-{app_id}",
+            [
+                str(self.bin_dir / "daprd"),
+                *("--mode", "standalone", "--app-id", app_id, "--app-protocol", "http"),
+                *("--app-port", str(app_port), "--app-channel-address", "127.0.0.1"),
+                *("--dapr-http-port", str(http), "--dapr-grpc-port", str(grpc)),
+                *("--dapr-internal-grpc-port", str(internal)),
+                *("--dapr-listen-addresses", "127.0.0.1", "--metrics-port", str(metrics)),
+                *("--placement-host-address", f"127.0.0.1:{self.placement_port}"),
+                *("--scheduler-host-address", f"127.0.0.1:{self.scheduler_port}"),
+                *("--resources-path", str(resources or self.workdir / "components")),
+                *("--enable-app-health-check", "--app-health-check-path", "/healthz"),
+                *("--log-level", "warn"),
+            ],
+            # No default route on such hosts: daprd cannot guess its own address.
+            env={"DAPR_HOST_IP": "127.0.0.1", **(env or {})},
+        )
+        return daprd, http
 
     def _replica_ports(self, index: int) -> Replica:
         names = [f"{kind}_{index}" for kind in ("app", "http", "grpc", "internal", "metrics")]
@@ -229,9 +269,9 @@ class LocalDapr:
                 proc.wait()
 
     def stop_replica(self, index: int) -> None:
-        """A graceful stop (SIGTERM) of the app, then of its daprd."""
+        """A graceful stop (SIGTERM) of daprd, then of its app: daprd halts its actors through the app."""
         replica = self.members[index]
-        for proc in (replica.app, replica.daprd):
+        for proc in (replica.daprd, replica.app):
             _terminate(proc)
 
     def stop(self) -> None:
@@ -242,20 +282,6 @@ class LocalDapr:
         self._control = []
 
     # -- internals ---------------------------------------------------------------------------------
-
-    def _write_components(self) -> None:
-        """The package's components with this Redis's host, port, password and database."""
-        url = urlsplit(self.redis_url)
-        host = f"{url.hostname or '127.0.0.1'}:{url.port or 6379}"
-        password = url.password or ""
-        target = self.workdir / "components"
-        target.mkdir(parents=True, exist_ok=True)
-        for source in sorted(COMPONENTS.glob("*.yaml")):
-            text = source.read_text().replace("localhost:6379", host)
-            text = text.replace(
-                'name: redisPassword\n      value: ""', f'name: redisPassword\n      value: "{password}"'
-            )
-            (target / source.name).write_text(text)
 
     def _spawn(
         self, name: str, argv: list[str], env: dict[str, str] | None = None
