@@ -1,9 +1,9 @@
 """The banner actor on the official Dapr SDK, driven through the app's own routes as daprd drives them.
 
-daprd cannot be installed here: these tests use the daprd double of tests/dapr/double.py (the SDK's real
-ActorRuntime and DaprActor routes, the SDK's actor-client hook backed by an in-memory store and reminder
-scheduler, a per-actor turn lock) and a real Redis for the fleet directory. What only a real daprd can
-show is listed in deploy/dapr/README.md.
+These use the daprd double of tests/dapr/double.py (the SDK's real ActorRuntime and DaprActor routes, the
+SDK's actor-client hook backed by an in-memory store and reminder scheduler, a per-actor turn lock) and a
+real Redis for the fleet directory: fast, and every call the app makes is recorded. The same behaviour on
+a real daprd, placement and scheduler: tests/dapr/test_real_cluster.py and the behaviour suite.
 """
 
 from __future__ import annotations
