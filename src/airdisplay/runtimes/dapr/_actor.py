@@ -1,6 +1,6 @@
 """The banner actor hosted by the official Dapr Python SDK: the same BannerBehaviour, Dapr's Actor base.
 
-Pitfalls of the SDK (1.19) handled here on purpose, each with a test in tests/runtimes/test_dapr_actor.py:
+Pitfalls of the SDK (1.19) and of Dapr 1.18 handled here on purpose, each with a test in tests/dapr/:
 - A method that raises leaves its changes in the SDK's state cache, and the next turn saves them
   (manager.py clears the cache only for DaprInternalError). Every turn here clears the cache on failure.
 - State is saved by the SDK after the method returns; events must leave only after the state is durable,
