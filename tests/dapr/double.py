@@ -79,6 +79,7 @@ class DaprdDouble:
                 "/v1.0/actors/{actor_type}/{actor_id}/method/{method}", self._invoke, methods=["PUT", "POST"]
             ),
             Route("/v1.0/publish/{pubsub}/{topic}", self._publish, methods=["POST"]),
+            Route("/v1.0/healthz/outbound", lambda _request: Response(status_code=204)),
         ]
         self._server = uvicorn.Server(uvicorn.Config(Starlette(routes=routes), log_level="warning"))
         self._tasks.append(asyncio.create_task(self._server.serve(sockets=[sock])))

@@ -7,7 +7,7 @@
 #
 # The directory: $AIRDISPLAY_DAPR_BIN if set, else ${XDG_CACHE_HOME:-~/.cache}/airdisplay/dapr/<version>.
 # `airdisplay dapr local` and the tests look there too. Needs Go (go.mod's `go` line, or GOTOOLCHAIN
-# fetches that toolchain) and the Go module proxy; the first build downloads ~1 GB of modules.
+# fetches that toolchain) and the Go module proxy; the first build downloads ~600 MB of modules.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 version="$(awk '$1 == "github.com/dapr/dapr" && $2 ~ /^v/ { print $2 }' "$here/go.mod")"
@@ -41,7 +41,7 @@ cd "$here"
 export GOFLAGS="-mod=readonly"
 export CGO_ENABLED=0
 echo "dapr build: downloading the modules of Dapr ${version} and compiling ${binaries[*]} (first time only:"
-echo "dapr build: ~1 GB of modules, about 6 minutes on 2 cores)"
+echo "dapr build: ~600 MB of modules, about 6 minutes on 2 cores)"
 staging="$(mktemp -d "${TMPDIR:-/tmp}/dapr-build.XXXXXX")"
 trap 'rm -rf "$staging"' EXIT
 # daprd is ours (./daprd: Dapr's runtime with only the components AirDisplay uses, see its main.go);
@@ -50,7 +50,7 @@ go build -v -trimpath \
     -ldflags "-s -w -X github.com/dapr/dapr/pkg/buildinfo.version=${version#v}" \
     -o "$staging/" \
     ./daprd github.com/dapr/dapr/cmd/placement github.com/dapr/dapr/cmd/scheduler \
-    2>&1 | awk '/^#|error|cannot|undefined/ { print; next } { if (++n % 250 == 0) printf "dapr build:   %d packages compiled\n", n; fflush() }'
+    2>&1 | awk '/^#|: error|cannot |undefined: / { print; next } { if (++n % 250 == 0) printf "dapr build:   %d packages compiled\n", n; fflush() }'
 mkdir -p "$bin"
 for name in "${binaries[@]}"; do mv -f "$staging/$name" "$bin/$name"; done
 have_all || { echo "dapr build: the built daprd does not report version ${version#v}" >&2; exit 1; }

@@ -22,7 +22,6 @@ import httpx
 from dapr.actor.runtime.config import ActorRuntimeConfig
 from dapr.actor.runtime.runtime import ActorRuntime
 from dapr.clients.base import DaprActorClientBase
-from dapr.clients.http.dapr_actor_http_client import DaprActorHttpClient
 from dapr.conf import settings as sdk_settings
 from dapr.ext.fastapi import DaprActor, DaprApp
 from fastapi import Body, FastAPI
@@ -38,6 +37,7 @@ from ._directory import RedisDirectory
 from ._events import DaprEventBus
 from ._preflight import SIDECAR_WAIT_SECONDS
 from ._serializer import PlainJSONSerializer
+from ._sidecar import PooledActorClient
 from ._sweep import ExpirySweep
 from ._wire import ActorCallFailed, unwrap
 
@@ -80,6 +80,7 @@ class DaprRuntime(BannerRuntime):
         self.app_api_token = app_api_token
         self._headers = {"dapr-api-token": dapr_api_token} if dapr_api_token else {}
         self._actor_client = actor_client
+        self._own_client: PooledActorClient | None = None
         self._http: httpx.AsyncClient | None = None
         self._serializer = PlainJSONSerializer()
         self._running = False
@@ -114,10 +115,11 @@ class DaprRuntime(BannerRuntime):
             DAPR_API_TOKEN=self._headers.get("dapr-api-token"),
             DAPR_HEALTH_TIMEOUT=SIDECAR_WAIT_SECONDS,
         )
+        self._http = httpx.AsyncClient(base_url=self.dapr_url, headers=self._headers, timeout=30)
+        await self._wait_for_sidecar()
         client = self._actor_client
         if client is None:
-            # The SDK's client waits for the sidecar synchronously (DAPR_HEALTH_TIMEOUT): off the loop.
-            client = await asyncio.to_thread(DaprActorHttpClient, self._serializer)
+            client = self._own_client = PooledActorClient(self.dapr_url, self._headers.get("dapr-api-token"))
         ActorRuntime.set_actor_config(
             ActorRuntimeConfig(actor_idle_timeout=ACTOR_IDLE_TIMEOUT, actor_scan_interval=ACTOR_SCAN_INTERVAL)
         )
@@ -130,7 +132,6 @@ class DaprRuntime(BannerRuntime):
             ),
             actor_client=client,
         )
-        self._http = httpx.AsyncClient(base_url=self.dapr_url, headers=self._headers, timeout=30)
         await self.directory.ping()
         self.sweep.start()
         self._running = True
@@ -140,10 +141,28 @@ class DaprRuntime(BannerRuntime):
         await self.sweep.stop()
         if self._http is not None:
             await self._http.aclose()
+        if self._own_client is not None:
+            await self._own_client.aclose()
         await self.directory.close()
 
     def is_ready(self) -> bool:
         return self._running
+
+    async def _wait_for_sidecar(self) -> None:
+        """Until daprd's outbound side answers (it does within a second of starting, app or not)."""
+        assert self._http is not None
+        deadline = asyncio.get_running_loop().time() + SIDECAR_WAIT_SECONDS
+        while True:
+            try:
+                if (await self._http.get("/v1.0/healthz/outbound", timeout=1.0)).status_code < 300:
+                    return
+            except httpx.HTTPError:
+                pass
+            if asyncio.get_running_loop().time() > deadline:
+                raise ActorCallFailed(
+                    f"daprd at {self.dapr_url} did not answer within {SIDECAR_WAIT_SECONDS} s"
+                )
+            await asyncio.sleep(0.1)
 
     # -- calls through daprd -----------------------------------------------------------------------
 
