@@ -17,13 +17,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 from collections.abc import Awaitable, Callable
 
-import httpx
-
 from ...domain import BannerChanged
 from ...events import EventBus, change_to_json
+from ._sidecar import Sidecar, SidecarUnreachable
 
 log = logging.getLogger("airdisplay.dapr.events")
 
@@ -41,13 +41,13 @@ PUBLISH_TIMEOUT = 5.0
 class DaprEventBus(EventBus):
     """Publishes to `POST /v1.0/publish/<pubsub>/<topic>` on the sidecar; deliveries come in via `deliver`."""
 
-    def __init__(self, dapr_url: str, pubsub: str, topic: str, api_token: str | None = None) -> None:
+    def __init__(self, sidecar: Sidecar, pubsub: str, topic: str) -> None:
         super().__init__()
         self.pubsub, self.topic = pubsub, topic
-        self._url = f"{dapr_url.rstrip('/')}/v1.0/publish/{pubsub}/{topic}"
-        self._headers = {"dapr-api-token": api_token} if api_token else {}
+        self._sidecar = sidecar
+        self._path = f"/v1.0/publish/{pubsub}/{topic}"
+        self._started = False
         self._queue: asyncio.Queue[tuple[BannerChanged, AfterSent | None]] = asyncio.Queue()
-        self._client: httpx.AsyncClient | None = None
         self._sender: asyncio.Task[None] | None = None
         #: Events queued or being retried (the queue is empty while its last one is retried).
         self._waiting = 0
@@ -58,7 +58,7 @@ class DaprEventBus(EventBus):
 
     async def send(self, change: BannerChanged, then: AfterSent | None = None) -> None:
         """Hand a change to daprd now and run `then`, or queue both behind earlier ones still waiting."""
-        if self._client is None or self._waiting or not await self._post(change):
+        if not self._started or self._waiting or not await self._post(change):
             self._enqueue(change, then)
         elif then is not None:
             await then()
@@ -68,7 +68,7 @@ class DaprEventBus(EventBus):
         self._queue.put_nowait((change, then))
 
     async def start(self) -> None:
-        self._client = httpx.AsyncClient(timeout=PUBLISH_TIMEOUT)
+        self._started = True
         self._sender = asyncio.create_task(self._send_all(), name="airdisplay-dapr-publisher")
 
     async def stop(self) -> None:
@@ -78,18 +78,17 @@ class DaprEventBus(EventBus):
             self._sender.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._sender
-        if self._client is not None:
-            await self._client.aclose()
+        await self._sidecar.close()  # the bus stops last (after the runtime): its flush is the last call
 
     async def _post(self, change: BannerChanged) -> bool:
-        assert self._client is not None
+        body = json.dumps(change_to_json(change), separators=(",", ":")).encode()
         try:
-            response = await self._client.post(self._url, json=change_to_json(change), headers=self._headers)
-        except httpx.HTTPError as exc:
+            status, answer = await self._sidecar.request("POST", self._path, body, limit=PUBLISH_TIMEOUT)
+        except SidecarUnreachable as exc:
             log.warning("publishing to daprd failed: %s", exc)
             return False
-        if response.status_code >= 300:
-            log.warning("daprd refused an event (%s): %s", response.status_code, response.text[:200])
+        if status >= 300:
+            log.warning("daprd refused an event (%s): %r", status, answer[:200])
             return False
         return True
 

@@ -18,7 +18,6 @@ import logging
 from datetime import timedelta
 from typing import Any
 
-import httpx
 from dapr.actor.runtime.config import ActorRuntimeConfig
 from dapr.actor.runtime.runtime import ActorRuntime
 from dapr.clients.base import DaprActorClientBase
@@ -37,7 +36,7 @@ from ._directory import RedisDirectory
 from ._events import DaprEventBus
 from ._preflight import SIDECAR_WAIT_SECONDS
 from ._serializer import PlainJSONSerializer
-from ._sidecar import PooledActorClient
+from ._sidecar import Sidecar, SidecarActorClient, SidecarUnreachable
 from ._sweep import ExpirySweep
 from ._wire import ActorCallFailed, unwrap
 
@@ -75,13 +74,12 @@ class DaprRuntime(BannerRuntime):
     ) -> None:
         self.rules = rules
         self.dapr_url = dapr_url.rstrip("/")
-        self.event_bus: DaprEventBus = DaprEventBus(self.dapr_url, pubsub, topic, dapr_api_token)
+        self.sidecar = Sidecar(self.dapr_url, dapr_api_token)
+        self.event_bus: DaprEventBus = DaprEventBus(self.sidecar, pubsub, topic)
         self.directory = RedisDirectory(redis_url)
         self.app_api_token = app_api_token
         self._headers = {"dapr-api-token": dapr_api_token} if dapr_api_token else {}
         self._actor_client = actor_client
-        self._own_client: PooledActorClient | None = None
-        self._http: httpx.AsyncClient | None = None
         self._serializer = PlainJSONSerializer()
         self._running = False
         self.sweep = ExpirySweep(self.directory, self._expire)
@@ -115,11 +113,8 @@ class DaprRuntime(BannerRuntime):
             DAPR_API_TOKEN=self._headers.get("dapr-api-token"),
             DAPR_HEALTH_TIMEOUT=SIDECAR_WAIT_SECONDS,
         )
-        self._http = httpx.AsyncClient(base_url=self.dapr_url, headers=self._headers, timeout=30)
         await self._wait_for_sidecar()
-        client = self._actor_client
-        if client is None:
-            client = self._own_client = PooledActorClient(self.dapr_url, self._headers.get("dapr-api-token"))
+        client = self._actor_client or SidecarActorClient(self.sidecar)
         ActorRuntime.set_actor_config(
             ActorRuntimeConfig(actor_idle_timeout=ACTOR_IDLE_TIMEOUT, actor_scan_interval=ACTOR_SCAN_INTERVAL)
         )
@@ -139,24 +134,19 @@ class DaprRuntime(BannerRuntime):
     async def stop(self) -> None:
         self._running = False
         await self.sweep.stop()
-        if self._http is not None:
-            await self._http.aclose()
-        if self._own_client is not None:
-            await self._own_client.aclose()
-        await self.directory.close()
+        await self.directory.close()  # the sidecar's pool stays open for the event bus's flush
 
     def is_ready(self) -> bool:
         return self._running
 
     async def _wait_for_sidecar(self) -> None:
         """Until daprd's outbound side answers (it does within a second of starting, app or not)."""
-        assert self._http is not None
         deadline = asyncio.get_running_loop().time() + SIDECAR_WAIT_SECONDS
         while True:
             try:
-                if (await self._http.get("/v1.0/healthz/outbound", timeout=1.0)).status_code < 300:
+                if (await self.sidecar.request("GET", "/v1.0/healthz/outbound", limit=1.0))[0] < 300:
                     return
-            except httpx.HTTPError:
+            except SidecarUnreachable:
                 pass
             if asyncio.get_running_loop().time() > deadline:
                 raise ActorCallFailed(
@@ -167,21 +157,16 @@ class DaprRuntime(BannerRuntime):
     # -- calls through daprd -----------------------------------------------------------------------
 
     async def _call(self, banner_id: str, method: str, data: dict[str, Any] | None = None) -> Any:
-        if self._http is None:
+        if not self._running:
             raise ActorCallFailed("the Dapr runtime is not started")
+        path = f"/v1.0/actors/{DAPR_ACTOR_TYPE}/{banner_id}/method/{method}"
         try:
-            response = await self._http.put(
-                f"/v1.0/actors/{DAPR_ACTOR_TYPE}/{banner_id}/method/{method}",
-                content=self._serializer.serialize(data or {}),
-                headers={"Content-Type": "application/json"},
-            )
-        except httpx.HTTPError as exc:
-            raise ActorCallFailed(f"daprd cannot be reached at {self.dapr_url}: {exc}") from None
-        if response.status_code != 200:
-            raise ActorCallFailed(
-                f"daprd answered {response.status_code} for {method}: {response.text[:300]}"
-            )
-        return unwrap(self._serializer.deserialize(response.content))
+            status, body = await self.sidecar.request("PUT", path, self._serializer.serialize(data or {}))
+        except SidecarUnreachable as exc:
+            raise ActorCallFailed(f"daprd cannot be reached: {exc}") from None
+        if status != 200:
+            raise ActorCallFailed(f"daprd answered {status} for {method}: {body[:300]!r}")
+        return unwrap(self._serializer.deserialize(body))
 
     async def create_banner(self, banner_id: str, name: str) -> Registration:
         value = await self._call(banner_id, "Register", {"name": name})

@@ -1,48 +1,89 @@
-"""The SDK's actor client (state reads, transactional saves, reminders) over one pooled HTTP client.
+"""One HTTP connection pool to this replica's daprd, for every call the app makes to it.
 
-The SDK's own DaprActorHttpClient opens a new aiohttp session, so a new connection to daprd, for every
-call; a submit makes three or four of them. This one keeps connections to daprd open and answers the SDK
-exactly as its own would: the response body, or DaprInternalError for a status outside 2xx (the SDK's
-state manager clears its cache on that error). The figure that justifies it: bench/dapr_compare.py.
+Every submit makes five calls to daprd: the actor invocation, a state read, the reminder, the
+transactional save, the publish. The SDK's own actor client opens a new aiohttp session (a new
+connection) per call, and httpx (with httpcore) spent most of the app's CPU in its pool bookkeeping: in
+py-spy profiles of bench/dapr_compare.py's submit workload the app used ~30 ms of CPU per submit, most of
+it in those two clients. So all calls share one aiohttp session with keep-alive connections.
+
+`SidecarActorClient` answers the SDK exactly as its own client would: the response body, or
+DaprInternalError for a status outside 2xx (the SDK's state manager clears its cache on that error).
 """
 
 from __future__ import annotations
 
-import httpx
+import aiohttp
 from dapr.clients.base import DaprActorClientBase
 from dapr.clients.exceptions import DaprInternalError
 
-#: daprd answers a state call in milliseconds; a call stuck this long means daprd or Redis is gone.
+#: daprd answers in milliseconds; a call stuck this long means daprd or Redis is gone.
 CALL_TIMEOUT = 30.0
-#: Connections kept open to daprd: enough for the turns in flight at once on one replica.
-POOL_SIZE = 64
+#: Connections kept open to daprd: enough for the turns and requests in flight at once on one replica.
+POOL_SIZE = 128
 
 
-class PooledActorClient(DaprActorClientBase):
-    """`DaprActorClientBase` on an httpx client with keep-alive; `aclose()` when the runtime stops."""
+class SidecarUnreachable(ConnectionError):
+    """Raised when daprd cannot be reached at all (refused, reset, timed out)."""
+
+
+class Sidecar:
+    """Calls to daprd's HTTP API over a pool of kept-alive connections.
+
+    The pool opens at the first call (inside the event loop) and closes with `close()`, once, when the last
+    user stops (the event bus: the app stops it after the runtime, and it flushes events at the end).
+    """
 
     def __init__(self, dapr_url: str, api_token: str | None = None) -> None:
-        headers = {"Content-Type": "application/json"}
-        if api_token:
-            headers["dapr-api-token"] = api_token
-        self._http = httpx.AsyncClient(
-            base_url=f"{dapr_url.rstrip('/')}/v1.0/actors",
-            headers=headers,
-            timeout=CALL_TIMEOUT,
-            limits=httpx.Limits(max_connections=POOL_SIZE, max_keepalive_connections=POOL_SIZE),
-        )
+        self.url = dapr_url.rstrip("/")
+        self._headers = {"dapr-api-token": api_token} if api_token else {}
+        self._session: aiohttp.ClientSession | None = None
+        self._closed = False
 
-    async def aclose(self) -> None:
-        await self._http.aclose()
+    async def close(self) -> None:
+        self._closed = True
+        if self._session is not None:
+            await self._session.close()
+
+    async def request(
+        self, method: str, path: str, body: bytes | None = None, limit: float | None = None
+    ) -> tuple[int, bytes]:
+        """Status and body of `method path` (path from /v1.0 on); SidecarUnreachable when it got none."""
+        if self._closed:
+            raise SidecarUnreachable(f"the connection pool to daprd at {self.url} is closed")
+        if self._session is None:
+            self._session = aiohttp.ClientSession(
+                headers=self._headers,
+                timeout=aiohttp.ClientTimeout(total=CALL_TIMEOUT),
+                connector=aiohttp.TCPConnector(limit=POOL_SIZE),
+            )
+        headers = {"Content-Type": "application/json"} if body is not None else None
+        try:
+            async with self._session.request(
+                method,
+                self.url + path,
+                data=body,
+                headers=headers,
+                timeout=aiohttp.ClientTimeout(total=limit) if limit else None,
+            ) as response:
+                return response.status, await response.read()
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise SidecarUnreachable(f"daprd at {self.url}: {type(exc).__name__}: {exc}") from None
+
+
+class SidecarActorClient(DaprActorClientBase):
+    """The SDK's actor client (state, reminders, timers, invocations) on the shared `Sidecar`."""
+
+    def __init__(self, sidecar: Sidecar) -> None:
+        self._sidecar = sidecar
 
     async def _send(self, method: str, path: str, data: bytes | None = None) -> bytes:
         try:
-            response = await self._http.request(method, path, content=data)
-        except httpx.HTTPError as exc:
-            raise DaprInternalError(f"daprd cannot be reached: {exc}") from None
-        if not 200 <= response.status_code < 300:
-            raise DaprInternalError(f"daprd answered {response.status_code}: {response.text[:300]}")
-        return response.content
+            status, body = await self._sidecar.request(method, "/v1.0/actors" + path, data)
+        except SidecarUnreachable as exc:
+            raise DaprInternalError(str(exc)) from None
+        if not 200 <= status < 300:
+            raise DaprInternalError(f"daprd answered {status}: {body[:300]!r}")
+        return body
 
     async def invoke_method(
         self, actor_type: str, actor_id: str, method: str, data: bytes | None = None
