@@ -6,6 +6,7 @@ met / not met, the charts (PNG, matplotlib), each scenario's tables and the mach
 
     uv run python bench/report.py                           # everything, ~20 min on a quiet machine
     uv run python bench/report.py --only alternatives --no-wait
+    uv run python bench/report.py --only dapr_compare       # not in the default run: needs `make dapr`
     uv run python bench/report.py --args registered_memory="--banners 10000000"
     uv run python bench/report.py --from docs/benchmarks/results   # only re-write the report
     uv run python bench/report.py --quick --no-wait --out /tmp/bench   # small sizes: checks the pipeline
@@ -37,6 +38,8 @@ class Scenario:
     name: str
     title: str
     quick: tuple[str, ...]  # arguments of --quick: small and short, to check that everything runs
+    #: False: runs only when named in --only (it needs more than the others: Dapr's binaries, ~18 min).
+    in_default_run: bool = True
 
 
 SCENARIOS = (
@@ -56,6 +59,7 @@ SCENARIOS = (
     Scenario("expiries", "Expiry waves", ("--banners", "5000", "--display-seconds", "5")),
     Scenario("fanout", "WebSocket fan-out", ("--clients", "1,100", "--seconds", "3")),
     Scenario("devices", "Simulated device fleet", ("--sizes", "200", "--seconds", "5", "--settle", "2")),
+    Scenario("dapr_compare", "Embedded runtime vs Dapr", ("--quick",), in_default_run=False),
 )
 
 
@@ -327,7 +331,7 @@ def main() -> None:
         help='more arguments for one scenario, e.g. registered_memory="--banners 10000000"',
     )
     args = parser.parse_args()
-    chosen = args.only.split(",") if args.only else names
+    chosen = args.only.split(",") if args.only else [s.name for s in SCENARIOS if s.in_default_run]
     unknown = set(chosen) - set(names) | {name for name, *_ in args.args} - set(names)
     if unknown:
         sys.exit(f"unknown scenario(s): {', '.join(sorted(unknown))}; known: {', '.join(names)}")
