@@ -149,3 +149,17 @@ async def test_daprd_facing_routes_need_the_app_token_when_one_is_set(start_serv
         )
         assert ok.status_code == 200
         assert (await client.get("/healthz")).status_code == 200  # the app's own routes are not affected
+
+
+async def test_the_fleet_listing_answers_503_not_500_when_its_redis_fails(dapr_server, monkeypatch):
+    """The directory's Redis failing (here: its page read raising what redis-py raises when its pool is
+    exhausted, as bench/dapr_compare.py's restart wave met it) is storage trouble: 503, never a 500."""
+    from redis.exceptions import MaxConnectionsError
+
+    async def exhausted(*args, **kwargs):
+        raise MaxConnectionsError("Too many connections")
+
+    monkeypatch.setattr(dapr_server.runtime.directory, "page", exhausted)
+    response = await dapr_server.client.get("/api/v1/banners")
+    assert response.status_code == 503 and "Retry-After" in response.headers
+    assert response.json()["title"] == "Storage unavailable"

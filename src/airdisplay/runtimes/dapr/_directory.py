@@ -36,6 +36,11 @@ STAMPS_KEY = "airdisplay:banner-stamps"
 EXPIRIES_KEY = "airdisplay:banner-expiries"
 #: Name matches read per search page: searches are for people typing, a few thousand matches is plenty.
 NAME_WINDOW = 5000
+#: Connections to Redis per replica. A wave of activations (each compares its stamp, _actor.py) needs many
+#: at once: past the limit a call waits for a free one (up to POOL_WAIT seconds) instead of failing with
+#: "Too many connections", which redis-py's default pool did in bench/dapr_compare.py's restart wave.
+POOL_SIZE = 100
+POOL_WAIT = 10.0
 
 #: KEYS: ids, names, states, stamps, expiries. ARGV: id, created_us, version, lower name, banner JSON
 #: ('' for a deletion), expires_at epoch seconds ('' when no message shows). Returns 1 if written.
@@ -80,14 +85,15 @@ class RedisDirectory:
     """Ids, names and latest public states of all banners, shared by every replica."""
 
     def __init__(self, url: str) -> None:
-        self._redis = redis.Redis.from_url(url)
+        pool = redis.BlockingConnectionPool.from_url(url, max_connections=POOL_SIZE, timeout=POOL_WAIT)
+        self._redis = redis.Redis(connection_pool=pool)
         self._record = self._redis.register_script(_RECORD)
 
     async def ping(self) -> None:
         await self._redis.ping()
 
     async def close(self) -> None:
-        await self._redis.aclose()
+        await self._redis.aclose(close_connection_pool=True)
 
     async def put(self, banner: Banner) -> bool:
         """Record a banner's new state unless a newer one (or its deletion) is recorded; True if written."""

@@ -25,6 +25,7 @@ from dapr.conf import settings as sdk_settings
 from dapr.ext.fastapi import DaprActor, DaprApp
 from fastapi import Body, FastAPI
 from fastapi.responses import JSONResponse
+from redis.exceptions import RedisError
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ...domain import Banner, BannerRules, SubmissionLog, SubmitOutcome
@@ -212,7 +213,10 @@ class DaprRuntime(BannerRuntime):
         return Banner.model_validate(await self._call(banner_id, "DeviceAck", {"version": display_version}))
 
     async def list_banners(self, *, after: str | None, limit: int, search: str | None = None) -> list[Banner]:
-        return await self.directory.page(after, limit, search)
+        try:
+            return await self.directory.page(after, limit, search)
+        except RedisError as exc:  # a 503 with Retry-After at the edge, like any storage trouble
+            raise ActorCallFailed(f"the fleet directory (Redis) is unavailable: {exc}") from None
 
     async def _expire(self, banner_id: str, message_id: str) -> None:
         await self._call(banner_id, "Expire", {"message_id": message_id})
