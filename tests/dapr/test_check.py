@@ -372,3 +372,12 @@ def test_placement_and_scheduler_settings_must_be_host_port(setup):
 def test_missing_k8s_directory_is_an_error(setup, tmp_path):
     result = run_check("--resources-path", str(setup / "components"), "--k8s", str(tmp_path / "nope"))
     assert result.returncode == 1 and "no such directory: pass --k8s DIR" in result.stderr
+
+
+def test_outside_the_repository_the_check_reads_the_components_the_package_carries(tmp_path):
+    """A `pip install` has no deploy/dapr: the default then is the package's own components."""
+    result = subprocess.run(
+        [sys.executable, "-m", "airdisplay", "dapr", "check"], cwd=tmp_path, capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr
+    assert "airdisplay/runtimes/dapr/components look right" in result.stdout

@@ -20,7 +20,8 @@ def dapr() -> None:
     type=click.Path(path_type=Path),
     default=Path("deploy/dapr/components"),
     show_default=True,
-    help="Directory of Dapr component files.",
+    help="Directory of Dapr component files (outside a checkout of the repository: the ones this package "
+    "carries, which `airdisplay dapr local` uses).",
 )
 @click.option(
     "--run-file",
@@ -81,7 +82,11 @@ def dapr_check(
     """Validate the Dapr components, run file, manifests and settings before daprd starts; exit 1 on error."""
     from ..runtimes.dapr._check import Expectations, check_dapr_setup
 
-    if resources_path == Path("deploy/dapr/components"):
+    if resources_path == Path("deploy/dapr/components") and not resources_path.exists():
+        from ..runtimes.dapr._local import COMPONENTS
+
+        resources_path = COMPONENTS  # installed with pip, not run from the repository
+    elif resources_path == Path("deploy/dapr/components"):
         if run_file is None and Path("deploy/dapr/dapr.yaml").exists():
             run_file = Path("deploy/dapr/dapr.yaml")
         if k8s is None and Path("deploy/dapr/k8s").is_dir():
