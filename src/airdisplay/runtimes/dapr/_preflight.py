@@ -6,12 +6,12 @@ it is one line naming the address to fix, within SIDECAR_WAIT_SECONDS.
 
 from __future__ import annotations
 
-import time
+import asyncio
 
-import httpx
 import redis
 
 from ..base import RuntimeUnavailable
+from ._sidecar import Sidecar, SidecarUnreachable
 
 #: daprd answers its outbound health check within a second of starting (measured with the binaries
 #: that `make dapr` builds); the wait covers a sidecar started at the same time as the app.
@@ -22,23 +22,13 @@ def check_dapr_reachable(
     dapr_url: str, redis_url: str, api_token: str | None = None, wait: float = SIDECAR_WAIT_SECONDS
 ) -> None:
     """Return once daprd and the directory's Redis answer; raise RuntimeUnavailable with the fix if not."""
-    headers = {"dapr-api-token": api_token} if api_token else {}
-    deadline = time.monotonic() + wait
-    problem = ""
-    while True:
-        try:
-            response = httpx.get(f"{dapr_url}/v1.0/healthz/outbound", headers=headers, timeout=1.0)
-            if response.status_code < 300:
-                break
-            problem = f"answered {response.status_code}"
-        except httpx.HTTPError as exc:
-            problem = f"does not answer ({type(exc).__name__})"
-        if time.monotonic() >= deadline:
-            raise RuntimeUnavailable(
-                f"daprd at {dapr_url} {problem} after {wait:g} s: start daprd with --dapr-http-port matching "
-                "DAPR_HTTP_PORT (or run 'airdisplay dapr local'; see deploy/dapr/README.md)"
-            )
-        time.sleep(0.1)
+    try:
+        asyncio.run(_wait_for_sidecar(dapr_url, api_token, wait))
+    except SidecarUnreachable as exc:
+        raise RuntimeUnavailable(
+            f"daprd at {dapr_url} {exc} after {wait:g} s: start daprd with --dapr-http-port matching "
+            "DAPR_HTTP_PORT (or run 'airdisplay dapr local'; see deploy/dapr/README.md)"
+        ) from None
     client = redis.Redis.from_url(redis_url, socket_connect_timeout=2, socket_timeout=2)
     try:
         client.ping()
@@ -49,6 +39,14 @@ def check_dapr_reachable(
         ) from None
     finally:
         client.close()
+
+
+async def _wait_for_sidecar(dapr_url: str, api_token: str | None, wait: float) -> None:
+    sidecar = Sidecar(dapr_url, api_token)
+    try:
+        await sidecar.wait_until_up(wait)
+    finally:
+        await sidecar.close()
 
 
 def _without_password(url: str) -> str:

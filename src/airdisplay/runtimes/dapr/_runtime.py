@@ -5,14 +5,13 @@ Ports and variables (docs in deploy/dapr/README.md): the app listens on `--port`
 daprd's HTTP API on DAPR_HTTP_PORT (default 3500). DAPR_API_TOKEN is sent to daprd; APP_API_TOKEN, when
 set, is required from daprd on the routes it calls (/actors, /dapr, /events).
 
-The SDK's own actor client (state saves, reminders) reads daprd's address from `dapr.conf.settings`, which
-it fills from DAPR_HTTP_PORT at import time; `start` points it at `dapr_url`, so the app's calls and the
-SDK's go to the same daprd whatever the environment says.
+Every call to daprd, the SDK's actor calls (state saves, reminders) included, goes through one `Sidecar`
+at `dapr_url` (_sidecar.py). The SDK's settings, which it fills from DAPR_HTTP_PORT, are also pointed at
+`dapr_url`, so any SDK code that reads them talks to the same daprd whatever the environment says.
 """
 
 from __future__ import annotations
 
-import asyncio
 import hmac
 import logging
 from datetime import timedelta
@@ -112,9 +111,13 @@ class DaprRuntime(BannerRuntime):
         vars(sdk_settings).update(
             DAPR_HTTP_ENDPOINT=self.dapr_url,
             DAPR_API_TOKEN=self._headers.get("dapr-api-token"),
-            DAPR_HEALTH_TIMEOUT=SIDECAR_WAIT_SECONDS,
         )
-        await self._wait_for_sidecar()
+        try:
+            await self.sidecar.wait_until_up(SIDECAR_WAIT_SECONDS)
+        except SidecarUnreachable as exc:
+            raise ActorCallFailed(
+                f"daprd at {self.dapr_url} {exc} after {SIDECAR_WAIT_SECONDS:g} s"
+            ) from None
         client = self._actor_client or SidecarActorClient(self.sidecar)
         ActorRuntime.set_actor_config(
             ActorRuntimeConfig(actor_idle_timeout=ACTOR_IDLE_TIMEOUT, actor_scan_interval=ACTOR_SCAN_INTERVAL)
@@ -139,21 +142,6 @@ class DaprRuntime(BannerRuntime):
 
     def is_ready(self) -> bool:
         return self._running
-
-    async def _wait_for_sidecar(self) -> None:
-        """Until daprd's outbound side answers (it does within a second of starting, app or not)."""
-        deadline = asyncio.get_running_loop().time() + SIDECAR_WAIT_SECONDS
-        while True:
-            try:
-                if (await self.sidecar.request("GET", "/v1.0/healthz/outbound", limit=1.0))[0] < 300:
-                    return
-            except SidecarUnreachable:
-                pass
-            if asyncio.get_running_loop().time() > deadline:
-                raise ActorCallFailed(
-                    f"daprd at {self.dapr_url} did not answer within {SIDECAR_WAIT_SECONDS} s"
-                )
-            await asyncio.sleep(0.1)
 
     # -- calls through daprd -----------------------------------------------------------------------
 

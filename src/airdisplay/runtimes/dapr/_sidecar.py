@@ -12,6 +12,8 @@ DaprInternalError for a status outside 2xx (the SDK's state manager clears its c
 
 from __future__ import annotations
 
+import asyncio
+
 import aiohttp
 from dapr.clients.base import DaprActorClientBase
 from dapr.clients.exceptions import DaprInternalError
@@ -68,6 +70,23 @@ class Sidecar:
                 return response.status, await response.read()
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise SidecarUnreachable(f"daprd at {self.url}: {type(exc).__name__}: {exc}") from None
+
+    async def wait_until_up(self, seconds: float) -> None:
+        """Until daprd's outbound side answers (it does within a second of starting, app or not);
+        SidecarUnreachable saying what it last answered after `seconds`."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + seconds
+        while True:
+            try:
+                status, _ = await self.request("GET", "/v1.0/healthz/outbound", limit=1.0)
+                if status < 300:
+                    return
+                problem = f"answered {status}"
+            except SidecarUnreachable as exc:
+                problem = f"does not answer ({str(exc).rsplit(': ', 2)[-2]})"
+            if loop.time() >= deadline:
+                raise SidecarUnreachable(problem)
+            await asyncio.sleep(0.1)
 
 
 class SidecarActorClient(DaprActorClientBase):
