@@ -592,7 +592,8 @@ def report(results: list[Result], args: Any, plan: dict[str, Any], proj: dict[st
         print(
             "Banners: "
             + "; ".join(f"{r.name} {r.banners_registered}" for r, _ in submit)
-            + ". On Dapr a banner registered stays active (the SDK's idle timeout is 60 min), so its submit "
+            + ". On Dapr a banner registered within the last minute stays active (AirDisplay's actor idle "
+            "timeout), so its submit "
             "finds the actor and its state in memory; the embedded runtime (2 s idle timeout) activates each "
             "banner from SQLite. Latency under a closed loop at saturation is about connections / req/s.\n"
         )
