@@ -221,7 +221,7 @@ class ReminderBatches:
         """Deactivate the batch's resident actors that nobody has called since.
 
         Their reminder was their last piece of work for now: keeping them until the idle timeout would
-        keep every banner of a wave in memory (DESIGN-NOTES: memory proportional to active banners).
+        keep every banner of a wave in memory, where memory must follow active banners, not due ones.
         """
         for claim in handled:
             if claim.resident:

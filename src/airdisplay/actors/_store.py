@@ -33,8 +33,9 @@ from .exceptions import StoreError
 #: Marks the file as ours (PRAGMA application_id), so a foreign SQLite file is refused at start-up.
 APPLICATION_ID = 0x41495244  # "AIRD"
 SCHEMA_VERSION = 1
-#: Turns per transaction. SQLite reaches ~41-44k rows/s at 100-1,000 rows per transaction here
-#: (DESIGN-NOTES); larger batches only add latency for the first turn in them.
+#: Turns per transaction. With synchronous=FULL SQLite takes ~2,900 upserts/s one per transaction, ~133k/s
+#: at 1,000 per transaction and ~141k/s at 10,000 here (bench/sqlite_batch.py,
+#: docs/benchmarks/results/sqlite_batch.md): larger batches gain little and add latency to their first turn.
 MAX_BATCH = 1000
 #: Actor ids per query of a batched state read: well under SQLite's 32,766 bound parameters.
 READ_CHUNK = 500
