@@ -311,7 +311,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.cpu is not None:
         os.sched_setaffinity(0, {args.cpu})
-    tune_garbage_collector()  # the collector settings `airdisplay serve` runs with (cli/_serve.py)
+    tune_garbage_collector()  # the collector settings `airdisplay serve` runs with (cli/_uvicorn.py)
     before = conditions() if args.no_wait else wait_for_quiet_machine(args.max_wait)
     others = ForeignLoad()
     tmp = Path(tempfile.mkdtemp(prefix="airdisplay-bench-"))

@@ -69,7 +69,7 @@ async def run(args: argparse.Namespace, data_dir: Path) -> tuple[float, list[flo
     await seed_fleet(data_dir, args.banners, progress=False)
     runtime = EmbeddedRuntime(data_dir, BannerRules(display_seconds=3600), idle_timeout=args.idle_seconds)
     await runtime.start()
-    tune_garbage_collector()  # after seeding: the settings `airdisplay serve` runs with (cli/_serve.py)
+    tune_garbage_collector()  # after seeding: the settings `airdisplay serve` runs with (cli/_uvicorn.py)
     watch = Watch(runtime)
     gc.callbacks.append(watch.on_gc)
     watcher = asyncio.create_task(watch.watch_loop())

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import httpx
 import pytest
+import websockets
+from websockets.exceptions import InvalidStatus
 
 AIRDISPLAY = [sys.executable, "-m", "airdisplay"]
 
@@ -125,7 +127,7 @@ def test_options_come_from_the_environment(tmp_path):
         ("corrupt", [], "cannot use"),
         ("file-as-dir", [], "cannot create data directory"),
         ("none", ["--host", "0.0.0.0"], "needs an operator key"),
-        ("none", ["--message-seconds", "0"], "message_seconds"),
+        ("none", ["--message-seconds", "0"], "Invalid value for '--message-seconds'"),
         ("bad-keys", [], "is not an AirDisplay keys file"),
         ("bad-blocklist", ["--blocklist", "BLOCKLIST"], "bad pattern"),
         ("none", ["--blocklist", "/nonexistent/blocklist.txt"], "cannot read blocklist"),
@@ -161,7 +163,88 @@ def test_start_up_problems_exit_with_a_clear_error(tmp_path, prepare, args, expe
     )
     assert result.returncode == 2
     assert expected in result.stderr
-    assert "Traceback" not in result.stderr + result.stdout
+    assert len((result.stderr + result.stdout).strip().splitlines()) == 1, result.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "option"),
+    [
+        (["--message-seconds", "-5"], {}, "'--message-seconds'"),
+        ([], {"AIRDISPLAY_MESSAGE_SECONDS": "-5"}, "'--message-seconds' (from AIRDISPLAY_MESSAGE_SECONDS)"),
+        (["--max-text-length", "0"], {}, "'--max-text-length'"),
+        (["--idle-seconds", "0"], {}, "'--idle-seconds'"),
+        (["--device-timeout", "-1"], {}, "'--device-timeout'"),
+        (["--port", "70000"], {}, "'--port'"),
+        (["--submit-rate", "-1"], {}, "'--submit-rate'"),
+        ([], {"AIRDISPLAY_SUBMIT_BURST": "0"}, "'--submit-burst' (from AIRDISPLAY_SUBMIT_BURST)"),
+        (["--max-streams-per-client", "0"], {}, "'--max-streams-per-client'"),
+        (["--durability", "fast"], {}, "'--durability'"),
+        (["--runtime", "dapr", "--dapr-http-port", "0"], {}, "'--dapr-http-port'"),
+        (["--message-seconds", "soon"], {}, "'--message-seconds'"),
+        (["--prot", "9000"], {}, "'--prot'"),
+    ],
+)
+def test_a_bad_option_stops_start_up_with_one_line_naming_the_option(tmp_path, args, env, option):
+    result = subprocess.run(
+        [*AIRDISPLAY, "serve", "--data-dir", str(tmp_path / "data"), *args],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 2
+    lines = (result.stderr + result.stdout).strip().splitlines()
+    assert len(lines) == 1, lines
+    assert lines[0].startswith("airdisplay: error: ") and option in lines[0]
+
+
+def test_a_port_in_use_stops_start_up_with_one_line_naming_the_port(tmp_path):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run(
+            [*AIRDISPLAY, "serve", "--port", str(port), "--data-dir", str(tmp_path / "data")],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+    assert result.returncode == 2
+    lines = (result.stderr + result.stdout).strip().splitlines()
+    assert lines == [
+        f"airdisplay: error: port {port} on 127.0.0.1 is already in use; stop what listens there "
+        "or choose another --port"
+    ]
+
+
+#: What uvicorn logs per WebSocket at INFO: the accept or refusal line and websockets' open/close lines.
+WEBSOCKET_LOG_LINES = ('"WebSocket /', "connection open", "connection closed", "connection rejected")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("access_log", [False, True], ids=["default", "--access-log"])
+async def test_websocket_connections_are_logged_only_with_access_log(tmp_path, access_log):
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    args = ["--port", str(port), "--data-dir", str(tmp_path), "--max-streams-per-client", "2"]
+    proc = spawn(*args, *(["--access-log"] if access_log else []))
+    try:
+        await asyncio.to_thread(wait_ready, proc, url)
+        ws_url = url.replace("http://", "ws://")
+        async with websockets.connect(f"{ws_url}/api/v1/stream"), websockets.connect(f"{ws_url}/ws"):
+            with pytest.raises(InvalidStatus) as refused:  # a third stream from this client: 429
+                await websockets.connect(f"{ws_url}/api/v1/stream")
+            assert refused.value.response.status_code == 429
+    finally:
+        log = stop(proc)
+    assert "Application startup complete" in log  # uvicorn's log was captured
+    found = [line for line in log.splitlines() if any(marker in line for marker in WEBSOCKET_LOG_LINES)]
+    if access_log:
+        assert sum('"WebSocket /' in line and "[accepted]" in line for line in found) == 2, found
+        assert any('"WebSocket /api/v1/stream" 429' in line for line in found), found
+        assert any("connection open" in line for line in found), found
+    else:
+        assert found == []
 
 
 def test_public_listening_with_a_key_is_allowed_to_start(tmp_path):

@@ -4,8 +4,9 @@
 the same rules as the API, and writes them in one SQLite transaction: a bad row (bad id or name, an id
 twice in the file, an id already registered) stops the import with its line number and nothing is kept.
 Each banner gets a device token; the tokens go to a file of their own (`--tokens-out`), mode 0600,
-because the database keeps only their hashes. Run it while no server writes to the same data directory:
-the import holds the database's write lock until it commits.
+because the database keeps only their hashes. The import holds the store's lock (actors/_lock.py) from
+start to commit: it is refused (StoreInUse) while a server runs on the same data directory, and a server
+started during an import is refused until it ends.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from .actors import SqliteStore, StoreError, field_index_sql
+from .actors import SqliteStore, StoreError, StoreInUse, StoreLock, field_index_sql
 from .domain import DomainError, register_banner
 from .runtimes.behaviour import BANNER_KEY, DEVICE_TOKEN_KEY, new_device_token
 from .runtimes.embedded import BANNER_ACTOR_TYPE, DATABASE_FILE, SEARCH_INDEX
@@ -72,7 +73,18 @@ def import_fleet(
     tokens_out: Path | None,
     progress: Callable[[int], None] | None = None,
 ) -> ImportResult:
-    """Import every banner of `source` or none; returns how many and how long it took."""
+    """Import every banner of `source` or none, under the store's lock; returns how many and how long."""
+    with StoreLock(data_dir / DATABASE_FILE):
+        return _import_fleet(data_dir, source, tokens_out=tokens_out, progress=progress)
+
+
+def _import_fleet(
+    data_dir: Path,
+    source: Path,
+    *,
+    tokens_out: Path | None,
+    progress: Callable[[int], None] | None,
+) -> ImportResult:
     started = time.perf_counter()
     store = SqliteStore(data_dir / DATABASE_FILE)
     store.verify()  # creates the database and schema if needed, with the server's checks
@@ -166,4 +178,4 @@ class _TokenFile:
         self.partial.unlink(missing_ok=True)
 
 
-__all__ = ["FleetFileError", "ImportResult", "StoreError", "import_fleet", "read_fleet"]
+__all__ = ["FleetFileError", "ImportResult", "StoreError", "StoreInUse", "import_fleet", "read_fleet"]

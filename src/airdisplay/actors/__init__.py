@@ -3,6 +3,7 @@
 from ._actor import ActivationStatus, Actor, ActorContext
 from ._batching import BatchHandler, ReminderBatching, ReminderEffect
 from ._host import DEFAULT_IDLE_TIMEOUT, ActorHost
+from ._lock import StoreLock
 from ._records import ReminderRecord
 from ._state import ActorStateManager
 from ._store import SqliteStore, field_index_sql
@@ -10,6 +11,7 @@ from .exceptions import (
     ActivationFailed,
     RuntimeClosed,
     StoreError,
+    StoreInUse,
     UnknownActorMethod,
     UnknownActorType,
 )
@@ -30,6 +32,8 @@ __all__ = [
     "SqliteStore",
     "field_index_sql",
     "StoreError",
+    "StoreInUse",
+    "StoreLock",
     "UnknownActorMethod",
     "UnknownActorType",
 ]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 
 class RuntimeClosed(RuntimeError):
     """Raised when a call reaches an actor host that is not running (not started yet, or stopped)."""
@@ -9,6 +11,16 @@ class RuntimeClosed(RuntimeError):
 
 class StoreError(RuntimeError):
     """Raised when the state store cannot be opened or written: unwritable path, corrupt or foreign file."""
+
+
+class StoreInUse(StoreError):
+    """Raised when another process holds the store's lock; `pid` is that process (None if unreadable)."""
+
+    def __init__(self, database: Path, pid: int | None) -> None:
+        holder = f"process {pid}" if pid is not None else "another process"
+        super().__init__(f"{database} is in use by {holder}")
+        self.database = database
+        self.pid = pid
 
 
 class UnknownActorType(LookupError):

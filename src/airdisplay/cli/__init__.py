@@ -8,8 +8,9 @@ from .. import __version__
 from ._banners import banners
 from ._dapr import dapr
 from ._keys import keys
-from ._serve import GC_GEN0_THRESHOLD, WS_MAX_FRAME, serve, tune_garbage_collector, uvicorn_options
+from ._serve import serve
 from ._simulate import simulate
+from ._uvicorn import GC_GEN0_THRESHOLD, WS_MAX_FRAME, tune_garbage_collector, uvicorn_options
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "auto_envvar_prefix": "AIRDISPLAY"})

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import click
 
-from ..actors import StoreError
-from ._common import DATABASE_DIR_OPTION
+from ..actors import StoreError, StoreInUse
+from ._common import DATABASE_DIR_OPTION, OneLineErrors, data_dir_in_use
 from ._common import fail as _fail
 
 
@@ -16,7 +16,7 @@ def banners() -> None:
     """Fleet administration."""
 
 
-@banners.command("import")
+@banners.command("import", cls=OneLineErrors)
 @click.argument("source", type=click.Path(path_type=Path, exists=True, dir_okay=False))
 @DATABASE_DIR_OPTION
 @click.option(
@@ -36,6 +36,8 @@ def import_banners(source: Path, data_dir: Path, tokens_out: Path | None) -> Non
         result = import_fleet(data_dir, source, tokens_out=tokens_out, progress=progress)
     except FleetFileError as exc:
         _fail(f"{source}: {exc}; nothing was imported")
+    except StoreInUse as exc:
+        _fail(data_dir_in_use(data_dir, exc.pid, "stop it before importing; nothing was imported"))
     except StoreError as exc:
         _fail(str(exc))
     rate = result.banners / result.seconds if result.seconds else 0

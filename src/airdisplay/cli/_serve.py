@@ -2,31 +2,30 @@
 
 from __future__ import annotations
 
-import gc
+import contextlib
+import errno
 import logging
+import sys
 from pathlib import Path
-from typing import Any
 
 import click
 import uvicorn
 from pydantic import SecretStr, ValidationError
+from pydantic_core import ErrorDetails
+from uvicorn.config import STARTUP_FAILURE
 
 from ..access import Blocklist, KeyRing
-from ..actors import DEFAULT_IDLE_TIMEOUT, SqliteStore, StoreError
+from ..actors import DEFAULT_IDLE_TIMEOUT, SqliteStore, StoreError, StoreInUse, StoreLock
 from ..config import Settings
 from ..runtimes import RuntimeUnavailable
 from ..runtimes.embedded import DATABASE_FILE
-from ._common import DATABASE_DIR_OPTION
+from ._common import DATABASE_DIR_OPTION, OneLineErrors, data_dir_in_use, invalid_value
 from ._common import fail as _fail
 from ._common import secret as _secret
-
-#: Largest WebSocket frame a client may send: a subscribe frame for 1,000 ids of 64 characters fits.
-WS_MAX_FRAME = 256 * 1024
-#: In-flight requests get this long to finish on SIGTERM/Ctrl+C before streams are cut.
-SHUTDOWN_GRACE_SECONDS = 5
+from ._uvicorn import QuietWebSockets, Server, listen, tune_garbage_collector, uvicorn_options
 
 
-@click.command()
+@click.command(cls=OneLineErrors)
 @click.option(
     "--host",
     envvar="AIRDISPLAY_HOST",
@@ -167,7 +166,7 @@ SHUTDOWN_GRACE_SECONDS = 5
 @click.option(
     "--dapr-http-port",
     envvar="DAPR_HTTP_PORT",
-    type=int,
+    type=click.IntRange(1, 65535),
     default=3500,
     show_default=True,
     help="Dapr mode: daprd's HTTP port [env DAPR_HTTP_PORT].",
@@ -198,7 +197,7 @@ SHUTDOWN_GRACE_SECONDS = 5
     envvar="AIRDISPLAY_ACCESS_LOG",
     default=False,
     show_default=True,
-    help="Log every request [env AIRDISPLAY_ACCESS_LOG].",
+    help="Log every request and WebSocket connection [env AIRDISPLAY_ACCESS_LOG].",
 )
 def serve(
     host: str,
@@ -229,93 +228,107 @@ def serve(
     """Run the AirDisplay service (embedded runtime: one process, one SQLite file)."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # a line per call to daprd otherwise
-    try:
-        settings = Settings(
-            host=host,
-            port=port,
-            data_dir=data_dir,
-            message_seconds=message_seconds,
-            max_text_length=max_text_length,
-            operator_key=SecretStr(key) if (key := operator_key or legacy_api_key) else None,
-            submit_access=submit_access,
-            submit_rate=submit_rate,
-            submit_burst=submit_burst,
-            max_streams_per_client=max_streams_per_client,
-            blocklist=blocklist,
-            cors_origins=cors_origins,
-            idle_seconds=idle_seconds,
-            durability=durability,
-            device_timeout=device_timeout,
-            offline_policy=offline_policy,
-            runtime=runtime,
-            dapr_url=f"http://127.0.0.1:{dapr_http_port}",
-            redis_url=redis_url,
-            dapr_pubsub=dapr_pubsub,
-            dapr_topic=dapr_topic,
-            dapr_api_token=_secret("DAPR_API_TOKEN"),
-            app_api_token=_secret("APP_API_TOKEN"),
-        )
-        keys = KeyRing(settings.data_dir, key)
-        settings.check_exposure(has_operator_key=keys.has_operator)
-        Blocklist(settings.blocklist)  # a missing or bad file stops the start, naming the problem
-        if settings.runtime == "embedded":
-            SqliteStore(settings.data_dir / DATABASE_FILE).verify()
-        else:
-            from ..runtimes.dapr import check_dapr_reachable  # the Dapr SDK only when chosen
-
-            token = settings.dapr_api_token
-            check_dapr_reachable(
-                settings.dapr_url, settings.redis_url, token.get_secret_value() if token else None
+    with contextlib.ExitStack() as held:  # the data directory's lock, for the life of the server
+        try:
+            settings = Settings(
+                host=host,
+                port=port,
+                data_dir=data_dir,
+                message_seconds=message_seconds,
+                max_text_length=max_text_length,
+                operator_key=SecretStr(key) if (key := operator_key or legacy_api_key) else None,
+                submit_access=submit_access,
+                submit_rate=submit_rate,
+                submit_burst=submit_burst,
+                max_streams_per_client=max_streams_per_client,
+                blocklist=blocklist,
+                cors_origins=cors_origins,
+                idle_seconds=idle_seconds,
+                durability=durability,
+                device_timeout=device_timeout,
+                offline_policy=offline_policy,
+                runtime=runtime,
+                dapr_url=f"http://127.0.0.1:{dapr_http_port}",
+                redis_url=redis_url,
+                dapr_pubsub=dapr_pubsub,
+                dapr_topic=dapr_topic,
+                dapr_api_token=_secret("DAPR_API_TOKEN"),
+                app_api_token=_secret("APP_API_TOKEN"),
             )
-    except ValidationError as exc:
-        _fail("; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()))
-    except (ValueError, StoreError, RuntimeUnavailable) as exc:
-        _fail(str(exc))
-    if not keys.has_operator:
+            keys = KeyRing(settings.data_dir, key)
+            settings.check_exposure(has_operator_key=keys.has_operator)
+            Blocklist(settings.blocklist)  # a missing or bad file stops the start, naming the problem
+            if settings.runtime == "embedded":
+                # One server per data directory (actors/_lock.py). Dapr mode takes no lock: its state is in
+                # Dapr's store, and the data directory holds only keys.json, which replicas may share.
+                held.enter_context(StoreLock(settings.data_dir / DATABASE_FILE))
+                SqliteStore(settings.data_dir / DATABASE_FILE).verify()
+            else:
+                from ..runtimes.dapr import check_dapr_reachable  # the Dapr SDK only when chosen
+
+                token = settings.dapr_api_token
+                check_dapr_reachable(
+                    settings.dapr_url, settings.redis_url, token.get_secret_value() if token else None
+                )
+        except ValidationError as exc:
+            _fail("; ".join(_option_problem(click.get_current_context(), e) for e in exc.errors()))
+        except StoreInUse as exc:
+            _fail(data_dir_in_use(data_dir, exc.pid, "stop it first, or give this server another --data-dir"))
+        except (ValueError, StoreError, RuntimeUnavailable) as exc:
+            _fail(str(exc))
+        _serve(
+            settings, has_operator_key=keys.has_operator, access_log=access_log, forwarded=forwarded_allow_ips
+        )
+
+
+def _serve(settings: Settings, *, has_operator_key: bool, access_log: bool, forwarded: str | None) -> None:
+    try:
+        sockets = listen(settings.host, settings.port)
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            _fail(
+                f"port {settings.port} on {settings.host} is already in use; stop what listens there "
+                "or choose another --port"
+            )
+        _fail(f"cannot listen on {settings.host}:{settings.port}: {exc.strerror}")
+    if not has_operator_key:
         logging.getLogger("airdisplay").warning(
             "no operator key: operator routes are open to anyone on this machine (listening on %s only); "
             "create one with 'airdisplay keys create --role operator'",
-            host,
+            settings.host,
         )
     from ..api import create_app
 
     app = create_app(settings)
     tune_garbage_collector()
-    uvicorn.run(
+    config = uvicorn.Config(
         app,
         host=settings.host,
         port=settings.port,
         access_log=access_log,
         log_level="info",
-        proxy_headers=forwarded_allow_ips is not None,
-        forwarded_allow_ips=forwarded_allow_ips,
+        proxy_headers=forwarded is not None,
+        forwarded_allow_ips=forwarded,
         **uvicorn_options(),
     )
+    if not access_log:  # after uvicorn.Config, which sets uvicorn's loggers up
+        logging.getLogger("uvicorn.error").addFilter(QuietWebSockets())
+    server = Server(config)
+    with contextlib.suppress(KeyboardInterrupt):  # Ctrl+C: uvicorn has shut down gracefully already
+        server.run(sockets=sockets)
+    if not server.started:
+        sys.exit(STARTUP_FAILURE)  # what uvicorn.run does: the lifespan failed (it logged why)
 
 
-#: Young-generation threshold. Each active banner actor holds a dozen tracked objects; with Python's default
-#: (700) the collector ran a full pass every second under load, about 10% of the CPU (bench/submit_vs_bare.py
-#: profile), and with 10,000 banner links full passes took up to 860 ms (p99 delivery 1.8 s, vs 0.9 s with
-#: this threshold; bench/devices.py).
-GC_GEN0_THRESHOLD = 50_000
+#: Settings fields set from an option of another name.
+FIELD_OPTIONS = {"dapr_url": "dapr_http_port"}
 
 
-def uvicorn_options() -> dict[str, Any]:
-    """How the server runs its WebSockets and shuts down (also used by the tests' servers)."""
-    return {
-        "ws": "websockets-sansio",  # 10% less memory per connection than the legacy impl (bench/devices.py)
-        # permessage-deflate keeps a zlib state per connection: 843 MB vs 354 MB RSS for 5,000 banner
-        # links (bench/devices.py); our frames are small, and compressing them costs more than it saves.
-        "ws_per_message_deflate": False,
-        "ws_max_size": WS_MAX_FRAME,
-        # Open SSE streams would otherwise hold a graceful shutdown forever.
-        "timeout_graceful_shutdown": SHUTDOWN_GRACE_SECONDS,
-    }
-
-
-def tune_garbage_collector() -> None:
-    """Move start-up objects out of the collector's way and collect less often (see GC_GEN0_THRESHOLD)."""
-    gc.collect()
-    gc.freeze()
-    _, gen1, gen2 = gc.get_threshold()
-    gc.set_threshold(GC_GEN0_THRESHOLD, gen1, gen2)
+def _option_problem(ctx: click.Context, error: ErrorDetails) -> str:
+    """A Settings validation error, named by the option the user gave (not the Settings field)."""
+    field = str(error["loc"][0]) if error["loc"] else ""
+    name = FIELD_OPTIONS.get(field, field)
+    param = next((p for p in ctx.command.params if p.name == name), None)
+    if param is None:
+        return f"{field}: {error['msg']}"
+    return invalid_value(ctx, param, f"{error['msg'][:1].lower()}{error['msg'][1:]} (got {error['input']!r})")
