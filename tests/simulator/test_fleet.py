@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
+import gc
 import io
 
-from airdisplay.simulator import Fleet, SimulationConfig, percentile
+from airdisplay.simulator import Fleet, FleetStats, SimulationConfig, percentile
 from tests.api.conftest import start_server  # noqa: F401 - the fixture
+from tests.conftest import eventually
+
+OPERATOR_KEY = "operator-key-of-the-fleet-tests"
+REFUSAL_KEYS = ("rate_limited", "busy", "auth", "client_error", "server_error", "connection")
 
 
 async def test_simulated_fleet_connects_acknowledges_and_reconnects(start_server):  # noqa: F811
@@ -47,3 +53,88 @@ def test_percentile_by_nearest_rank():
     assert percentile([], 50) is None
     assert percentile([3.0, 1.0, 2.0], 50) == 2.0
     assert percentile([float(i) for i in range(1, 101)], 99) == 99.0
+
+
+def test_progress_line_shows_refusals_by_kind():
+    stats = FleetStats(banners=3)
+    assert "refused 0 |" in stats.line({"displays": 0, "acks": 0})
+    for status in (429, 429, 409, 401, 403, 404, 422, 500, 503, None):
+        stats.count_refusal(status)
+    line = stats.line({"displays": 0, "acks": 0})
+    assert (
+        "refused 10 (429 rate-limited 2, 409 busy 1, 401/403 auth 2, 4xx other 2, 5xx 2, connection 1)"
+        in line
+    )
+    summary = stats.summary()
+    assert summary["refused"] == 10
+    assert summary["refusals"] == {
+        "rate_limited": 2,
+        "busy": 1,
+        "auth": 2,
+        "client_error": 2,
+        "server_error": 2,
+        "connection": 1,
+    }
+
+
+async def test_rate_limited_submits_are_counted_and_explained(start_server):  # noqa: F811
+    server = await start_server(submit_rate=1, submit_burst=2)
+    out = io.StringIO()
+    config = SimulationConfig(url=server.url, banners=10, create=True, duration=1.0, submit_rate=20)
+    summary = await Fleet(config, out=out).run()
+    refusals = summary["refusals"]
+    assert isinstance(refusals, dict)
+    assert summary["submits"] == 2  # the burst; the rate is one a minute
+    assert refusals["rate_limited"] > 0 and summary["refused"] == sum(refusals.values())
+    hints = [line for line in out.getvalue().splitlines() if "rate-limits" in line]
+    assert (
+        len(hints) == 1 and "--api-key" in hints[0] and "airdisplay keys create --role operator" in hints[0]
+    )
+
+
+async def test_an_operator_key_lifts_the_submit_limit(start_server):  # noqa: F811
+    server = await start_server(api_key=OPERATOR_KEY, submit_rate=1, submit_burst=2)
+    config = SimulationConfig(
+        url=server.url, banners=10, create=True, api_key=OPERATOR_KEY, duration=1.0, submit_rate=20
+    )
+    summary = await Fleet(config, out=io.StringIO()).run()
+    assert summary["submits"] > 2  # more than the burst of an address without a key
+    assert summary["refused"] == 0
+
+
+async def test_a_busy_banner_is_refused_once_then_left_until_it_frees_up(start_server):  # noqa: F811
+    server = await start_server(message_seconds=60)
+    await server.create("sim-0")
+    taken = await server.client.post("/api/v1/banners/sim-0/message", json={"text": "someone else's"})
+    assert taken.status_code == 201
+    config = SimulationConfig(url=server.url, banners=1, create=True, duration=0.5, submit_rate=20)
+    summary = await Fleet(config, out=io.StringIO()).run()
+    assert summary["submits"] == 0
+    assert summary["refusals"] == {**dict.fromkeys(REFUSAL_KEYS, 0), "busy": 1}
+    assert summary["skipped"] > 0  # the free_at of the 409 kept it from trying again
+
+
+async def test_a_rate_the_fleet_cannot_sustain_is_named(start_server):  # noqa: F811
+    server = await start_server(message_seconds=60)
+    out = io.StringIO()
+    config = SimulationConfig(url=server.url, banners=3, create=True, duration=0.5, submit_rate=5)
+    await Fleet(config, out=out).run()
+    assert "3 banners busy 60 s per message sustain at most 0.05 submits/s" in out.getvalue()
+
+
+async def test_a_server_that_goes_away_counts_connection_refusals_and_leaks_no_task(start_server):  # noqa: F811
+    server = await start_server(message_seconds=0.2)
+    unretrieved: list[dict[str, object]] = []
+    asyncio.get_running_loop().set_exception_handler(lambda _loop, context: unretrieved.append(context))
+    fleet = Fleet(SimulationConfig(url=server.url, banners=5, create=True, submit_rate=50), out=io.StringIO())
+    run = asyncio.create_task(fleet.run())
+    await eventually(lambda: fleet.stats.submits > 0 or run.done(), what="a submit")
+    await server.stop()
+    await eventually(
+        lambda: fleet.stats.refusals["connection"] > 0 or run.done(), what="a refused connection"
+    )
+    fleet.stop()
+    summary = await run
+    assert summary["refusals"]["connection"] > 0
+    gc.collect()
+    assert unretrieved == []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import click
@@ -30,7 +31,7 @@ from ._common import fail as _fail
     envvar=["AIRDISPLAY_OPERATOR_KEY", "AIRDISPLAY_API_KEY"],
     default=None,
     help="Operator key: registers banners on a server that has keys, and its submits are not rate-limited "
-    "[env AIRDISPLAY_OPERATOR_KEY].",
+    "(by default a server allows a client 10 submits, then 30 a minute) [env AIRDISPLAY_OPERATOR_KEY].",
 )
 @click.option(
     "--ack-delay",
@@ -47,7 +48,9 @@ from ._common import fail as _fail
     type=float,
     default=0.0,
     show_default=True,
-    help="Messages per second to submit to random free banners, measuring delivery and ack round trip.",
+    help="Messages per second to submit to random free banners, measuring delivery and ack round trip "
+    "(a banner takes one message per message time, 60 s by default, so the fleet sustains --banners/60 "
+    "a second).",
 )
 @click.option("--connect-rate", type=float, default=500.0, show_default=True, help="New links per second.")
 @click.option("--drop-every", type=float, default=None, help="Every N seconds drop a fraction of the links.")
@@ -83,11 +86,23 @@ def simulate(
     settle: float,
     report: Path | None,
 ) -> None:
-    """Bring a fleet of simulated banners to life against a running server (SIGUSR1 drops some links)."""
+    """Bring a fleet of simulated banners to life against a running server (SIGUSR1 drops some links).
+
+    Prints progress on stderr and, at the end (--duration or Ctrl+C), the summary as JSON on stdout.
+    Exit 2: no server at --url, a missing or refused key, or banners to re-key that are not registered
+    (pass --create); exit 1: the server failed the set-up otherwise.
+    """
     import asyncio
     import json
 
-    from ..simulator import Fleet, SimulationConfig
+    from ..simulator import (
+        Fleet,
+        KeyRequired,
+        ServerUnreachable,
+        SetupFailed,
+        SimulationConfig,
+        UnknownBanners,
+    )
 
     config = SimulationConfig(
         url=url,
@@ -106,11 +121,17 @@ def simulate(
     )
     try:
         summary = asyncio.run(Fleet(config).run())
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # during set-up; once the fleet runs, Ctrl+C ends it with the summary
         return
-    except (RuntimeError, OSError) as exc:
+    except (ServerUnreachable, KeyRequired, UnknownBanners) as exc:
         _fail(str(exc))
+    except SetupFailed as exc:
+        click.echo(f"airdisplay: error: {exc}", err=True)
+        sys.exit(1)
     text = json.dumps(summary, indent=2)
     click.echo(text)
     if report is not None:
-        report.write_text(text + "\n")
+        try:
+            report.write_text(text + "\n")
+        except OSError as exc:
+            _fail(f"cannot write the report: {exc}")

@@ -2,6 +2,18 @@
 
 from ._device import SimulatedBanner
 from ._fleet import Fleet, SimulationConfig
-from ._stats import FleetStats, percentile
+from ._stats import REFUSAL_LABELS, FleetStats, percentile
+from .exceptions import KeyRequired, ServerUnreachable, SetupFailed, UnknownBanners
 
-__all__ = ["Fleet", "FleetStats", "SimulatedBanner", "SimulationConfig", "percentile"]
+__all__ = [
+    "REFUSAL_LABELS",
+    "Fleet",
+    "FleetStats",
+    "KeyRequired",
+    "ServerUnreachable",
+    "SetupFailed",
+    "SimulatedBanner",
+    "SimulationConfig",
+    "UnknownBanners",
+    "percentile",
+]

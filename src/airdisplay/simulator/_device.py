@@ -42,13 +42,16 @@ class SimulatedBanner:
         self.showing: dict[str, object] | None = None
         self.down_until = 0.0
         self._ws: websockets.ClientConnection | None = None
+        self._closing: set[asyncio.Task[None]] = set()  # held, or the loop may drop them half-way
         self.stopped = False
 
     def drop(self, seconds: float) -> None:
         """Cut the link now and stay away for `seconds`."""
         self.down_until = time.monotonic() + seconds
         if self._ws is not None:
-            asyncio.get_running_loop().create_task(self._ws.close())
+            closing = asyncio.create_task(self._ws.close())
+            self._closing.add(closing)
+            closing.add_done_callback(self._closing.discard)
 
     async def run(self) -> None:
         delay = RECONNECT_FIRST

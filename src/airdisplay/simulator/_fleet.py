@@ -6,25 +6,28 @@ import asyncio
 import contextlib
 import gc
 import json
+import math
 import random
 import signal
 import sys
 import time
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TextIO
+from typing import Any, TextIO
 
 import httpx
 import websockets
-from websockets.exceptions import ConnectionClosed
+from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
 from ._device import SimulatedBanner
+from ._setup import GET_A_KEY, check_server, issue_tokens, no_answer, problem_detail
 from ._stats import FleetStats
 
-#: Parallel REST calls while creating banners or rotating their tokens.
-SETUP_CONCURRENCY = 32
 #: The stream's per-connection limit (docs/realtime.md).
 STREAM_CHUNK = 1000
+#: Banners to suggest per submit/s and second of a message: the load picks random banners and skips a
+#: slot after 20 busy ones, so it keeps its rate while at least a sixth of the fleet is free.
+FLEET_SLACK = 1.2
 
 
 @dataclass(frozen=True)
@@ -38,6 +41,7 @@ class SimulationConfig:
     api_key: str | None = None
     ack_delay: float = 0.0
     duration: float | None = None
+    #: Submit attempts per second; a slot is skipped when no free banner is found for it.
     submit_rate: float = 0.0
     connect_rate: float = 500.0
     drop_every: float | None = None
@@ -49,7 +53,13 @@ class SimulationConfig:
 
 
 class Fleet:
-    """Creates (or re-keys) the banners, keeps them connected and reports what happens."""
+    """Creates (or re-keys) the banners, keeps them connected and reports what happens.
+
+    Failure rules: a set-up failure ends `run` with an error from `exceptions.py` (see `_setup.py`). Once
+    the fleet runs, nothing ends it but its duration or `stop()` (SIGINT, Ctrl+C, calls it): refused
+    submits are counted by kind, and the first of each kind is explained in one line; lost links
+    reconnect. At the end every task it started is cancelled and awaited.
+    """
 
     def __init__(self, config: SimulationConfig, out: TextIO = sys.stderr) -> None:
         self.config = config
@@ -64,6 +74,10 @@ class Fleet:
         self._pending: dict[str, tuple[float, int]] = {}  # banner -> (submit start, display version)
         self._busy_until: dict[str, float] = {}
         self._tasks: list[asyncio.Task[None]] = []
+        self._submits: set[asyncio.Task[None]] = set()
+        self._stopping = asyncio.Event()
+        #: Things explained once already: refusal kinds, the fleet's capacity.
+        self._noted: set[str] = set()
 
     @property
     def ids(self) -> list[str]:
@@ -101,36 +115,10 @@ class Fleet:
     # -- set-up ------------------------------------------------------------------------------------
 
     async def _prepare(self) -> dict[str, str]:
-        ids = self.ids
-        tokens: dict[str, str] = {}
-        gate = asyncio.Semaphore(SETUP_CONCURRENCY)
-        started = time.monotonic()
-
-        async def one(banner_id: str) -> None:
-            async with gate:
-                if self.config.create:
-                    created = await self.http.post(
-                        "/api/v1/banners", json={"id": banner_id, "name": banner_id}
-                    )
-                    if created.status_code == 201:
-                        tokens[banner_id] = created.json()["device_token"]
-                        return
-                    if created.status_code != 409:
-                        raise RuntimeError(f"creating {banner_id}: {created.status_code} {created.text}")
-                rotated = await self.http.post(f"/api/v1/banners/{banner_id}/device-token")
-                if rotated.status_code != 201:
-                    raise RuntimeError(f"device token for {banner_id}: {rotated.status_code} {rotated.text}")
-                tokens[banner_id] = rotated.json()["device_token"]
-
-        pending = [asyncio.create_task(one(banner_id)) for banner_id in ids]
-        while pending:
-            done, still = await asyncio.wait(pending, timeout=1.0)
-            for task in done:
-                task.result()
-            pending = list(still)
-            self._say(f"setting up banners: {len(tokens)}/{len(ids)}")
-        self._say(f"set up {len(ids)} banners in {time.monotonic() - started:.1f} s")
-        return tokens
+        await check_server(self.http)
+        return await issue_tokens(
+            self.http, self.ids, create=self.config.create, has_key=bool(self.config.api_key), say=self._say
+        )
 
     async def _connect_all(self) -> None:
         interval = 1.0 / self.config.connect_rate
@@ -147,6 +135,10 @@ class Fleet:
 
     # -- steady state ------------------------------------------------------------------------------
 
+    def stop(self) -> None:
+        """End the run: `run` returns its summary once the fleet is shut down."""
+        self._stopping.set()
+
     async def _steady_state(self) -> None:
         workers = [asyncio.create_task(self._report_every_second())]
         if self.config.submit_rate > 0:
@@ -155,14 +147,22 @@ class Fleet:
         if self.config.drop_every:
             workers.append(asyncio.create_task(self._drop_periodically()))
         loop = asyncio.get_running_loop()
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(signal.SIGUSR1, self.drop_some)
+        handled = []
+        for signum, handler in ((signal.SIGUSR1, self.drop_some), (signal.SIGINT, self.stop)):
+            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):  # not main thread
+                loop.add_signal_handler(signum, handler)
+                handled.append(signum)
+        duration = self.config.duration
+        self._say(
+            ("running until Ctrl+C" if duration is None else f"running for {duration:g} s")
+            + (f", submitting {self.config.submit_rate:g}/s" if self.config.submit_rate > 0 else "")
+        )
         try:
-            if self.config.duration is None:
-                await asyncio.Event().wait()
-            else:
-                await asyncio.sleep(self.config.duration)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), duration)
         finally:
+            for signum in handled:
+                loop.remove_signal_handler(signum)
             for worker in workers:
                 worker.cancel()
             await asyncio.gather(*workers, return_exceptions=True)
@@ -186,8 +186,12 @@ class Fleet:
         while True:
             next_at += interval
             banner_id = self._free_banner()
-            if banner_id is not None:
-                asyncio.get_running_loop().create_task(self._submit(banner_id))
+            if banner_id is None:
+                self.stats.skipped += 1
+            else:
+                task = asyncio.create_task(self._submit(banner_id))
+                self._submits.add(task)
+                task.add_done_callback(self._submits.discard)
             await asyncio.sleep(max(0.0, next_at - time.perf_counter()))
 
     def _free_banner(self) -> str | None:
@@ -201,18 +205,78 @@ class Fleet:
     async def _submit(self, banner_id: str) -> None:
         started = time.perf_counter()
         self._pending[banner_id] = (started, -1)
-        response = await self.http.post(
-            f"/api/v1/banners/{banner_id}/message", json={"text": f"sim {started:.3f}"}
-        )
+        try:
+            response = await self.http.post(
+                f"/api/v1/banners/{banner_id}/message", json={"text": f"sim {started:.3f}"}
+            )
+        except httpx.TransportError as exc:
+            self._pending.pop(banner_id, None)
+            self.stats.count_refusal(None)
+            self._note("connection", f"a submit got no answer: {no_answer(exc)}")
+            return
         if response.status_code != 201:
             self._pending.pop(banner_id, None)
-            self.stats.refused += 1
+            self._refused(banner_id, response)
             return
         body = response.json()
         self.stats.submits += 1
-        self._busy_until[banner_id] = datetime.fromisoformat(body["message"]["expires_at"]).timestamp()
+        message = body["message"]
+        self._busy_until[banner_id] = datetime.fromisoformat(message["expires_at"]).timestamp()
         if banner_id in self._pending:
             self._pending[banner_id] = (started, body["display_version"])
+        if "capacity" not in self._noted:
+            self._note("capacity", self._capacity(message))
+
+    def _refused(self, banner_id: str, response: httpx.Response) -> None:
+        """Count a refused submit; remember when a busy banner frees up; explain a new kind once."""
+        status = response.status_code
+        kind = self.stats.count_refusal(status)
+        if kind == "busy":
+            with contextlib.suppress(ValueError, KeyError, TypeError):
+                free_at = datetime.fromisoformat(response.json()["free_at"]).timestamp()
+                self._busy_until[banner_id] = free_at
+            return
+        if kind in self._noted:
+            return
+        detail = problem_detail(response)
+        if kind == "rate_limited":
+            text = (
+                f"the server rate-limits submits from this client ({status}: {detail}); "
+                f"an operator key lifts the limit: {GET_A_KEY}"
+            )
+        elif kind == "auth":
+            text = (
+                f"the server refuses these submits ({status}: {detail}); "
+                "pass a submitter or operator key with --api-key"
+            )
+        else:
+            text = f"a submit was refused ({status}): {detail}"
+        self._note(kind, text)
+
+    def _capacity(self, message: dict[str, Any]) -> str | None:
+        """A warning when the fleet cannot take the configured rate of messages for long."""
+        try:
+            seconds = (
+                datetime.fromisoformat(message["expires_at"]) - datetime.fromisoformat(message["shown_at"])
+            ).total_seconds()
+        except (KeyError, TypeError, ValueError):
+            return None
+        rate = self.config.submit_rate
+        sustained = len(self.devices) / seconds if seconds > 0 else math.inf
+        if rate <= sustained:
+            return None
+        enough = math.ceil(rate * seconds * FLEET_SLACK)
+        return (
+            f"{len(self.devices)} banners busy {seconds:g} s per message sustain at most "
+            f"{sustained:.2g} submits/s, not {rate:g}: pass --banners {enough} or more"
+        )
+
+    def _note(self, topic: str, text: str | None) -> None:
+        """Say `text` the first time `topic` comes up (when there is something to say)."""
+        if topic not in self._noted:
+            self._noted.add(topic)
+            if text:
+                self._say(text)
 
     def _shown(self, banner_id: str, frame: dict[str, object], at: float) -> None:
         pending = self._pending.get(banner_id)
@@ -225,6 +289,12 @@ class Fleet:
         await asyncio.gather(*(self._watch_chunk(chunk) for chunk in chunks))
 
     async def _watch_chunk(self, chunk: list[str]) -> None:
+        try:
+            await self._watch_stream(chunk)
+        except (OSError, InvalidHandshake, TimeoutError) as exc:
+            self._say(f"the event stream for acks failed ({exc}); round trips are not measured")
+
+    async def _watch_stream(self, chunk: list[str]) -> None:
         async with websockets.connect(f"{self.ws_url}/api/v1/stream", max_size=2**24) as ws:
             await ws.send(json.dumps({"type": "subscribe", "banners": chunk}))
             with contextlib.suppress(ConnectionClosed):
@@ -259,6 +329,9 @@ class Fleet:
         print(f"[{time.strftime('%H:%M:%S')}] {text}", file=self.out, flush=True)
 
     async def _shutdown(self) -> None:
+        for submit in self._submits:
+            submit.cancel()
+        await asyncio.gather(*self._submits, return_exceptions=True)
         for device in self.devices:
             device.stopped = True
             device.drop(0)

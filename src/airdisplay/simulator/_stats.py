@@ -6,6 +6,29 @@ import math
 import statistics
 from dataclasses import dataclass, field
 
+#: Why a submit was not accepted, keyed as in the summary, with the progress line's label for each.
+REFUSAL_LABELS = {
+    "rate_limited": "429 rate-limited",
+    "busy": "409 busy",
+    "auth": "401/403 auth",
+    "client_error": "4xx other",
+    "server_error": "5xx",
+    "connection": "connection",
+}
+
+
+def refusal_kind(status: int | None) -> str:
+    """The kind of a refused submit from its HTTP status; None is a request that got no answer."""
+    if status is None:
+        return "connection"
+    if status == 429:
+        return "rate_limited"
+    if status == 409:
+        return "busy"
+    if status in (401, 403):
+        return "auth"
+    return "server_error" if status >= 500 else "client_error"
+
 
 def percentile(samples: list[float], q: float) -> float | None:
     """The q-th percentile (0-100) of `samples` by nearest rank, or None when there are none."""
@@ -27,22 +50,37 @@ class FleetStats:
     displays: int = 0
     acks: int = 0
     submits: int = 0
-    refused: int = 0
+    #: Submits not accepted, by kind (see REFUSAL_LABELS).
+    refusals: dict[str, int] = field(default_factory=lambda: dict.fromkeys(REFUSAL_LABELS, 0))
+    #: Submit slots left out because every banner tried was busy or had a submit in flight.
+    skipped: int = 0
+    #: Device links that failed to connect or were closed for good.
     errors: int = 0
     #: Seconds from a submit's 201 request start to the display frame reaching the banner.
     delivery: list[float] = field(default_factory=list)
     #: Seconds from a submit's request start until the banner's ack is visible on the event stream.
     round_trip: list[float] = field(default_factory=list)
 
+    @property
+    def refused(self) -> int:
+        return sum(self.refusals.values())
+
+    def count_refusal(self, status: int | None) -> str:
+        """Count a submit that was not accepted (`status` None: no answer); returns its kind."""
+        kind = refusal_kind(status)
+        self.refusals[kind] += 1
+        return kind
+
     def line(self, rates: dict[str, float]) -> str:
         lag = percentile(self.delivery[-500:], 50)
         lag_text = "-" if lag is None else f"{lag * 1000:.1f} ms"
+        kinds = ", ".join(f"{REFUSAL_LABELS[kind]} {n}" for kind, n in self.refusals.items() if n)
         return (
             f"connected {self.connected}/{self.banners} | "
             f"displays {self.displays} ({rates['displays']:.0f}/s) | "
             f"acks {self.acks} ({rates['acks']:.0f}/s) | "
-            f"submits {self.submits} | delivery lag p50 {lag_text} | "
-            f"reconnects {self.reconnects} | errors {self.errors}"
+            f"submits {self.submits} | refused {self.refused}{f' ({kinds})' if kinds else ''} | "
+            f"delivery lag p50 {lag_text} | reconnects {self.reconnects} | link errors {self.errors}"
         )
 
     def summary(self) -> dict[str, object]:
@@ -57,6 +95,8 @@ class FleetStats:
             "acks": self.acks,
             "submits": self.submits,
             "refused": self.refused,
+            "refusals": dict(self.refusals),
+            "skipped": self.skipped,
             "reconnects": self.reconnects,
             "errors": self.errors,
             "delivery_ms": {
