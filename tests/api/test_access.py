@@ -264,3 +264,43 @@ async def test_configured_cors_origins_may_call_the_api(start_server):
     assert preflight.headers["access-control-allow-origin"] == "https://fleet.example"
     other = await server.client.get("/api/v1/banners", headers={"Origin": "https://evil.example"})
     assert "access-control-allow-origin" not in other.headers
+
+
+#: Routes anyone may read; `b1` exists when they are called.
+OPEN_READ_ROUTES = [
+    "/api/v1/banners",
+    "/api/v1/banners/b1",
+    "/api/v1/banners/b1/events",
+    "/api/v1/events?banners=b1",
+    "/banners",
+    "/banner/b1",
+]
+BAD_KEYS = {
+    "unknown key": bearer("adk_000000000000_" + "x" * 43),
+    "not a key": bearer("not-a-key"),
+    "not bearer": {"Authorization": "Basic dXNlcjpwdw=="},
+}
+
+
+@pytest.mark.parametrize("path", OPEN_READ_ROUTES)
+@pytest.mark.parametrize("credential", BAD_KEYS, ids=list(BAD_KEYS))
+async def test_a_key_that_is_not_valid_is_refused_even_on_open_routes(guarded, path, credential):
+    refused = await guarded.client.get(path, headers=BAD_KEYS[credential])
+    assert refused.status_code == 401
+    assert refused.headers["content-type"] == "application/problem+json"
+    assert refused.headers["www-authenticate"].startswith("Bearer")
+    async with guarded.client.stream("GET", path, headers=bearer(guarded.submitter_key)) as valid:
+        assert valid.status_code == 200  # a valid key of any role reads them, as does no key
+    async with guarded.client.stream("GET", path) as anonymous:
+        assert anonymous.status_code == 200
+
+
+@pytest.mark.parametrize("path", ["/api/v1/stream", "/ws"])
+async def test_a_key_that_is_not_valid_is_refused_at_the_stream_handshake(guarded, path):
+    url = guarded.url.replace("http://", "ws://") + path
+    with pytest.raises(InvalidStatus) as refused:
+        await websockets.connect(url, additional_headers=bearer("not-a-key"))
+    assert refused.value.response.status_code == 401
+    assert not guarded.app.state.access.streams.open_streams()  # the refused one took no slot
+    valid = await websockets.connect(url, additional_headers=bearer(guarded.submitter_key))
+    await valid.close()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from pathlib import Path
 
 import pytest
 import websockets
@@ -13,6 +14,7 @@ from tests.api.test_stream import StreamClient
 from tests.conftest import eventually
 
 FRAME_WAIT = 10.0
+DEVICE_DOC = Path(__file__).parents[2] / "docs" / "device-protocol.md"
 
 
 async def connect_device(server, banner_id: str, token: str | None):
@@ -244,3 +246,56 @@ async def test_deleting_a_banner_ends_its_device_link(server):
     await recv(device)
     await server.client.delete("/api/v1/banners/b1")
     assert await closed_with(device) == 4404
+
+
+async def test_rotating_the_token_cuts_a_link_that_used_the_old_one(server):
+    old = await register(server, "b1")
+    ui = await StreamClient.connect(server, "?banners=b1")
+    device = await connect_device(server, "b1", old)
+    try:
+        await recv(device)
+        await ui.until(lambda f: f["type"] == "banner" and f["kind"] == "device_online")
+        rotated = await server.client.post("/api/v1/banners/b1/device-token")
+        assert rotated.status_code == 201
+        assert await closed_with(device) == 4401
+        offline = await ui.until(lambda f: f["type"] == "banner" and f["kind"] == "device_offline")
+        assert offline["banner"]["device"]["online"] is False
+        assert not server.app.state.devices  # no link left to receive displays or send acks
+        fresh = await connect_device(server, "b1", rotated.json()["device_token"])
+        assert (await recv(fresh))["type"] == "display"
+        await fresh.close()
+    finally:
+        await ui.close()
+
+
+async def test_shutdown_closes_device_links_with_the_documented_code(start_server):
+    server = await start_server()
+    device = await connect_device(server, "b1", await register(server, "b1"))
+    await recv(device)
+    stopping = asyncio.create_task(server.stop())
+    code = await closed_with(device)
+    await stopping
+    assert code == 1012
+    assert "| 1012 | service restarting" in DEVICE_DOC.read_text(encoding="utf-8")
+
+
+async def test_a_rotation_while_the_old_token_is_being_checked_still_cuts_the_link(server, monkeypatch):
+    """The token check is held open (a wrapper around the real runtime's) until the rotation is done,
+    the one order that a rotation cannot find the link in."""
+    old = await register(server, "b1")
+    checked, rotated = asyncio.Event(), asyncio.Event()
+    authenticate = server.runtime.authenticate_device
+
+    async def held_open(banner_id: str, token: str):
+        banner = await authenticate(banner_id, token)
+        checked.set()
+        await rotated.wait()
+        return banner
+
+    monkeypatch.setattr(server.runtime, "authenticate_device", held_open)
+    device = await connect_device(server, "b1", old)  # accepted; the token check is under way
+    await asyncio.wait_for(checked.wait(), FRAME_WAIT)
+    assert (await server.client.post("/api/v1/banners/b1/device-token")).status_code == 201
+    rotated.set()
+    assert await closed_with(device) == 4401
+    assert (await banner(server, "b1"))["device"]["online"] is False

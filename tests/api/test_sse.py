@@ -94,3 +94,4 @@ async def test_stream_problems_are_4xx_before_streaming(server):
     assert (await server.client.get(f"/api/v1/events?banners={too_many}")).status_code == 422
     assert (await server.client.get("/api/v1/events?banners=Bad!")).status_code == 422
     assert (await server.client.get("/api/v1/events")).status_code == 422
+    assert (await server.client.get("/api/v1/events?banners=,,")).status_code == 422  # names no banner

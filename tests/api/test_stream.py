@@ -5,14 +5,19 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
+from pathlib import Path
 
 import pytest
 import websockets
+from websockets.exceptions import ConnectionClosed
 
 from airdisplay.realtime import SubscriberState
 from tests.conftest import eventually
 
 FRAME_WAIT = 10.0
+REALTIME_DOC = Path(__file__).parents[2] / "docs" / "realtime.md"
+#: What uvicorn sends to every open WebSocket when the server stops (RFC 6455 7.4.1 "Service Restart").
+CLOSE_SERVICE_RESTART = 1012
 
 
 class StreamClient:
@@ -289,3 +294,44 @@ async def test_resume_with_versions_from_an_earlier_life_gets_the_current_truth(
     assert frames["b1"]["kind"] == "missing"
     assert frames["b2"]["kind"] == "snapshot" and frames["b2"]["banner"]["name"] == "New life"
     assert frames["b2"]["version"] == 1
+
+
+async def closed_with(ws) -> tuple[int, str]:
+    """Read until the server closes the connection; its close code and reason."""
+    with pytest.raises(ConnectionClosed) as closed:
+        while True:
+            await asyncio.wait_for(ws.recv(), FRAME_WAIT)
+    received = closed.value.rcvd
+    assert received is not None, "the connection ended without a close frame"
+    return received.code, received.reason
+
+
+@pytest.mark.parametrize(
+    ("query", "reason"),
+    [
+        ("?banners=" + ",".join(f"b{i}" for i in range(1001)), "at most 1000"),
+        ("?banners=b1,Not!A!Slug", "slug"),
+    ],
+    ids=["too many banners", "bad id"],
+)
+async def test_a_subscription_query_that_cannot_be_honoured_closes_with_1008(server, clients, query, reason):
+    await server.create("b1")
+    client = await clients(server, query)
+    code, said = await closed_with(client.ws)
+    assert code == 1008 and reason in said
+    assert not server.app.state.hub.subscribers  # nothing stayed subscribed
+    ok = await clients(server, "?banners=b1,")  # a trailing comma is no bad id; the server still serves
+    assert (await ok.until(lambda f: f["type"] == "banner"))["banner_id"] == "b1"
+
+
+async def test_shutdown_closes_streams_with_the_documented_code(start_server, clients):
+    """The code a client sees when the server stops (uvicorn sends it) is the one docs/realtime.md names."""
+    server = await start_server()
+    await server.create("b1")
+    client = await clients(server, "?banners=b1")
+    await client.until(lambda f: f["type"] == "banner")
+    stopping = asyncio.create_task(server.stop())
+    code, _ = await closed_with(client.ws)
+    await stopping
+    assert code == CLOSE_SERVICE_RESTART
+    assert f"| `{CLOSE_SERVICE_RESTART}` | service restarting |" in REALTIME_DOC.read_text(encoding="utf-8")

@@ -24,6 +24,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
 
+from ..domain import format_time
 from .exceptions import KeyFileError, UnknownKey
 
 log = logging.getLogger("airdisplay.access")
@@ -72,6 +73,14 @@ class KeyRecord:
         }
 
 
+def _written(created_at: str) -> str:
+    """A stored creation time as the service writes times; files from older versions hold `+00:00`."""
+    try:
+        return format_time(datetime.fromisoformat(created_at))
+    except ValueError:
+        return created_at  # not a time we wrote: show it as it is
+
+
 def _digest(secret: str) -> bytes:
     return hashlib.sha256(secret.encode()).digest()
 
@@ -92,7 +101,7 @@ class KeysFile:
                     role=Role(item["role"]),
                     secret_sha256=str(item["secret_sha256"]),
                     label=str(item.get("label", "")),
-                    created_at=str(item.get("created_at", "")),
+                    created_at=_written(str(item.get("created_at", ""))),
                 )
                 for item in raw["keys"]
             ]
@@ -113,7 +122,7 @@ class KeysFile:
             role=role,
             secret_sha256=hashlib.sha256(secret.encode()).hexdigest(),
             label=label,
-            created_at=datetime.now(UTC).isoformat(timespec="seconds"),
+            created_at=format_time(datetime.now(UTC).replace(microsecond=0)),
         )
         self._save([*records, record])
         return record, f"adk_{key_id}_{secret}"

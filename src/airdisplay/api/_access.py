@@ -133,7 +133,12 @@ class AccessControl:
 
     async def accept_stream(self, websocket: WebSocket) -> Callable[[], None] | None:
         """Accept a WebSocket stream within the client's quota: its release function, or None when the
-        handshake was refused with 429 (then the route just returns)."""
+        handshake was refused with 401 (a key that is not valid) or 429 (then the route just returns)."""
+        try:
+            self.principal(websocket.headers.get("authorization"))
+        except ProblemError as refused:
+            await websocket.send_denial_response(refused.response())
+            return None
         release = self.open_stream(websocket)
         if release is None:
             await websocket.send_denial_response(self.too_many_streams())

@@ -49,7 +49,9 @@ def problem_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
     return {code: {"description": _MEANING[code]} for code in codes}
 
 
-#: What the access rules (api/_access.py) and the JSON body checks add to a route.
+#: What the access rules (api/_access.py) and the JSON body checks add to a route. Every route that
+#: reads a key answers 401 for one that is not valid, even where none is needed (KEY_PROBLEMS).
+KEY_PROBLEMS = problem_responses(401)
 OPERATOR_PROBLEMS = problem_responses(401, 403)
 SUBMIT_PROBLEMS = problem_responses(401, 403, 429)
 JSON_BODY_PROBLEMS = problem_responses(400, 413, 415)
@@ -104,8 +106,10 @@ def install_openapi(app: FastAPI) -> None:
                         entry["description"] = _MEANING.get(code, "Error")
                     entry["content"] = problem_content
                 if "401" in responses:
-                    # Submitting takes a key but is open by default (docs/security.md); the rest needs one.
-                    operation["security"] = [{}, {"bearer": []}] if "429" in responses else [{"bearer": []}]
+                    # Routes that check a role (403) need a key, except submitting, which is open by default
+                    # and rate-limited (429; docs/security.md). Elsewhere a key is optional but checked.
+                    needs_key = "403" in responses and "429" not in responses
+                    operation["security"] = [{"bearer": []}] if needs_key else [{}, {"bearer": []}]
                 if path.endswith("/events"):
                     responses["200"] = {
                         "description": "Server-Sent Events: `event: banner`, `id: <banner>:<version>`",

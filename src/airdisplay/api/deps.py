@@ -9,9 +9,11 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import Depends, Header, Request
+from starlette.requests import HTTPConnection
 
 from ..access import Role
 from ..config import Settings
+from ..realtime import DeviceLinks
 from ..runtimes import BannerRuntime
 from ._access import AccessControl
 from .problems import ProblemError
@@ -30,9 +32,29 @@ def settings_of(request: Request) -> Settings:
 Runtime = Annotated[BannerRuntime, Depends(get_runtime)]
 
 
-def access_of(request: Request) -> AccessControl:
-    access: AccessControl = request.app.state.access
+async def get_devices(request: Request) -> DeviceLinks:
+    devices: DeviceLinks = request.app.state.devices
+    return devices
+
+
+Devices = Annotated[DeviceLinks, Depends(get_devices)]
+
+
+def access_of(connection: HTTPConnection) -> AccessControl:
+    access: AccessControl = connection.app.state.access
     return access
+
+
+async def check_key(
+    connection: HTTPConnection,
+    authorization: Annotated[str | None, Header(include_in_schema=False)] = None,
+) -> None:
+    """A key sent where none is needed must still be valid (401): a client learns that its key is dead.
+
+    WebSocket streams check at the handshake instead (AccessControl.accept_stream), where a refusal can
+    still be an HTTP answer."""
+    if connection.scope["type"] == "http":
+        access_of(connection).principal(authorization)
 
 
 async def require_operator(
@@ -58,6 +80,8 @@ async def get_access(request: Request) -> AccessControl:
 Access = Annotated[AccessControl, Depends(get_access)]
 Operator = Depends(require_operator)
 Submitter = Depends(admit_submit)
+#: For routers of open routes: a presented key is checked even where none is needed.
+KeyChecked = Depends(check_key)
 
 
 def is_json_media(content_type: str | None) -> bool:

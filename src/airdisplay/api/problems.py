@@ -27,6 +27,7 @@ from ..domain import (
     InvalidMessageText,
     TextNotAllowed,
     VersionMismatch,
+    format_time,
 )
 from ..runtimes.base import RuntimeUnavailable
 
@@ -66,6 +67,9 @@ class ProblemError(Exception):
         self.status, self.title, self.detail, self.kind = status, title, detail, kind
         self.headers = headers
 
+    def response(self) -> JSONResponse:
+        return problem(self.status, self.title, self.detail, kind=self.kind, headers=self.headers)
+
 
 def _busy(exc: BannerBusy) -> JSONResponse:
     seconds = max(1, math.ceil((exc.free_at - datetime.now(UTC)).total_seconds()))
@@ -76,7 +80,7 @@ def _busy(exc: BannerBusy) -> JSONResponse:
         kind="banner-busy",
         headers={"Retry-After": str(seconds)},
         banner_id=exc.banner_id,
-        free_at=exc.free_at.isoformat(),
+        free_at=format_time(exc.free_at),
     )
 
 
@@ -108,7 +112,7 @@ def install_problem_handlers(app: FastAPI) -> None:
         return _http(exc)
 
     on(RequestValidationError, _validation)
-    on(ProblemError, lambda e: problem(e.status, e.title, e.detail, kind=e.kind, headers=e.headers))
+    on(ProblemError, ProblemError.response)
     on(BannerNotFound, lambda e: problem(404, "Banner not found", str(e), kind="banner-not-found"))
     on(BannerAlreadyExists, lambda e: problem(409, "Banner exists", str(e), kind="banner-exists"))
     on(BannerBusy, _busy)

@@ -39,6 +39,7 @@ from .exceptions import (
     UnknownDisplayVersion,
     VersionMismatch,
 )
+from .times import format_time
 
 __all__ = [
     "BANNER_ID_PATTERN",
@@ -75,6 +76,7 @@ __all__ = [
     "device_disconnected",
     "display_status",
     "expire_message",
+    "format_time",
     "register_banner",
     "submit_message",
 ]

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from .times import format_time
+
 
 class DomainError(Exception):
     """Raised when a banner rule refuses an operation (base class)."""
@@ -41,7 +43,7 @@ class BannerBusy(DomainError):
     """Raised when a message is submitted while another one is still showing."""
 
     def __init__(self, banner_id: str, free_at: datetime) -> None:
-        super().__init__(f"banner {banner_id!r} is showing a message until {free_at.isoformat()}")
+        super().__init__(f"banner {banner_id!r} is showing a message until {format_time(free_at)}")
         self.banner_id = banner_id
         self.free_at = free_at
 

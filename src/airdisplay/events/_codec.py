@@ -6,7 +6,7 @@ import json
 from datetime import datetime
 from typing import Any
 
-from ..domain import Banner, BannerChanged, ChangeKind
+from ..domain import Banner, BannerChanged, ChangeKind, format_time
 
 
 def change_to_json(change: BannerChanged) -> dict[str, Any]:
@@ -15,7 +15,7 @@ def change_to_json(change: BannerChanged) -> dict[str, Any]:
         "banner_id": change.banner_id,
         "version": change.version,
         "banner": None if change.banner is None else change.banner.model_dump(mode="json"),
-        "at": change.at.isoformat(),
+        "at": format_time(change.at),
     }
 
 

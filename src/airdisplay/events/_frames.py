@@ -6,13 +6,10 @@ import json
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from ..domain import Banner, BannerChanged, ChangeKind
+from ..domain import Banner, BannerChanged, ChangeKind, format_time
 
+#: The legacy "no message" time: the original demo's `datetime.min`, as its page and scripts expect it.
 _MIN_DATETIME = "0001-01-01T00:00:00"
-
-
-def _iso(value: datetime) -> str:
-    return value.isoformat().replace("+00:00", "Z")
 
 
 @dataclass(slots=True)
@@ -57,12 +54,12 @@ def banner_frame(kind: str, banner_id: str, version: int, banner: Banner | None,
     body = banner.model_dump_json() if banner is not None else "null"
     return (
         f'{{"type":"banner","kind":"{kind}","banner_id":{json.dumps(banner_id)},'
-        f'"version":{version},"banner":{body},"at":"{_iso(at)}"}}'
+        f'"version":{version},"banner":{body},"at":"{format_time(at)}"}}'
     )
 
 
 def legacy_banner_json(banner_id: str, banner: Banner | None) -> str:
     message, expires = "", _MIN_DATETIME
     if banner is not None and banner.message is not None:
-        message, expires = banner.message.text, _iso(banner.message.expires_at)
+        message, expires = banner.message.text, format_time(banner.message.expires_at)
     return json.dumps({"id": banner_id, "message": message, "expires": expires}, ensure_ascii=False)

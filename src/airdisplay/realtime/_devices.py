@@ -6,15 +6,16 @@ Failure rules:
 - Display frames are versioned by the banner's display version: a device never gets an older display
   after a newer one, and device-side changes (online, ack) send nothing.
 - A banner deleted while its device is connected ends the link (4404).
+- A new device token ends the link opened with the old one (`revoke`, 4401). Only this process's link:
+  a link through another replica lasts until it reconnects.
 """
 
 from __future__ import annotations
 
 import json
 import time
-from datetime import datetime
 
-from ..domain import Banner
+from ..domain import Banner, format_time
 from ..events import EventBus, Published
 from ._subscriber import Subscriber
 
@@ -30,20 +31,16 @@ def display_frame(banner: Banner) -> str:
             "type": "display",
             "version": banner.display_version,
             "text": message.text if message else None,
-            "expires_at": _iso(message.expires_at) if message else None,
+            "expires_at": format_time(message.expires_at) if message else None,
         },
         ensure_ascii=False,
     )
 
 
-def _iso(value: datetime) -> str:
-    return value.isoformat().replace("+00:00", "Z")
-
-
 class DeviceLink:
     """One connected device: its outbox and when it was last heard from."""
 
-    __slots__ = ("banner_id", "subscriber", "last_heard", "replaced", "deleted")
+    __slots__ = ("banner_id", "subscriber", "last_heard", "replaced", "deleted", "revoked")
 
     def __init__(self, banner_id: str) -> None:
         self.banner_id = banner_id
@@ -51,6 +48,7 @@ class DeviceLink:
         self.last_heard = time.monotonic()
         self.replaced = False
         self.deleted = False
+        self.revoked = False
 
     def heard(self) -> None:
         self.last_heard = time.monotonic()
@@ -67,6 +65,8 @@ class DeviceLinks:
 
     def __init__(self, bus: EventBus) -> None:
         self._links: dict[str, DeviceLink] = {}
+        #: Counts `revoke` calls: a connect that sees it change while checking its token checks again.
+        self.revocations = 0
         bus.subscribe(self._on_event)
 
     def attach(self, banner_id: str) -> DeviceLink:
@@ -77,6 +77,14 @@ class DeviceLinks:
             old.subscriber.close()
         link = self._links[banner_id] = DeviceLink(banner_id)
         return link
+
+    def revoke(self, banner_id: str) -> None:
+        """The banner's device token was replaced: the link opened with the old one ends (4401)."""
+        self.revocations += 1
+        link = self._links.get(banner_id)
+        if link is not None:
+            link.revoked = True
+            link.subscriber.close()
 
     def detach(self, link: DeviceLink) -> bool:
         """Forget the link; True if it was still the banner's current link (then the banner goes offline)."""

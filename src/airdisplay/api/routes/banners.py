@@ -8,12 +8,14 @@ from fastapi import APIRouter, Header, Path, Query, Response, status
 from fastapi.responses import JSONResponse
 
 from ...domain import BANNER_ID_PATTERN
-from .._openapi import JSON_BODY_PROBLEMS, OPERATOR_PROBLEMS, SUBMIT_PROBLEMS
+from .._openapi import JSON_BODY_PROBLEMS, KEY_PROBLEMS, OPERATOR_PROBLEMS, SUBMIT_PROBLEMS
 from .._submit import banner_response, submit_flow, submitted_response
-from ..deps import Access, JsonBody, Operator, Runtime, Submitter
+from ..deps import Access, Devices, JsonBody, KeyChecked, Operator, Runtime, Submitter
 from ..schemas import BannerCreate, BannerCreated, BannerPublic, BannersPage, DeviceToken, MessageSubmit
 
-router = APIRouter(prefix="/api/v1/banners", tags=["banners"])
+router = APIRouter(
+    prefix="/api/v1/banners", tags=["banners"], dependencies=[KeyChecked], responses=KEY_PROBLEMS
+)
 
 BannerId = Annotated[
     str, Path(pattern=BANNER_ID_PATTERN, description="The banner's slug id", examples=["n123ab"])
@@ -51,9 +53,11 @@ async def create_banner(body: BannerCreate, runtime: Runtime) -> Response:
     responses=OPERATOR_PROBLEMS,
     dependencies=[Operator],
 )
-async def rotate_device_token(banner_id: BannerId, runtime: Runtime) -> DeviceToken:
+async def rotate_device_token(banner_id: BannerId, runtime: Runtime, devices: Devices) -> DeviceToken:
     """Issue a new device token for the banner; the old one stops working at once."""
-    return DeviceToken(device_token=await runtime.rotate_device_token(banner_id))
+    token = await runtime.rotate_device_token(banner_id)
+    devices.revoke(banner_id)  # a link opened with the old token ends now (4401)
+    return DeviceToken(device_token=token)
 
 
 @router.get("", response_model=BannersPage)

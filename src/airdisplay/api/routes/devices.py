@@ -15,7 +15,7 @@ from ...domain import BannerNotFound, DeviceTokenInvalid, UnknownDisplayVersion,
 from ...domain.exceptions import InvalidBannerId
 from ...realtime import DeviceLink, DeviceLinks, SubscriberState
 from ...runtimes import BannerRuntime
-from .stream import CLOSE_SLOW_CONSUMER, CLOSE_TIMEOUT, error_frame, watch_stall
+from .stream import CLOSE_SLOW_CONSUMER, close_connection, error_frame, watch_stall
 
 router = APIRouter(tags=["devices"])
 log = logging.getLogger("airdisplay.devices")
@@ -25,6 +25,7 @@ CLOSE_UNAUTHORIZED = 4401
 CLOSE_UNKNOWN_BANNER = 4404
 CLOSE_HEARTBEAT_TIMEOUT = 4408
 CLOSE_REPLACED = 4409
+TOKEN_REPLACED = "the device token was replaced: configure the new one"
 
 
 class AckFrame(BaseModel):
@@ -55,28 +56,43 @@ async def device_connect(websocket: WebSocket, banner_id: str) -> None:
     settings = app.state.settings
     await websocket.accept()
     scheme, _, token = websocket.headers.get("authorization", "").partition(" ")
+    token = token.strip()
+    revocations = links.revocations
     try:
         check_banner_id(banner_id)
-        if scheme.lower() != "bearer" or not token.strip():
+        if scheme.lower() != "bearer" or not token:
             raise DeviceTokenInvalid(banner_id)
-        await runtime.authenticate_device(banner_id, token.strip())
+        await runtime.authenticate_device(banner_id, token)
     except (BannerNotFound, InvalidBannerId):
-        await _close(websocket, CLOSE_UNKNOWN_BANNER, "unknown banner")
+        await close_connection(websocket, CLOSE_UNKNOWN_BANNER, "unknown banner")
         return
     except DeviceTokenInvalid:
-        await _close(websocket, CLOSE_UNAUTHORIZED, "missing or invalid device token")
+        await close_connection(websocket, CLOSE_UNAUTHORIZED, "missing or invalid device token")
         return
 
     link = links.attach(banner_id)
+    outcome: tuple[int, str] | None
     try:
-        link.show(await runtime.device_online(banner_id))
-        outcome = await _serve(websocket, runtime, link, settings.device_timeout, settings.stall_seconds)
+        if links.revocations != revocations and not await _token_still_opens(runtime, banner_id, token):
+            # A token was rotated while this one was checked, too early to find this link and cut it.
+            outcome = CLOSE_UNAUTHORIZED, TOKEN_REPLACED
+        else:
+            link.show(await runtime.device_online(banner_id))
+            outcome = await _serve(websocket, runtime, link, settings.device_timeout, settings.stall_seconds)
     finally:
         if links.detach(link) and not link.deleted:
             with contextlib.suppress(BannerNotFound):
                 await runtime.device_offline(banner_id)
     if outcome is not None:
-        await _close(websocket, *outcome)
+        await close_connection(websocket, *outcome)
+
+
+async def _token_still_opens(runtime: BannerRuntime, banner_id: str, token: str) -> bool:
+    try:
+        await runtime.authenticate_device(banner_id, token)
+    except (DeviceTokenInvalid, BannerNotFound):
+        return False
+    return True
 
 
 async def _serve(
@@ -111,6 +127,8 @@ async def _serve(
         return CLOSE_REPLACED, "replaced by a newer connection for this banner"
     if link.deleted:
         return CLOSE_UNKNOWN_BANNER, "the banner was deleted"
+    if link.revoked:
+        return CLOSE_UNAUTHORIZED, TOKEN_REPLACED
     if "timeout" in reasons:
         return CLOSE_HEARTBEAT_TIMEOUT, f"no heartbeat for {heartbeat_seconds:g} s"
     if link.subscriber.state is SubscriberState.OVERFLOWED:
@@ -172,8 +190,3 @@ async def _flush(websocket: WebSocket, link: DeviceLink) -> None:
         for item in await link.subscriber.take():
             with contextlib.suppress(Exception):
                 await websocket.send_text(item.frame)
-
-
-async def _close(websocket: WebSocket, code: int, reason: str) -> None:
-    with contextlib.suppress(Exception):
-        await asyncio.wait_for(websocket.close(code, reason), CLOSE_TIMEOUT)

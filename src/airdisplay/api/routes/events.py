@@ -21,12 +21,12 @@ from ...realtime import (
 )
 from ...runtimes import BannerRuntime
 from .._access import AccessControl
-from .._openapi import STREAM_PROBLEMS
-from ..deps import Runtime
+from .._openapi import KEY_PROBLEMS, STREAM_PROBLEMS
+from ..deps import KeyChecked, Runtime
 from ..problems import ProblemError
 from .banners import BannerId
 
-router = APIRouter(tags=["realtime"])
+router = APIRouter(tags=["realtime"], dependencies=[KeyChecked], responses=KEY_PROBLEMS)
 
 #: Tells EventSource how long to wait before reconnecting (ms).
 RETRY_MS = 2000
@@ -54,7 +54,10 @@ async def fleet_events(
     last_event_id: Annotated[str | None, Header()] = None,
 ) -> Response:
     """Events of several banners as text/event-stream."""
-    return await _stream(request, runtime, [b for b in banners.split(",") if b], last_event_id)
+    banner_ids = [b for b in banners.split(",") if b]
+    if not banner_ids:
+        raise ProblemError(422, "Invalid request", "banners: name at least one banner id", "invalid-request")
+    return await _stream(request, runtime, banner_ids, last_event_id)
 
 
 async def _stream(

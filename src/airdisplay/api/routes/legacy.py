@@ -12,11 +12,11 @@ from ...domain import BANNER_ID_PATTERN
 from ...events import legacy_banner_json
 from ...realtime import StreamHub, Subscriber
 from .._access import AccessControl
-from .._openapi import JSON_BODY_PROBLEMS, SUBMIT_PROBLEMS
-from ..deps import Access, JsonBody, Runtime, Submitter
+from .._openapi import JSON_BODY_PROBLEMS, KEY_PROBLEMS, SUBMIT_PROBLEMS
+from ..deps import Access, JsonBody, KeyChecked, Runtime, Submitter
 from .stream import serve_subscriber
 
-router = APIRouter(tags=["legacy"])
+router = APIRouter(tags=["legacy"], dependencies=[KeyChecked], responses=KEY_PROBLEMS)
 
 #: The demo listed every banner; a fleet can be millions, so the legacy list is the first page only.
 LEGACY_LIST_LIMIT = 500

@@ -12,7 +12,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Query, WebSocket, WebSocketDisconnect
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
-from ...domain import DomainError
+from ...domain import DomainError, format_time
 from ...realtime import (
     MAX_BANNERS_PER_CONNECTION,
     StreamHub,
@@ -30,8 +30,12 @@ log = logging.getLogger("airdisplay.stream")
 
 #: Close code for a client that cannot keep up even with coalesced state (private range, docs/realtime.md).
 CLOSE_SLOW_CONSUMER = 4008
+#: RFC 6455's "policy violation": the connection asked for what it may not have (docs/realtime.md).
+CLOSE_POLICY = 1008
 #: How long a close handshake may take before the connection is abandoned.
 CLOSE_TIMEOUT = 2.0
+#: RFC 6455 5.5: a close frame's body is at most 125 bytes, two of them the code.
+MAX_CLOSE_REASON_BYTES = 123
 
 
 class _Frame(BaseModel):
@@ -63,7 +67,14 @@ def error_frame(detail: str) -> str:
 
 
 def ping_frame() -> str:
-    return json.dumps({"type": "ping", "at": datetime.now(UTC).isoformat().replace("+00:00", "Z")})
+    return json.dumps({"type": "ping", "at": format_time(datetime.now(UTC))})
+
+
+async def close_connection(websocket: WebSocket, code: int, reason: str) -> None:
+    """Close with `code` and as much of `reason` as a close frame holds; a client already gone is fine."""
+    said = reason.encode()[:MAX_CLOSE_REASON_BYTES].decode(errors="ignore")
+    with contextlib.suppress(Exception):
+        await asyncio.wait_for(websocket.close(code, said), CLOSE_TIMEOUT)
 
 
 async def pump(websocket: WebSocket, subscriber: Subscriber) -> None:
@@ -112,13 +123,9 @@ async def serve_subscriber(
         await asyncio.gather(*tasks, return_exceptions=True)
     if subscriber.state is SubscriberState.OVERFLOWED:
         log.info("closing a slow WebSocket client (%d coalescing rounds)", subscriber.coalesced)
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(
-                websocket.close(
-                    CLOSE_SLOW_CONSUMER, "too slow: reconnect and resubscribe with known versions"
-                ),
-                CLOSE_TIMEOUT,
-            )
+        await close_connection(
+            websocket, CLOSE_SLOW_CONSUMER, "too slow: reconnect and resubscribe with known versions"
+        )
 
 
 @router.websocket("/api/v1/stream")
@@ -136,7 +143,13 @@ async def stream(websocket: WebSocket, banners: Annotated[str | None, Query()] =
     session = StreamSession(hub, runtime, subscriber)
     try:
         if banners:
-            await _apply(session, SubscribeFrame(type="subscribe", banners=banners.split(",")))
+            # The query is the connection's request: one that cannot be honoured ends it, with the reason.
+            try:
+                await session.subscribe(b for b in banners.split(",") if b)
+            except (TooManyBanners, DomainError) as exc:
+                await close_connection(websocket, CLOSE_POLICY, f"banners: {exc}")
+                return
+            _confirm(session)
         receiver = asyncio.create_task(_receive(websocket, session))
         await serve_subscriber(
             websocket,
@@ -182,4 +195,8 @@ async def _apply(session: StreamSession, frame: SubscribeFrame | SetFrame | Unsu
     except (TooManyBanners, DomainError) as exc:
         session.subscriber.control(error_frame(str(exc)))
         return
+    _confirm(session)
+
+
+def _confirm(session: StreamSession) -> None:
     session.subscriber.control(json.dumps({"type": "subscribed", "banners": sorted(session.banners)}))

@@ -24,6 +24,7 @@ from ...domain import (
     InvalidMessageText,
     UnknownDisplayVersion,
     VersionMismatch,
+    format_time,
 )
 from ..base import RuntimeUnavailable
 
@@ -40,7 +41,7 @@ def error(exc: DomainError) -> dict[str, Any]:
     """The envelope for a domain error, with what is needed to raise it again on the caller's side."""
     body: dict[str, Any] = {"kind": type(exc).__name__, "detail": str(exc)}
     if isinstance(exc, BannerBusy):
-        body |= {"banner_id": exc.banner_id, "free_at": exc.free_at.isoformat()}
+        body |= {"banner_id": exc.banner_id, "free_at": format_time(exc.free_at)}
     elif isinstance(exc, VersionMismatch):
         body |= {"banner_id": exc.banner_id, "expected": exc.expected, "actual": exc.actual}
     elif isinstance(exc, IdempotencyKeyReused):
