@@ -27,6 +27,18 @@ async def test_registering_an_existing_id_is_a_conflict(server):
     assert (await server.client.get("/api/v1/banners/b1")).json()["name"] == "First"
 
 
+async def test_a_bad_id_or_name_is_explained_in_words(server):
+    bad_id = await server.client.post("/api/v1/banners", json={"id": "Bad_ID", "name": "x"})
+    assert bad_id.status_code == 422
+    detail = bad_id.text
+    assert "lowercase letters, digits and hyphens" in detail and "[a-z0-9]" not in detail
+    long_name = await server.client.post("/api/v1/banners", json={"id": "b1", "name": "n" * 101})
+    assert long_name.status_code == 422, "the document and the domain both allow 100 characters"
+    spec = (await server.client.get("/openapi.json")).json()
+    create = spec["components"]["schemas"]["BannerCreate"]["properties"]
+    assert create["name"]["maxLength"] == 100 and create["id"]["pattern"].startswith("^[a-z0-9]")
+
+
 async def test_unknown_banner_is_404(server):
     response = await server.client.get("/api/v1/banners/nobody")
     assert response.status_code == 404
@@ -105,6 +117,7 @@ async def test_listing_pages_through_the_fleet_in_id_order(server):
     assert seen == ids and pages == 3
     default = (await server.client.get("/api/v1/banners")).json()
     assert len(default["items"]) == 50
+    assert default["max_text_length"] == 64, "the page's counter reads the configured limit from here"
 
 
 async def test_retry_with_the_same_idempotency_key_returns_the_original_result(server):
@@ -158,6 +171,13 @@ async def test_api_docs_are_served_from_local_assets(server):
     page = (await server.client.get("/docs")).text
     assert "/static/vendor/swagger-ui-bundle.js" in page and "cdn." not in page
     assert (await server.client.get("/static/vendor/swagger-ui-bundle.js")).status_code == 200
+
+
+async def test_the_icon_is_served_where_browsers_look_for_it(server):
+    for path in ("/favicon.ico", "/static/favicon.svg"):
+        icon = await server.client.get(path)
+        assert icon.status_code == 200 and icon.headers["content-type"] == "image/svg+xml"
+        assert icon.text.lstrip().startswith("<svg")
 
 
 async def test_openapi_describes_the_api(server):

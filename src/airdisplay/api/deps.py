@@ -24,9 +24,12 @@ async def get_runtime(request: Request) -> BannerRuntime:
     return runtime
 
 
-def settings_of(request: Request) -> Settings:
+async def get_settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
+
+
+AppSettings = Annotated[Settings, Depends(get_settings)]
 
 
 Runtime = Annotated[BannerRuntime, Depends(get_runtime)]

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+import re
 
-from ..domain import BANNER_ID_PATTERN, Banner, Message
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from ..domain import BANNER_ID_PATTERN, MAX_NAME_LENGTH, Banner, Message
+
+_BANNER_ID = re.compile(BANNER_ID_PATTERN)
 
 #: The public shape of a banner and of its message is the domain's own.
 BannerPublic = Banner
@@ -16,8 +20,19 @@ class BannerCreate(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    id: str = Field(pattern=BANNER_ID_PATTERN, max_length=64, examples=["n123ab"])
-    name: str = Field(min_length=1, max_length=200, examples=["Cessna N123AB, tail banner"])
+    # The pattern is checked below, to answer in words rather than with the regular expression.
+    id: str = Field(max_length=64, examples=["n123ab"], json_schema_extra={"pattern": BANNER_ID_PATTERN})
+    name: str = Field(min_length=1, max_length=MAX_NAME_LENGTH, examples=["Cessna N123AB, tail banner"])
+
+    @field_validator("id")
+    @classmethod
+    def _id_is_a_slug(cls, value: str) -> str:
+        if not _BANNER_ID.match(value):
+            raise ValueError(
+                "an id is 1-64 lowercase letters, digits and hyphens, starting and ending with a letter or "
+                "digit, e.g. n123ab"
+            )
+        return value
 
 
 class BannerCreated(Banner):
@@ -46,6 +61,7 @@ class BannersPage(BaseModel):
 
     items: list[BannerPublic]
     next_after: str | None
+    max_text_length: int = Field(description="The longest message text a banner here shows (characters)")
 
 
 class Health(BaseModel):

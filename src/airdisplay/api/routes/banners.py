@@ -10,7 +10,7 @@ from fastapi.responses import JSONResponse
 from ...domain import BANNER_ID_PATTERN
 from .._openapi import JSON_BODY_PROBLEMS, KEY_PROBLEMS, OPERATOR_PROBLEMS, SUBMIT_PROBLEMS
 from .._submit import banner_response, submit_flow, submitted_response
-from ..deps import Access, Devices, JsonBody, KeyChecked, Operator, Runtime, Submitter
+from ..deps import Access, AppSettings, Devices, JsonBody, KeyChecked, Operator, Runtime, Submitter
 from ..schemas import BannerCreate, BannerCreated, BannerPublic, BannersPage, DeviceToken, MessageSubmit
 
 router = APIRouter(
@@ -63,6 +63,7 @@ async def rotate_device_token(banner_id: BannerId, runtime: Runtime, devices: De
 @router.get("", response_model=BannersPage)
 async def list_banners(
     runtime: Runtime,
+    settings: AppSettings,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = DEFAULT_PAGE,
     after: Annotated[str | None, Query(max_length=64, description="Last id of the previous page")] = None,
     q: Annotated[
@@ -71,7 +72,11 @@ async def list_banners(
 ) -> Response:
     """List banners by id, a page at a time, optionally filtered by an id or name prefix."""
     items = await runtime.list_banners(after=after, limit=limit, search=q.strip() if q else None)
-    page = BannersPage(items=items, next_after=items[-1].id if len(items) == limit else None)
+    page = BannersPage(
+        items=items,
+        next_after=items[-1].id if len(items) == limit else None,
+        max_text_length=settings.max_text_length,
+    )
     return Response(page.model_dump_json(), media_type="application/json")
 
 

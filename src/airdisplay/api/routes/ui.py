@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 from fastapi.responses import FileResponse, HTMLResponse
 
-from ...web import DOCS_HTML, INDEX_HTML, VENDOR_DIR
+from ...web import DOCS_HTML, FAVICON_SVG, INDEX_HTML, VENDOR_DIR
 
 router = APIRouter(include_in_schema=False)
 
@@ -42,3 +42,11 @@ async def index() -> FileResponse | HTMLResponse:
     if not INDEX_HTML.exists():
         return HTMLResponse("<h1>AirDisplay</h1><p>The web UI is not installed.</p>", status_code=503)
     return FileResponse(INDEX_HTML, media_type="text/html", headers=SECURITY_HEADERS)
+
+
+@router.get("/favicon.ico", response_model=None)
+async def favicon() -> FileResponse:
+    """The AirDisplay icon, for clients that ask for /favicon.ico without reading the page's link."""
+    return FileResponse(
+        FAVICON_SVG, media_type="image/svg+xml", headers={"Cache-Control": "public, max-age=86400"}
+    )
