@@ -324,6 +324,15 @@ async def test_a_subscription_query_that_cannot_be_honoured_closes_with_1008(ser
     assert (await ok.until(lambda f: f["type"] == "banner"))["banner_id"] == "b1"
 
 
+async def test_a_query_of_a_thousand_long_ids_is_served(server, clients):
+    """The largest query the stream allows: its handshake line is ~65 KB, past websockets' default 8 KiB."""
+    ids = ["b1"] + [f"{i:04d}" + "x" * 60 for i in range(999)]
+    await server.create("b1")
+    client = await clients(server, "?banners=" + ",".join(ids))
+    frame = await client.until(lambda f: f["type"] == "banner" and f["banner_id"] == "b1")
+    assert frame["banner"]["id"] == "b1"
+
+
 async def test_shutdown_closes_streams_with_the_documented_code(start_server, clients):
     """The code a client sees when the server stops (uvicorn sends it) is the one docs/realtime.md names."""
     server = await start_server()

@@ -8,9 +8,13 @@ import socket
 from typing import Any
 
 import uvicorn
+import websockets.http11
 
 #: Largest WebSocket frame a client may send: a subscribe frame for 1,000 ids of 64 characters fits.
 WS_MAX_FRAME = 256 * 1024
+#: Longest request line of a WebSocket handshake: `?banners=` with 1,000 ids of 64 characters (65,000
+#: bytes) fits. websockets' own limit is 8 KiB, and uvicorn answers nothing at all to a handshake over it.
+WS_MAX_REQUEST_LINE = 72 * 1024
 #: In-flight requests get this long to finish on SIGTERM/Ctrl+C before streams are cut.
 SHUTDOWN_GRACE_SECONDS = 5
 
@@ -87,6 +91,8 @@ GC_GEN0_THRESHOLD = 50_000
 
 def uvicorn_options() -> dict[str, Any]:
     """How the server runs its WebSockets and shuts down (also used by the tests' servers)."""
+    # websockets reads this module global at each handshake; it has no per-server setting.
+    websockets.http11.MAX_LINE_LENGTH = max(websockets.http11.MAX_LINE_LENGTH, WS_MAX_REQUEST_LINE)
     return {
         "ws": "websockets-sansio",  # 10% less memory per connection than the legacy impl (bench/devices.py)
         # permessage-deflate keeps a zlib state per connection: 843 MB vs 354 MB RSS for 5,000 banner
