@@ -76,9 +76,8 @@ ServerFactory = Callable[..., Awaitable[RunningServer]]
 _app_ids = itertools.count()
 
 
-async def _dapr_runtime(config: Settings, request: pytest.FixtureRequest) -> tuple[DaprdDouble, DaprRuntime]:
+async def _dapr_runtime(config: Settings, redis_url: str) -> tuple[DaprdDouble, DaprRuntime]:
     """The Dapr runtime against the daprd double (see tests/dapr/double.py) and a real Redis."""
-    redis_url = request.getfixturevalue("redis_url")
     ActorRuntime._actor_managers = {}  # the SDK keeps registrations in class globals
     daprd = DaprdDouble()
     await daprd.start()
@@ -129,31 +128,39 @@ async def start_server(tmp_path, request) -> AsyncIterator[ServerFactory]:
         `submit_rate`: most tests send many submits from one address on purpose.
         """
         settings.setdefault("submit_rate", 0)
-        if runtime == "dapr-real":  # before the socket: these skip when the binaries are missing
+        # Fixtures that skip when a system package is missing (redis-server, Dapr's binaries) come before
+        # the socket: a skip after it would leave it open, and its ResourceWarning would fail whichever
+        # later test the garbage collector happens to run in.
+        if runtime == "dapr-real":
             control: LocalDapr = request.getfixturevalue("dapr_control_plane")
+        if runtime in ("dapr", "dapr-real"):
             redis_url: str = request.getfixturevalue("redis_url")
         sock = socket.socket()
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(("127.0.0.1", port))
-        port = sock.getsockname()[1]
-        config = Settings(
-            data_dir=data_dir or tmp_path,
-            port=port,
-            operator_key=SecretStr(api_key) if api_key else None,
-            runtime="dapr" if runtime == "dapr-real" else runtime,
-            **settings,
-        )
-        daprd = sidecar = None
-        if runtime == "dapr":
-            daprd, dapr_runtime = await _dapr_runtime(config, request)
-            app = create_app(config, dapr_runtime)
-        elif runtime == "dapr-real":
-            # daprd first: the app's start-up waits for it, and daprd connects once the app listens.
-            name = f"daprd-{app_id}-{len(running)}"
-            sidecar, dapr_runtime = _real_dapr_runtime(config, control, redis_url, app_id, name)
-            app = create_app(config, dapr_runtime)
-        else:
-            app = create_app(config)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind(("127.0.0.1", port))
+            port = sock.getsockname()[1]
+            config = Settings(
+                data_dir=data_dir or tmp_path,
+                port=port,
+                operator_key=SecretStr(api_key) if api_key else None,
+                runtime="dapr" if runtime == "dapr-real" else runtime,
+                **settings,
+            )
+            daprd = sidecar = None
+            if runtime == "dapr":
+                daprd, dapr_runtime = await _dapr_runtime(config, redis_url)
+                app = create_app(config, dapr_runtime)
+            elif runtime == "dapr-real":
+                # daprd first: the app's start-up waits for it, and daprd connects once the app listens.
+                name = f"daprd-{app_id}-{len(running)}"
+                sidecar, dapr_runtime = _real_dapr_runtime(config, control, redis_url, app_id, name)
+                app = create_app(config, dapr_runtime)
+            else:
+                app = create_app(config)
+        except BaseException:
+            sock.close()
+            raise
         runtime = app.state.runtime
         changes: list[BannerChanged] = []
         runtime.add_listener(changes.append)
