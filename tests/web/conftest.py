@@ -6,7 +6,6 @@ import json
 import shutil
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -14,17 +13,10 @@ from playwright.async_api import Browser, ConsoleMessage, Dialog, Locator, Page,
 
 from airdisplay.web import VENDOR_DIR
 from tests.api.conftest import RunningServer, start_server  # noqa: F401 - start_server is a fixture
+from tests.conftest import skip_for_missing
 
-
-def _find_chromium() -> str | None:
-    found = shutil.which("chromium")
-    if found:
-        return found
-    return "/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None
-
-
-CHROMIUM = _find_chromium()
-#: Playwright's own browser download cannot work on this network; Debian's Chromium is the browser.
+#: Playwright's own browser download cannot work on this network; Debian's Chromium (on PATH) is the browser.
+CHROMIUM = shutil.which("chromium")
 #: The background-networking flags stop Chromium calling home, which this closed network refuses noisily.
 CHROMIUM_ARGS = [
     "--headless",
@@ -39,6 +31,9 @@ CHROMIUM_ARGS = [
 ALPINE = VENDOR_DIR / "alpine-csp.min.js"
 #: Browser-side waits; generous for a loaded 2-core CI machine.
 UI_TIMEOUT_MS = 10_000
+#: The screens of issue 13: a laptop, and a phone (iPhone 12-15 size, in CSS pixels).
+LAPTOP = {"width": 1366, "height": 900}
+PHONE = {"width": 390, "height": 844}
 
 
 @pytest.fixture
@@ -59,7 +54,7 @@ async def web_server(start_web_server) -> RunningServer:
 @pytest.fixture
 async def browser() -> AsyncIterator[Browser]:
     if CHROMIUM is None:
-        pytest.skip("no Chromium: install Debian's package (apt-get install chromium); .ci/run does")
+        skip_for_missing("no Chromium: install Debian's package (apt-get install chromium); .ci/run does")
     if not ALPINE.exists():
         pytest.fail(f"{ALPINE} is missing: run `make install` (it copies Alpine.js from node_modules)")
     async with async_playwright() as playwright:
@@ -123,8 +118,8 @@ async def open_fleet(browser) -> AsyncIterator[Callable[[str], Awaitable[FleetPa
     """Open the fleet page in a fresh browser context; at the end, fail on any page error it logged."""
     opened: list[FleetPage] = []
 
-    async def open_page(base_url: str) -> FleetPage:
-        context = await browser.new_context(viewport={"width": 1400, "height": 1000})
+    async def open_page(base_url: str, viewport: dict[str, int] | None = None) -> FleetPage:
+        context = await browser.new_context(viewport=viewport or {"width": 1400, "height": 1000})
         page = await context.new_page()
         page.set_default_timeout(UI_TIMEOUT_MS)
         fleet = FleetPage(page, base_url)

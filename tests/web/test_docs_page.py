@@ -23,5 +23,6 @@ async def test_api_docs_render_under_the_content_security_policy(browser, web_se
         )
         assert not [e for e in errors if "Content Security Policy" in e or "Refused" in e], errors
         assert requested == {web_server.url.split("/")[2]}  # nothing but our own server
+        await expect(page.locator('link[rel="icon"]')).to_have_attribute("href", "/static/favicon.svg")
     finally:
         await page.close()

@@ -70,12 +70,57 @@ async def test_a_refused_submit_says_when_the_banner_frees_up(web_server, open_f
     await expect(fleet.card("b1").get_by_role("textbox", name="Message")).to_have_value("Me too")
 
 
-async def test_a_rejected_text_shows_the_servers_reason(web_server, open_fleet):
-    await web_server.create("b1", "Strict banner")
-    fleet = await open_fleet(web_server.url)
-    await fleet.submit("b1", "x" * 80)
-    await expect(fleet.notice("b1")).to_contain_text("at most 64")
+async def test_a_rejected_text_shows_the_servers_reason(start_web_server, open_fleet, tmp_path):
+    blocklist = tmp_path / "blocklist.txt"
+    blocklist.write_text("free beer\n")
+    server = await start_web_server(blocklist=blocklist)
+    await server.create("b1", "Strict banner")
+    fleet = await open_fleet(server.url)
+    await fleet.submit("b1", "Free beer at the beach")
+    await expect(fleet.notice("b1")).to_contain_text("'free beer', which this fleet does not allow")
     await expect(fleet.card("b1")).to_have_attribute("data-state", "free")
+
+
+async def test_the_message_box_counts_as_the_server_does_and_holds_back_an_over_long_text(
+    web_server, open_fleet
+):
+    await web_server.create("b1", "Counted")
+    fleet = await open_fleet(web_server.url)
+    card = fleet.card("b1")
+    box, count = card.get_by_role("textbox", name="Message"), card.get_by_test_id("count")
+    send = card.get_by_role("button", name="Send")
+    await expect(count).to_have_text("0/64")
+    await box.fill("  Up, up and away 🎈  ")  # trimmed, and the balloon is one character, as in Python
+    await expect(count).to_have_text("17/64")
+
+    await box.fill("x" * 70)
+    await expect(count).to_have_text("70/64")
+    await expect(box).to_have_attribute("aria-invalid", "true")
+    await expect(fleet.notice("b1")).to_have_text("6 characters too many: a banner shows at most 64.")
+    await expect(send).to_be_disabled()
+    await box.press("Enter")  # the form's other way to send is held back too
+
+    await box.press("End")
+    for _ in range(6):
+        await box.press("Backspace")
+    await expect(count).to_have_text("64/64")
+    await expect(fleet.notice("b1")).to_be_hidden()
+    await send.click()
+    await expect(fleet.message("b1")).to_have_text("x" * 64)
+    message_url = web_server.url + "/api/v1/banners/b1/message"
+    assert fleet.requests.count(message_url) == 1, "the over-long text went to the server"
+    await expect(count).to_have_text("0/64")
+
+
+async def test_the_counter_follows_the_servers_configured_limit(start_web_server, open_fleet):
+    server = await start_web_server(max_text_length=20)
+    await server.create("b1", "Short strip")
+    fleet = await open_fleet(server.url)
+    card = fleet.card("b1")
+    count = card.get_by_test_id("count")
+    await expect(count).to_have_text("0/20")
+    await card.get_by_role("textbox", name="Message").fill("x" * 21)
+    await expect(fleet.notice("b1")).to_have_text("1 character too many: a banner shows at most 20.")
 
 
 async def test_markup_in_a_message_is_shown_as_text_and_never_runs(web_server, open_fleet):
@@ -104,6 +149,21 @@ async def test_the_page_loads_and_works_with_no_host_but_the_server(web_server, 
     assert any(url.endswith("/static/vendor/alpine-csp.min.js") for url in fleet.requests)
     foreign = [url for url in fleet.requests + fleet.sockets if not same_origin(fleet, url)]
     assert foreign == [], f"the page reached beyond the server: {foreign}"
+
+
+async def test_the_page_has_its_own_icon_served_by_the_server(web_server, open_fleet):
+    fleet = await open_fleet(web_server.url)
+    icon = fleet.page.locator('link[rel="icon"]')
+    await expect(icon).to_have_attribute("href", "/static/favicon.svg")
+    size = await fleet.page.evaluate(
+        """async () => {
+            const image = new Image();
+            image.src = document.querySelector('link[rel="icon"]').href;
+            await image.decode();
+            return [image.naturalWidth, image.naturalHeight];
+        }"""
+    )
+    assert size[0] > 0 and size[0] == size[1], size  # a square image the browser can draw
 
 
 async def test_pages_of_24_with_next_previous_and_search(web_server, open_fleet):
@@ -136,6 +196,24 @@ async def test_pages_of_24_with_next_previous_and_search(web_server, open_fleet)
     await fleet.wait_live()
     assert _last_set(fleet) == ["b-07"]
     assert all(len(frame["banners"]) <= 24 for frame in fleet.sent_frames if frame["type"] == "set")
+
+
+async def test_a_bad_banner_id_is_explained_in_words_not_as_a_pattern(web_server, open_fleet):
+    fleet = await open_fleet(web_server.url)
+    await fleet.page.get_by_role("button", name="Operator").click()
+    form = fleet.page.get_by_test_id("register-form")
+    await form.get_by_placeholder("id, e.g. n123ab").fill("N123 AB")
+    await form.get_by_role("button", name="Register").click()  # and no name either
+
+    hint = form.locator(".hint-error")
+    await expect(hint).to_have_text(
+        "An id is 1 to 64 lowercase letters (a–z), digits and hyphens, and starts and ends with a letter or"
+        " digit, e.g. n123ab. A banner needs a name of 1 to 100 characters."
+    )
+    await form.get_by_placeholder("id, e.g. n123ab").fill("n123ab")
+    await form.get_by_role("textbox", name="Banner name").fill("Cessna N123AB")
+    await form.get_by_role("button", name="Register").click()
+    await expect(fleet.card("n123ab")).to_contain_text("Cessna N123AB")
 
 
 async def test_register_a_banner_from_an_empty_fleet(web_server, open_fleet):
@@ -243,14 +321,14 @@ async def test_each_card_tells_whether_the_physical_banner_shows_the_message(web
     fleet = await open_fleet(web_server.url)
     await fleet.wait_live()
     device_state = fleet.card("b1").get_by_test_id("device")
-    await expect(device_state).to_have_text("banner offline")
+    await expect(device_state).to_have_text("device offline")
 
     url = web_server.url.replace("http://", "ws://") + "/api/v1/devices/b1/connect"
     async with websockets.connect(url, additional_headers={"Authorization": f"Bearer {token}"}) as device:
         blank = json.loads(await device.recv())
         await expect(device_state).to_have_text("sending…")  # online, but it has not acknowledged yet
         await device.send(json.dumps({"type": "ack", "version": blank["version"]}))
-        await expect(device_state).to_have_text("showing on banner")
+        await expect(device_state).to_have_text("device online")  # the banner is free: it shows nothing
 
         await fleet.submit("b1", "Up in the sky")
         display = json.loads(await device.recv())
@@ -258,4 +336,11 @@ async def test_each_card_tells_whether_the_physical_banner_shows_the_message(web
         await expect(device_state).to_have_text("sending…")
         await device.send(json.dumps({"type": "ack", "version": display["version"]}))
         await expect(device_state).to_have_text("showing on banner")
-    await expect(device_state).to_have_text("banner offline")
+
+        assert (await web_server.client.delete("/api/v1/banners/b1/message")).status_code == 200
+        cleared = json.loads(await device.recv())
+        await expect(fleet.card("b1").get_by_test_id("strip")).to_contain_text("free")
+        await expect(device_state).to_have_text("sending…")
+        await device.send(json.dumps({"type": "ack", "version": cleared["version"]}))
+        await expect(device_state).to_have_text("device online")
+    await expect(device_state).to_have_text("device offline")

@@ -18,6 +18,16 @@
   /** Strip text sizes: a towed banner shows a short text big, a long one smaller. */
   const LED_MEDIUM = 18;
   const LED_SMALL = 34;
+  /** The server's default limit on a message (domain DEFAULT_MAX_TEXT_LENGTH, AIRDISPLAY_MAX_TEXT_LENGTH);
+   *  a banners page that carries `max_text_length` overrides it. */
+  const DEFAULT_TEXT_LIMIT = 64;
+  /** What a registration may hold, said in words: the API's own 422 text for an id is its regular
+   *  expression (domain BANNER_ID_PATTERN; names: schemas.BannerCreate and domain MAX_NAME_LENGTH). */
+  const REGISTER_FIELD_TEXT = {
+    id: 'An id is 1 to 64 lowercase letters (a–z), digits and hyphens, and starts and ends with a letter '
+      + 'or digit, e.g. n123ab.',
+    name: 'A banner needs a name of 1 to 100 characters.',
+  };
 
   function parseTime(value) {
     const ms = Date.parse(value);
@@ -76,6 +86,19 @@
     return 'The server answered ' + response.status;
   }
 
+  /** A refused registration in words: the fields the API's 422 `errors` name, else the problem's detail. */
+  function registerProblemText(response) {
+    const errors = response.data && Array.isArray(response.data.errors) ? response.data.errors : [];
+    const fields = new Set(errors.map((error) => (Array.isArray(error.loc) ? error.loc.at(-1) : '')));
+    const said = Object.keys(REGISTER_FIELD_TEXT).filter((field) => fields.has(field));
+    return said.length ? said.map((field) => REGISTER_FIELD_TEXT[field]).join(' ') : problemText(response);
+  }
+
+  /** Characters as the server counts them: code points of the NFC form, trimmed (domain BannerRules). */
+  function textLength(text) {
+    return Array.from(text.normalize('NFC').trim()).length;
+  }
+
   function fleet() {
     // Not reactive: connection plumbing and the id → card index of the page on screen.
     let socket = null;
@@ -99,6 +122,7 @@
       synced: false, // the server confirmed a subscription to exactly the cards on screen
       now: Date.now(),
       toolsOpen: false,
+      textLimit: DEFAULT_TEXT_LIMIT,
       apiKey: '',
       keyDraft: '',
       keyNote: '',
@@ -154,6 +178,8 @@
           return;
         }
         this.fleetError = '';
+        const limit = response.data.max_text_length;
+        if (Number.isInteger(limit) && limit > 0) this.textLimit = limit;
         this.cursors = cursors;
         this.nextAfter = response.data.next_after;
         this.cards = items.map(makeCard);
@@ -312,14 +338,17 @@
       cardClass(card) { return 'is-' + this.stateOf(card); },
 
       /** What the physical banner reports, comparing like with like: the display version it acknowledged
-       *  against the one it should show (docs/device-protocol.md). */
+       *  against the one it should show (docs/device-protocol.md). A free banner that acknowledged its
+       *  blank display is online, not "showing" anything. */
       deviceState(card) {
         if (!card.device || !card.device.online) return 'offline';
-        return card.device.displayed_version === card.displayVersion ? 'on-banner' : 'sending';
+        if (card.device.displayed_version !== card.displayVersion) return 'sending';
+        return card.message ? 'on-banner' : 'online';
       },
       deviceText(card) {
-        return { offline: 'banner offline', 'on-banner': 'showing on banner', sending: 'sending…' }[
-          this.deviceState(card)];
+        return {
+          offline: 'device offline', online: 'device online', 'on-banner': 'showing on banner', sending: 'sending…',
+        }[this.deviceState(card)];
       },
       deviceClass(card) { return 'device-' + this.deviceState(card); },
 
@@ -358,11 +387,18 @@
 
       // ---- submitting --------------------------------------------------------------------------------
 
-      cannotSend(card) { return card.sending || card.gone; },
+      cannotSend(card) { return card.sending || card.gone || this.tooLong(card); },
       sendLabel(card) { return card.sending ? 'Sending…' : 'Send'; },
 
+      // The draft against the server's limit, live, so an over-long text is caught before Send.
+      draftLength(card) { return textLength(card.draft); },
+      tooLong(card) { return this.draftLength(card) > this.textLimit; },
+      countText(card) { return this.draftLength(card) + '/' + this.textLimit; },
+      countClass(card) { return this.tooLong(card) ? 'count-over' : ''; },
+      countId(card) { return 'count-' + card.id; },
+
       async submit(card) {
-        if (card.sending || card.gone) return;
+        if (this.cannotSend(card)) return;
         card.sending = true;
         card.problem = '';
         card.busyUntil = 0;
@@ -394,8 +430,13 @@
         }
       },
 
-      hasNotice(card) { return Boolean(card.problem) || card.busyUntil > 0; },
+      hasNotice(card) { return this.tooLong(card) || Boolean(card.problem) || card.busyUntil > 0; },
       noticeText(card) {
+        if (this.tooLong(card)) {
+          const over = this.draftLength(card) - this.textLimit;
+          return over + (over === 1 ? ' character' : ' characters') + ' too many: a banner shows at most '
+            + this.textLimit + '.';
+        }
         if (card.busyUntil > 0) {
           const seconds = Math.max(0, Math.ceil((card.busyUntil - this.now) / 1000));
           const at = new Date(card.busyUntil - skewMs).toLocaleTimeString();
@@ -403,7 +444,7 @@
         }
         return card.problem;
       },
-      noticeClass(card) { return card.busyUntil > 0 ? 'notice-busy' : 'notice-error'; },
+      noticeClass(card) { return card.busyUntil > 0 && !this.tooLong(card) ? 'notice-busy' : 'notice-error'; },
 
       // ---- operator tools ----------------------------------------------------------------------------
 
@@ -469,7 +510,7 @@
         } else {
           this.registerFailed = true;
           this.registerNote = response.status === 401 || response.status === 403
-            ? this.askForKey(response, 'to register banners (an operator key)') : problemText(response);
+            ? this.askForKey(response, 'to register banners (an operator key)') : registerProblemText(response);
         }
       },
       registerHintClass() { return this.registerFailed ? 'hint-error' : 'hint-ok'; },
