@@ -1,4 +1,5 @@
-"""The web UI's files: hand-written pages in static/, vendor assets copied from npm by `make install`."""
+"""The web UI's files: hand-written pages in static/; vendor assets from npm (`make install` copies them
+for a checkout, hatch_build.py packs them into the wheel)."""
 
 from __future__ import annotations
 
