@@ -173,6 +173,15 @@ async def test_api_docs_are_served_from_local_assets(server):
     assert (await server.client.get("/static/vendor/swagger-ui-bundle.js")).status_code == 200
 
 
+async def test_the_page_without_its_scripts_says_so_instead_of_rendering_blank(server, monkeypatch, tmp_path):
+    from airdisplay.api.routes import ui
+
+    monkeypatch.setattr(ui, "VENDOR_DIR", tmp_path / "no-vendor")
+    for path in ("/", "/docs"):
+        page = await server.client.get(path)
+        assert page.status_code == 503 and "not installed" in page.text
+
+
 async def test_the_icon_is_served_where_browsers_look_for_it(server):
     for path in ("/favicon.ico", "/static/favicon.svg"):
         icon = await server.client.get(path)

@@ -39,8 +39,12 @@ async def api_docs() -> FileResponse | HTMLResponse:
 @router.get("/", response_class=HTMLResponse, response_model=None)
 async def index() -> FileResponse | HTMLResponse:
     """The fleet page."""
-    if not INDEX_HTML.exists():
-        return HTMLResponse("<h1>AirDisplay</h1><p>The web UI is not installed.</p>", status_code=503)
+    if not INDEX_HTML.exists() or not (VENDOR_DIR / "alpine-csp.min.js").exists():
+        # Without Alpine the page would be blank: say so rather than serve it.
+        return HTMLResponse(
+            "<h1>AirDisplay</h1><p>The web UI is not installed (run <code>make install</code>).</p>",
+            status_code=503,
+        )
     return FileResponse(INDEX_HTML, media_type="text/html", headers=SECURITY_HEADERS)
 
 
