@@ -36,6 +36,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+import regex
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
@@ -154,7 +155,7 @@ class ModelLife:
 def cleaned(raw: str) -> str | None:
     """The text a banner shows for `raw`, or None when the product refuses it."""
     text = raw.strip()
-    if not text or len(text) > MAX_TEXT or not text.isprintable():
+    if not text or len(regex.findall(r"\X", text)) > MAX_TEXT or not text.isprintable():
         return None
     return text
 

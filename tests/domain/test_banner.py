@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import unicodedata
 from datetime import UTC, datetime, timedelta
 
 import pytest
+import regex
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from airdisplay.domain import (
     BannerBusy,
@@ -21,7 +25,7 @@ from airdisplay.domain import (
     register_banner,
     submit_message,
 )
-from airdisplay.domain.banner import SUBMISSION_LOG_SIZE
+from airdisplay.domain.banner import MAX_MARKS_PER_CHARACTER, SUBMISSION_LOG_SIZE
 
 T0 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 RULES = BannerRules()
@@ -91,6 +95,104 @@ def test_text_limit_and_duration_are_configurable():
 def test_unicode_text_counts_characters_not_bytes():
     banner = submit(register_banner("b", "B", T0), "✈" * 64).banner
     assert banner.message is not None and len(banner.message.text) == 64
+
+
+@pytest.mark.parametrize(
+    ("text", "characters"),
+    [
+        ("\U0001f1eb\U0001f1f7" * 33, 33),  # 66 code points: each flag is two regional indicators
+        ("\U0001f44d\U0001f3fd" * 64, 64),  # thumbs up with a skin tone
+        ("e\u0301" * 64, 64),  # decomposed accents, composed by NFC
+        ("\u0928\u092e\u0938\u094d\u0924\u0947 " * 12, 48),  # namaste: 6 code points, 3 characters, a space
+        ("1\ufe0f\u20e3" * 64, 64),  # keycap one
+    ],
+)
+def test_the_limit_counts_characters_as_people_see_them(text, characters):
+    banner = submit(register_banner("b", "B", T0), text).banner
+    assert banner.message is not None and banner.message.text == unicodedata.normalize("NFC", text).strip()
+    with pytest.raises(InvalidMessageText, match=f"has {characters + 1} characters"):
+        submit(register_banner("b", "B", T0), text + "x", rules=BannerRules(max_text_length=characters))
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "\u3164",
+        "\u2800\u2800",
+        "\u034f",
+        "\u17b4\u17b5",
+        "\ufe0f",
+        "\u115f\u1160",
+        "\uffa0",
+        " \u2800 \u3164 ",
+    ],
+)
+def test_text_with_nothing_visible_is_refused(text):
+    with pytest.raises(InvalidMessageText, match="nothing visible"):
+        submit(register_banner("b", "B", T0), text)
+
+
+@pytest.mark.parametrize("text", ["hi\u3164there", "\u2800x", "\u0301", "ok \U0001f44d"])
+def test_text_with_something_visible_among_blanks_is_accepted(text):
+    banner = submit(register_banner("b", "B", T0), text).banner
+    assert banner.message is not None
+
+
+def test_a_character_may_carry_a_few_marks_but_not_a_tower_of_them():
+    # x: no precomposed x with an accent exists, so NFC leaves every mark on it
+    four_marks = "x" + "\u0301\u0316\u0302\u0317"
+    assert submit(register_banner("b", "B", T0), four_marks).banner.message is not None
+    eight = "x" + "\u0300\u0316" * (MAX_MARKS_PER_CHARACTER // 2)
+    assert submit(register_banner("b", "B", T0), eight).banner.message is not None
+    with pytest.raises(InvalidMessageText, match="carries 63 combining marks; a banner shows at most 8"):
+        submit(register_banner("b", "B", T0), "x" + "\u0301" * 63)
+    with pytest.raises(InvalidMessageText, match="carries 9 combining marks"):
+        submit(register_banner("b", "B", T0), eight + "\u0317")
+
+
+#: Code points that join others (marks, a virama, conjoining jamo, regional indicators, a skin tone, a
+#: keycap, a variation selector) and some they join; mixed with any printable code point.
+JOINING = st.sampled_from(
+    list("\u0301\u0316\u094d\u0915\u0937\u0e35\u0e48\u1100\u1161\u11a8\uac00\ufe0f\u20e3")
+    + ["\U0001f1eb", "\U0001f1f7", "\U0001f44d", "\U0001f3fd", "a", " "]
+)
+PRINTABLE = st.characters(exclude_categories=("Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"))
+
+
+@settings(derandomize=True, database=None, max_examples=500)
+@given(st.text(JOINING, min_size=1, max_size=12) | st.text(JOINING | PRINTABLE, min_size=1, max_size=12))
+def test_the_count_without_segmenting_agrees_with_segmenting(raw):
+    """Texts whose code points all stand alone skip segmentation; any text counts as `\\X` segments it."""
+    wide = BannerRules(max_text_length=1000)
+    try:
+        text = wide.clean_text(raw)
+    except InvalidMessageText:
+        return
+    characters = len(regex.findall(r"\X", text))
+    assert BannerRules(max_text_length=characters).clean_text(raw) == text
+    if characters > 1:
+        # a text of many code points may be refused sooner, as longer than any character count could be
+        with pytest.raises(InvalidMessageText, match=f"has {characters} characters|far too long"):
+            BannerRules(max_text_length=characters - 1).clean_text(raw)
+
+
+def test_a_text_longer_than_any_banner_could_show_is_refused_before_it_is_segmented():
+    with pytest.raises(InvalidMessageText, match="far too long: a banner shows at most 64 characters"):
+        submit(register_banner("b", "B", T0), "\u00e9" * 64 * (MAX_MARKS_PER_CHARACTER + 1) + "\u00e9")
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "\u0915\u093e\u0930\u094d\u0924\u094d\u0938\u094d\u0928\u094d\u092f",  # Sanskrit: 8 marks
+        "\u05e9\u05b8\u05bc\u05c1\u0596",  # pointed Hebrew with a cantillation mark
+        "\u0f56\u0f66\u0f92\u0fb2\u0f74\u0f56\u0f66",  # Tibetan stack
+        "Vi\u1ec7t Nam",
+        "\u0e01\u0e35\u0e48",  # Thai: vowel and tone mark
+    ],
+)
+def test_real_writing_stays_within_the_marks_limit(text):
+    assert submit(register_banner("b", "B", T0), text).banner.message is not None
 
 
 @pytest.mark.parametrize("bad", ["", "UPPER", "has space", "-lead", "trail-", "a" * 65, "dots.x", "ü", "a/b"])

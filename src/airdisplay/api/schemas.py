@@ -52,8 +52,18 @@ class MessageSubmit(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    # The configured limit (default 64 after trimming) is the domain's; this only bounds the payload.
-    text: str = Field(max_length=1000, examples=["Marry me, Alex!"])
+    # The configured limit is the domain's (BannerRules.clean_text) and applies after trimming, so a schema
+    # cannot state it as maxLength; the description does, and 1,000 bounds the payload before trimming.
+    text: str = Field(
+        min_length=1,
+        max_length=1000,
+        description="The message: after NFC normalisation and trimming of surrounding whitespace, 1 to "
+        "`max_text_length` characters as people see them (grapheme clusters: a flag is one), at least "
+        "one visible (64 unless the operator sets `--max-text-length`; "
+        "`GET /api/v1/banners` reports it), not on the fleet's blocklist; 422 otherwise. At most 1,000 "
+        "characters as sent.",
+        examples=["Marry me, Alex!"],
+    )
 
 
 class BannersPage(BaseModel):

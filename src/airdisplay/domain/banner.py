@@ -7,8 +7,10 @@ import unicodedata
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+import regex
 from pydantic import BaseModel, ConfigDict
 
+from .content import is_invisible
 from .exceptions import (
     BannerBusy,
     BannerOffline,
@@ -25,7 +27,17 @@ BANNER_ID_PATTERN = r"^[a-z0-9](?:[a-z0-9-]{0,62}[a-z0-9])?$"
 _BANNER_ID = re.compile(BANNER_ID_PATTERN)
 
 #: A typical towed LED banner shows about this many characters legibly; operators may configure it.
+#: Characters are user-perceived ones (grapheme clusters): a flag, `e` with an accent, a conjunct are one.
 DEFAULT_MAX_TEXT_LENGTH = 64
+#: Code points that may join the first one of a character: combining marks, an emoji modifier, conjoining
+#: jamo, the rest of a conjunct. Real writing stays within 8: the most is a Sanskrit conjunct of five
+#: consonants in Devanagari (r-t-s-n-y, four viramas: 8), then Tibetan stacks and pointed Hebrew with
+#: cantillation (4); NFC composes Latin, Greek and Cyrillic accents into one code point. "Zalgo" text stacks
+#: dozens, drawing over the lines around it, and makes one character of what shows as many.
+MAX_MARKS_PER_CHARACTER = 8
+_CHARACTER = regex.compile(r"\X")
+#: A code point that may join its neighbour into one character (UAX #29: all that are not "Other").
+_JOINS = regex.compile(r"\P{Grapheme_Cluster_Break=Other}")
 #: The product promise: a message shows for one minute.
 DEFAULT_DISPLAY_SECONDS = 60.0
 MAX_NAME_LENGTH = 100
@@ -132,12 +144,29 @@ class BannerRules:
         text = unicodedata.normalize("NFC", raw).strip()
         if not text:
             raise InvalidMessageText("message text is empty")
-        if len(text) > self.max_text_length:
-            raise InvalidMessageText(
-                f"message text has {len(text)} characters; a banner shows at most {self.max_text_length}"
-            )
         if not text.isprintable():
             raise InvalidMessageText("message text holds control or other non-printable characters")
+        if len(text) > self.max_text_length * (MAX_MARKS_PER_CHARACTER + 1):
+            # Too many characters or too many marks on one, whichever: no need to segment a long text.
+            raise InvalidMessageText(
+                f"message text is far too long: a banner shows at most {self.max_text_length} characters"
+            )
+        if not text.isascii() and is_invisible(text):  # printable ASCII always shows something
+            raise InvalidMessageText("message text has nothing visible: only blank or invisible characters")
+        if _JOINS.search(text) is None:
+            count, heaviest = len(text), 0  # each code point is a character: skip segmenting (~0.5 us each)
+        else:
+            characters = _CHARACTER.findall(text)
+            count, heaviest = len(characters), max(len(character) for character in characters) - 1
+        if heaviest > MAX_MARKS_PER_CHARACTER:
+            raise InvalidMessageText(
+                f"a character of the message text carries {heaviest} combining marks; "
+                f"a banner shows at most {MAX_MARKS_PER_CHARACTER} per character"
+            )
+        if count > self.max_text_length:
+            raise InvalidMessageText(
+                f"message text has {count} characters; a banner shows at most {self.max_text_length}"
+            )
         return text
 
 
@@ -268,15 +297,23 @@ def device_disconnected(banner: Banner, now: datetime) -> Banner | None:
 
 
 def device_acknowledged(banner: Banner, display_version: int, now: datetime) -> Banner | None:
-    """The device shows `display_version`; None when that changes nothing (a repeated ack)."""
+    """The device shows `display_version`; None when that changes nothing.
+
+    Only an ack that advances the acknowledged version is a change: a repeated or older one (display
+    versions never go backwards on a link) is None, so a device alternating two acks writes nothing.
+    An ack from a device marked offline still brings it online, without lowering what it acknowledged.
+    """
     if display_version < 1 or display_version > banner.display_version:
         raise UnknownDisplayVersion(banner.id, display_version, banner.display_version)
     device = banner.device
-    if device.displayed_version == display_version and device.online:
+    acknowledged = device.displayed_version
+    advances = acknowledged is None or display_version > acknowledged
+    if device.online and not advances:
         return None
+    displayed = display_version if advances else acknowledged
     return _with_device(
         banner,
-        device.model_copy(update={"displayed_version": display_version, "online": True, "last_seen": now}),
+        device.model_copy(update={"displayed_version": displayed, "online": True, "last_seen": now}),
         now,
     )
 

@@ -94,9 +94,12 @@
     return said.length ? said.map((field) => REGISTER_FIELD_TEXT[field]).join(' ') : problemText(response);
   }
 
-  /** Characters as the server counts them: code points of the NFC form, trimmed (domain BannerRules). */
+  /** Characters as the server counts them: user-perceived characters (grapheme clusters) of the NFC form,
+   *  trimmed (domain BannerRules); code points where the browser has no Intl.Segmenter. */
+  const GRAPHEMES = typeof Intl.Segmenter === 'function' ? new Intl.Segmenter(undefined, { granularity: 'grapheme' }) : null;
   function textLength(text) {
-    return Array.from(text.normalize('NFC').trim()).length;
+    const cleaned = text.normalize('NFC').trim();
+    return GRAPHEMES ? Array.from(GRAPHEMES.segment(cleaned)).length : Array.from(cleaned).length;
   }
 
   function fleet() {
