@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from pathlib import Path
 
@@ -10,11 +11,15 @@ import pytest
 import websockets
 from websockets.exceptions import ConnectionClosed
 
+from airdisplay.api.routes.devices import DEVICE_FRAME_BURST, DEVICE_FRAMES_PER_SECOND, FrameBudget
 from tests.api.test_stream import StreamClient
 from tests.conftest import eventually
 
 FRAME_WAIT = 10.0
 DEVICE_DOC = Path(__file__).parents[2] / "docs" / "device-protocol.md"
+#: Frames a flooding test sends at most: 20 budgets' worth, so the link is over budget unless the server
+#: took (2,000 - 100) / 10 = 190 s to read them.
+FLOOD_FRAMES = 20 * DEVICE_FRAME_BURST
 
 
 async def connect_device(server, banner_id: str, token: str | None):
@@ -299,3 +304,67 @@ async def test_a_rotation_while_the_old_token_is_being_checked_still_cuts_the_li
     rotated.set()
     assert await closed_with(device) == 4401
     assert (await banner(server, "b1"))["device"]["online"] is False
+
+
+@pytest.mark.parametrize(
+    "frame",
+    ['{"type": "heartbeat"}', '{"type": "ack", "version": 1}', '{"type": "ack", "version": 99}'],
+    ids=["heartbeats", "acks", "acks answered with errors"],
+)
+async def test_a_flood_of_frames_is_closed_with_the_documented_code(server, frame):
+    """Issue 18: a link alternating acks wrote ~80,000 rows in 5 s; now its frames have a budget."""
+    token = await register(server, "b1")
+    device = await connect_device(server, "b1", token)
+    await recv(device)
+    with contextlib.suppress(ConnectionClosed):
+        for _ in range(FLOOD_FRAMES):
+            await device.send(frame)
+            await asyncio.sleep(0)  # a yield, so the client reads the close frame once it comes
+    assert await closed_with(device) == 4429
+    assert "| 4429 |" in DEVICE_DOC.read_text(encoding="utf-8")
+    await eventually(lambda: not server.app.state.devices, what="the link to be gone")
+    after = await banner(server, "b1")
+    assert after["device"]["online"] is False
+    assert after["version"] <= 4  # created, online, at most one ack, offline
+    metrics = (await server.client.get("/metrics")).text
+    assert "airdisplay_device_links_over_budget_total 1.0" in metrics
+
+
+async def test_a_link_may_spend_its_whole_burst_at_once(server):
+    token = await register(server, "b1")
+    device = await connect_device(server, "b1", token)
+    try:
+        await recv(device)
+        for _ in range(DEVICE_FRAME_BURST - 1):
+            await device.send('{"type": "heartbeat"}')
+        await device.send(json.dumps({"type": "ack", "version": 99}))  # the last frame of the burst
+        assert (await recv(device))["type"] == "error"  # answered, not closed
+        assert server.app.state.devices
+    finally:
+        await device.close()
+    metrics = (await server.client.get("/metrics")).text
+    assert "airdisplay_device_links_over_budget_total 0.0" in metrics
+
+
+def test_the_frame_budget_refills_at_its_rate_up_to_the_burst():
+    now = [0.0]
+    budget = FrameBudget(clock=lambda: now[0])
+    assert all(budget.spend() for _ in range(DEVICE_FRAME_BURST))
+    assert not budget.spend()
+    now[0] += 2.0 / DEVICE_FRAMES_PER_SECOND  # two frames' worth, one of them owed from the overdraft
+    assert budget.spend()
+    assert not budget.spend()
+    now[0] += 3600.0  # an hour of quiet refills the burst, no more
+    assert all(budget.spend() for _ in range(DEVICE_FRAME_BURST))
+    assert not budget.spend()
+
+
+def test_firmware_at_the_documented_pace_stays_far_inside_the_budget():
+    """A heartbeat every 10 s plus an ack for a display change every second, for a simulated day."""
+    now = [0.0]
+    budget = FrameBudget(clock=lambda: now[0])
+    for second in range(24 * 3600):
+        now[0] = float(second)
+        assert budget.spend()  # the ack
+        if second % 10 == 0:
+            assert budget.spend()  # the heartbeat

@@ -11,11 +11,13 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections import Counter
 
 import pytest
 
 from tests.api.conftest import start_server  # noqa: F401 - the fixture
+from tests.api.test_devices import connect_device, recv
 from tests.api.test_stream import StreamClient
 
 RUNTIMES = ["embedded", "dapr", "dapr-real"]
@@ -117,3 +119,39 @@ async def test_deleting_removes_the_banner_and_its_expiry(service):
     await service.wait_for_change("b1", "deleted")
     listing = (await service.client.get("/api/v1/banners")).json()
     assert listing["items"] == []
+
+
+async def test_acks_that_do_not_advance_write_nothing_and_stream_nothing(service):
+    """Issue 18: a device alternating acks of versions 1 and 2 wrote ~80,000 rows in 5 s and sent an event
+    for each to every watcher. Now only the acks that advance the acknowledged version are changes."""
+    token = (await service.create("b1")).json()["device_token"]
+    assert (await submit(service, "b1", "hello")).json()["display_version"] == 2
+    stream = await StreamClient.connect(service, "?banners=b1")
+    device = await connect_device(service, "b1", token)
+    try:
+        assert (await recv(device))["version"] == 2
+        await stream.until(lambda f: f["type"] == "banner" and f["kind"] == "device_online")
+        await device.send(json.dumps({"type": "ack", "version": 1}))
+        await device.send(json.dumps({"type": "ack", "version": 2}))
+        acked = await stream.until(
+            lambda f: f["type"] == "banner" and f["banner"]["device"]["displayed_version"] == 2
+        )
+        changes = len(service.changes)
+        for i in range(40):  # well inside the link's frame budget
+            await device.send(json.dumps({"type": "ack", "version": 1 + i % 2}))
+        # Frames are handled in order: once this one is answered, every ack before it was.
+        await device.send(json.dumps({"type": "ack", "version": 99}))
+        assert (await recv(device))["type"] == "error"
+
+        after = (await service.client.get("/api/v1/banners/b1")).json()
+        assert after["version"] == acked["version"]
+        assert after["device"]["displayed_version"] == 2 and after["display_version"] == 2
+        assert service.changes[changes:] == []
+        cleared = await service.client.delete("/api/v1/banners/b1/message")
+        assert cleared.json()["version"] == acked["version"] + 1
+        # The watcher's next banner frame is the clear: no event came for the repeated acks.
+        following = await stream.until(lambda f: f["type"] == "banner")
+        assert (following["kind"], following["version"]) == ("message_cleared", acked["version"] + 1)
+    finally:
+        await device.close()
+        await stream.close()

@@ -6,6 +6,8 @@ import asyncio
 import contextlib
 import json
 import logging
+import time
+from collections.abc import Callable
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
@@ -25,7 +27,18 @@ CLOSE_UNAUTHORIZED = 4401
 CLOSE_UNKNOWN_BANNER = 4404
 CLOSE_HEARTBEAT_TIMEOUT = 4408
 CLOSE_REPLACED = 4409
+#: 429 is HTTP's "too many requests".
+CLOSE_TOO_MANY_FRAMES = 4429
 TOKEN_REPLACED = "the device token was replaced: configure the new one"
+
+#: A link's frame budget, a token bucket. Firmware sends a heartbeat at least every 10 s and one ack per
+#: display change (docs/device-protocol.md); the fleet simulator beats every 8-10 s. 10 frames a second is
+#: 100 times the heartbeat pace, or 600 display changes a minute on a banner whose message shows for a
+#: minute: only a broken or hostile device gets there.
+DEVICE_FRAMES_PER_SECOND = 10.0
+#: Frames a link may send at once before the rate applies: a reconnect's catch-up (a heartbeat, an ack)
+#: and a run of quick display changes fit 50 times over.
+DEVICE_FRAME_BURST = 100
 
 
 class AckFrame(BaseModel):
@@ -45,6 +58,35 @@ _device_frame: TypeAdapter[DeviceFrame] = TypeAdapter(DeviceFrame)
 
 class _Malformed(Exception):
     """Raised for a frame that is not a JSON object at all: the device speaks another protocol."""
+
+
+class _OverBudget(Exception):
+    """Raised when a device sends frames faster than its link's budget allows."""
+
+
+class FrameBudget:
+    """`burst` frames at once, then `per_second`: every frame a device sends spends one."""
+
+    __slots__ = ("per_second", "burst", "_clock", "_left", "_at")
+
+    def __init__(
+        self,
+        per_second: float = DEVICE_FRAMES_PER_SECOND,
+        burst: int = DEVICE_FRAME_BURST,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.per_second = per_second
+        self.burst = float(burst)
+        self._clock = clock
+        self._left = self.burst
+        self._at = clock()
+
+    def spend(self) -> bool:
+        """Spend one frame; False once the budget is overdrawn."""
+        now = self._clock()
+        self._left = min(self.burst, self._left + (now - self._at) * self.per_second) - 1.0
+        self._at = now
+        return self._left >= 0.0
 
 
 @router.websocket("/api/v1/devices/{banner_id}/connect")
@@ -83,6 +125,9 @@ async def device_connect(websocket: WebSocket, banner_id: str) -> None:
         if links.detach(link) and not link.deleted:
             with contextlib.suppress(BannerNotFound):
                 await runtime.device_offline(banner_id)
+    if outcome is not None and outcome[0] == CLOSE_TOO_MANY_FRAMES:
+        log.warning("device link of banner %s closed: over its frame budget", banner_id)
+        app.state.access.metrics.device_links_over_budget.inc()
     if outcome is not None:
         await close_connection(websocket, *outcome)
 
@@ -121,6 +166,9 @@ async def _serve(
     if receiver in done and not receiver.cancelled() and isinstance(receiver.exception(), _Malformed):
         await _flush(websocket, link)  # the error frame goes out before the close
         return CLOSE_MALFORMED, "malformed frame: send JSON text frames of the device protocol"
+    if receiver in done and not receiver.cancelled() and isinstance(receiver.exception(), _OverBudget):
+        rate = f"{DEVICE_FRAME_BURST} at once, then {DEVICE_FRAMES_PER_SECOND:g} a second"
+        return CLOSE_TOO_MANY_FRAMES, f"too many frames: at most {rate}"
     if "receive" in reasons:
         return None  # the device left
     if link.replaced:
@@ -151,11 +199,14 @@ async def _watch_heartbeat(link: DeviceLink, heartbeat_seconds: float) -> None:
 
 
 async def _receive(websocket: WebSocket, runtime: BannerRuntime, link: DeviceLink) -> None:
+    budget = FrameBudget()
     with contextlib.suppress(WebSocketDisconnect):
         while True:
             message = await websocket.receive()
             if message["type"] == "websocket.disconnect":
                 return
+            if not budget.spend():
+                raise _OverBudget
             text = message.get("text")
             try:
                 if text is None or not isinstance(json.loads(text), dict):
