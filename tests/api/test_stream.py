@@ -11,6 +11,8 @@ import pytest
 import websockets
 from websockets.exceptions import ConnectionClosed
 
+from airdisplay.api.routes import stream as stream_route
+from airdisplay.api.routes.stream import FrameBudget
 from airdisplay.realtime import SubscriberState
 from tests.conftest import eventually
 
@@ -344,3 +346,35 @@ async def test_shutdown_closes_streams_with_the_documented_code(start_server, cl
     await stopping
     assert code == CLOSE_SERVICE_RESTART
     assert f"| `{CLOSE_SERVICE_RESTART}` | service restarting |" in REALTIME_DOC.read_text(encoding="utf-8")
+
+
+def test_the_frame_budget_refuses_what_it_cannot_pay_and_refills_with_time():
+    now = [0.0]
+    budget = FrameBudget(per_second=10, burst=3, clock=lambda: now[0])
+    assert budget.spend() and budget.spend(1.5)
+    assert not budget.spend(1)  # 0.5 left: refused, and nothing spent
+    now[0] += 0.05
+    assert budget.spend(1)  # 0.5 + 0.5 refilled
+    now[0] += 60
+    assert budget.spend(3) and not budget.spend(0.1)  # refilled to the burst, not beyond
+
+
+async def test_frames_over_budget_get_an_error_then_the_connection_closes_with_4429(
+    server, clients, monkeypatch
+):
+    monkeypatch.setattr(stream_route, "FRAMES_PER_SECOND", 1e-9)  # no refill during the test
+    client = await clients(server)
+    big = [f"{i:04d}" + "x" * 60 for i in range(1000)]
+    await client.send(type="subscribe", banners=big)  # 1 + 10: a frame naming 1,000 banners costs 11
+    await client.send(type="set", banners=big)  # 11 more
+    for _ in range(stream_route.FRAME_BURST - 22):
+        await client.send(type="unsubscribe", banners=[])
+    await client.send(type="subscribe", banners=["b1"])  # over budget: ignored, with an error frame
+    refused = await client.until(lambda f: f["type"] == "error")
+    assert "too many frames" in refused["detail"]
+    assert not [f for f in client.seen if f["type"] == "subscribed" and "b1" in f["banners"]]
+    for _ in range(stream_route.REFUSALS_BEFORE_CLOSE - 1):
+        await client.send(type="unsubscribe", banners=[])
+    code, reason = await closed_with(client.ws)
+    assert code == stream_route.CLOSE_TOO_MANY_FRAMES == 4429 and "too many frames" in reason
+    assert "| `4429` | too many frames |" in REALTIME_DOC.read_text(encoding="utf-8")

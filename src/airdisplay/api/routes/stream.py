@@ -1,4 +1,13 @@
-"""WebSocket stream of banner events (docs/realtime.md): subscribe, snapshots, live events, pings."""
+"""WebSocket stream of banner events (docs/realtime.md): subscribe, snapshots, live events, pings.
+
+Failure rules (what one client may cost, docs/realtime.md "Limits"):
+- Frames to the client wait in its Subscriber, bounded in bytes; replies that only say the newest thing
+  (`subscribed`, `ping`, a refusal) replace a queued one of their kind. A client that falls too far
+  behind, or stops reading, is closed with 4008.
+- Frames from the client spend a per-connection budget (`FrameBudget`). A frame over budget changes
+  nothing and is answered with an error frame; `REFUSALS_BEFORE_CLOSE` of them in a row close the
+  connection with 4429.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +15,8 @@ import asyncio
 import contextlib
 import json
 import logging
+import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Annotated, Literal
 
@@ -36,6 +47,56 @@ CLOSE_POLICY = 1008
 CLOSE_TIMEOUT = 2.0
 #: RFC 6455 5.5: a close frame's body is at most 125 bytes, two of them the code.
 MAX_CLOSE_REASON_BYTES = 123
+#: Close code for a client that keeps sending frames over its budget (private range; 429 is HTTP's "too
+#: many requests", the code device links use too).
+CLOSE_TOO_MANY_FRAMES = 4429
+
+#: A connection's frame budget, a token bucket: each frame costs one, plus one per `BANNERS_PER_TOKEN`
+#: banners it names (a frame of 1,000 ids reads 1,000 snapshots). The fleet page sends one `set` of a few
+#: dozen banners per page turn; 10 a second is ten page turns a second, sustained.
+FRAMES_PER_SECOND = 10.0
+#: Frames a connection may send at once before the rate applies: a reconnect's resubscribe and a burst of
+#: quick page turns fit; so do two subscribes of 1,000 banners (11 each).
+FRAME_BURST = 30
+BANNERS_PER_TOKEN = 100
+#: Frames refused in a row before the connection is closed with 4429: the client ignores the error frames
+#: that told it to slow down (a well-behaved one backs off after the first).
+REFUSALS_BEFORE_CLOSE = 10
+TOO_MANY_FRAMES = (
+    f"too many frames: a connection may send {FRAMES_PER_SECOND:g} a second ({FRAME_BURST} at once; a frame "
+    f"naming {BANNERS_PER_TOKEN} banners counts one more); this one was ignored"
+)
+
+#: How the receiver asks for the connection to be closed: (code, reason).
+CloseRequest = tuple[int, str]
+
+
+class FrameBudget:
+    """`burst` tokens at once, refilled at `per_second`; a frame spends what it costs, or is refused."""
+
+    __slots__ = ("per_second", "burst", "_clock", "_left", "_at")
+
+    def __init__(
+        self,
+        per_second: float = FRAMES_PER_SECOND,
+        burst: float = FRAME_BURST,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.per_second = per_second
+        self.burst = burst
+        self._clock = clock
+        self._left = burst
+        self._at = clock()
+
+    def spend(self, cost: float = 1.0) -> bool:
+        """Spend `cost` tokens if there are as many; False (nothing spent) if not."""
+        now = self._clock()
+        self._left = min(self.burst, self._left + (now - self._at) * self.per_second)
+        self._at = now
+        if self._left < cost:
+            return False
+        self._left -= cost
+        return True
 
 
 class _Frame(BaseModel):
@@ -87,7 +148,7 @@ async def pump(websocket: WebSocket, subscriber: Subscriber) -> None:
 async def ping_every(subscriber: Subscriber, seconds: float) -> None:
     while True:
         await asyncio.sleep(seconds)
-        subscriber.control(ping_frame())
+        subscriber.control(ping_frame(), kind="ping")
 
 
 async def watch_stall(subscriber: Subscriber, stall_seconds: float) -> None:
@@ -101,12 +162,13 @@ async def watch_stall(subscriber: Subscriber, stall_seconds: float) -> None:
 async def serve_subscriber(
     websocket: WebSocket,
     subscriber: Subscriber,
-    receiver: asyncio.Task[None],
+    receiver: asyncio.Task[CloseRequest | None],
     *,
     ping_seconds: float | None,
     stall_seconds: float,
 ) -> None:
-    """Run sender, pinger and receiver until one ends; close with 4008 if the client fell too far behind."""
+    """Run sender, pinger and receiver until one ends; close with 4008 if the client fell too far behind,
+    or as the receiver asked if it ended with a CloseRequest."""
     tasks: list[asyncio.Task[object]] = [
         receiver,
         asyncio.create_task(pump(websocket, subscriber)),
@@ -121,7 +183,11 @@ async def serve_subscriber(
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-    if subscriber.state is SubscriberState.OVERFLOWED:
+    asked = receiver.result() if receiver.done() and not receiver.cancelled() else None
+    if asked is not None:
+        log.info("closing a WebSocket client: %s", asked[1])
+        await close_connection(websocket, *asked)
+    elif subscriber.state is SubscriberState.OVERFLOWED:
         log.info("closing a slow WebSocket client (%d coalescing rounds)", subscriber.coalesced)
         await close_connection(
             websocket, CLOSE_SLOW_CONSUMER, "too slow: reconnect and resubscribe with known versions"
@@ -163,25 +229,46 @@ async def stream(websocket: WebSocket, banners: Annotated[str | None, Query()] =
         release()
 
 
-async def _receive(websocket: WebSocket, session: StreamSession) -> None:
+async def _receive(websocket: WebSocket, session: StreamSession) -> CloseRequest | None:
+    """Apply the client's frames within its budget until it leaves (None) or must be closed."""
+    budget = FrameBudget(FRAMES_PER_SECOND, FRAME_BURST)
+    refused = 0
     with contextlib.suppress(WebSocketDisconnect, SubscriberClosed):
         while True:
             message = await websocket.receive()
             if message["type"] == "websocket.disconnect":
-                return
-            text = message.get("text")
-            if text is None:
-                session.subscriber.control(error_frame("frames must be JSON text, not binary"))
+                return None
+            # One token before parsing, the rest once the frame says how many banners it names.
+            frame: ClientFrame | None = None
+            within = budget.spend()
+            if within:
+                frame = _parse(message.get("text"), session.subscriber)  # None: answered with an error
+                within = frame is None or budget.spend(len(frame.banners) / BANNERS_PER_TOKEN)
+            if not within:
+                refused += 1
+                if refused >= REFUSALS_BEFORE_CLOSE:
+                    return CLOSE_TOO_MANY_FRAMES, "too many frames: wait a few seconds, then reconnect"
+                session.subscriber.control(error_frame(TOO_MANY_FRAMES), kind="refused")
                 continue
-            try:
-                frame = _client_frame.validate_json(text)
-            except ValidationError as exc:
-                first = exc.errors()[0]
-                where = ".".join(str(p) for p in first["loc"])
-                detail = f"{where}: {first['msg']}" if where else first["msg"]
-                session.subscriber.control(error_frame(f"bad frame: {detail}"))
-                continue
-            await _apply(session, frame)
+            refused = 0
+            if frame is not None:
+                await _apply(session, frame)
+    return None
+
+
+def _parse(text: str | None, subscriber: Subscriber) -> ClientFrame | None:
+    """The client's frame, or None after queueing an error frame that says what is wrong with it."""
+    if text is None:
+        subscriber.control(error_frame("frames must be JSON text, not binary"))
+        return None
+    try:
+        return _client_frame.validate_json(text)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        detail = f"{where}: {first['msg']}" if where else first["msg"]
+        subscriber.control(error_frame(f"bad frame: {detail}"))
+        return None
 
 
 async def _apply(session: StreamSession, frame: SubscribeFrame | SetFrame | UnsubscribeFrame) -> None:
@@ -199,4 +286,5 @@ async def _apply(session: StreamSession, frame: SubscribeFrame | SetFrame | Unsu
 
 
 def _confirm(session: StreamSession) -> None:
-    session.subscriber.control(json.dumps({"type": "subscribed", "banners": sorted(session.banners)}))
+    frame = json.dumps({"type": "subscribed", "banners": sorted(session.banners)})
+    session.subscriber.control(frame, kind="subscribed")  # only the newest list says anything
