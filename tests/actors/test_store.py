@@ -1,13 +1,20 @@
-"""Opening the SQLite store: clear errors for files and directories it cannot use."""
+"""Opening the SQLite store: clear errors for files and directories it cannot use; a full disk."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from airdisplay.actors import SqliteStore, StoreError
+from airdisplay.actors._records import TurnWrite
+from airdisplay.actors.exceptions import StoreReadOnly
+from tests.conftest import eventually
+from tests.small_disk import fill, small_disk
 
 
 def test_new_database_is_created_in_wal_mode(tmp_path):
@@ -51,3 +58,75 @@ def test_read_only_directory_is_refused(tmp_path):
             SqliteStore(tmp_path / "actors.db").verify()
     finally:
         tmp_path.chmod(0o700)
+
+
+#: Larger than any WAL these tests leave behind, so that writing it needs new space on the disk.
+BIG = 256 * 1024
+
+
+def turn(actor_id: str, value: bytes) -> TurnWrite:
+    return TurnWrite("banner", actor_id, state_set=[("banner", value)])
+
+
+@pytest.fixture
+def disk(tmp_path) -> Iterator[Path]:
+    """A real 1 MiB file system (tests/small_disk.py)."""
+    with small_disk(tmp_path / "disk", "1m") as mount:
+        yield mount
+
+
+async def test_a_write_that_finds_the_disk_full_makes_the_store_refuse_writes_until_space_is_back(disk):
+    store = SqliteStore(disk / "actors.db")
+    store.open(asyncio.get_running_loop())
+    try:
+        await store.write(turn("a", b"kept"))
+        filler = fill(disk)
+        with pytest.raises(StoreReadOnly, match="full"):
+            await store.write(turn("b", os.urandom(BIG)))
+        assert store.write_refusal is not None and "disk" in store.write_refusal
+        with pytest.raises(StoreReadOnly):  # refused at once: nothing changed on the disk
+            await store.write(turn("c", b"small"))
+        assert await store.read_actor("banner", "a") == {"banner": b"kept"}
+        filler.unlink()
+        await eventually(lambda: store.write_refusal is None, what="writes to be taken again")
+        await store.write(turn("b", b"x" * BIG))
+        assert await store.read_actor("banner", "b") == {"banner": b"x" * BIG}
+    finally:
+        await store.close()
+
+
+async def test_a_database_on_a_full_disk_opens_refusing_writes_and_serves_reads(disk):
+    path = disk / "actors.db"
+    store = SqliteStore(path)
+    store.open(asyncio.get_running_loop())
+    await store.write(turn("a", b"kept"))
+    await store.close()
+    assert not path.with_name("actors.db-shm").exists()  # so opening must do without a WAL index file
+    filler = fill(disk)
+
+    SqliteStore(path).verify()
+    store = SqliteStore(path)
+    store.open(asyncio.get_running_loop())
+    try:
+        assert store.write_refusal is not None and "full" in store.write_refusal
+        assert await store.read_actor("banner", "a") == {"banner": b"kept"}
+        assert store.page_state("banner", "banner", None, 10) == [("a", b"kept")]
+        with pytest.raises(StoreReadOnly):
+            await store.write(turn("b", b"new"))
+        filler.unlink()
+        await eventually(lambda: store.write_refusal is None, what="writes to be taken again")
+        await store.write(turn("b", b"new"))
+    finally:
+        await store.close()
+    reopened = SqliteStore(path)
+    reopened.open(asyncio.get_running_loop())
+    try:
+        assert await reopened.read_actor("banner", "b") == {"banner": b"new"}
+    finally:
+        await reopened.close()
+
+
+def test_a_new_database_on_a_full_disk_is_refused_with_a_clear_error(disk):
+    fill(disk)
+    with pytest.raises(StoreError, match="cannot use .*actors.db"):
+        SqliteStore(disk / "actors.db").verify()

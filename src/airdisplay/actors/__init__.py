@@ -12,6 +12,7 @@ from .exceptions import (
     RuntimeClosed,
     StoreError,
     StoreInUse,
+    StoreReadOnly,
     UnknownActorMethod,
     UnknownActorType,
 )
@@ -34,6 +35,7 @@ __all__ = [
     "StoreError",
     "StoreInUse",
     "StoreLock",
+    "StoreReadOnly",
     "UnknownActorMethod",
     "UnknownActorType",
 ]

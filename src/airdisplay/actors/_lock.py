@@ -14,6 +14,7 @@ The descriptor is not inherited by programs the holder starts (Python opens file
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import fcntl
 import os
@@ -67,8 +68,11 @@ class StoreLock:
         except OSError as exc:
             os.close(fd)
             raise StoreError(f"cannot lock {self.path}: {exc.strerror}") from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        # The pid only feeds a refused process's message: a full disk must not stop the holder starting
+        # (it then serves read-only, see _store.py).
+        with contextlib.suppress(OSError):
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         self._fd = fd
         self.state = LockState.HELD
 

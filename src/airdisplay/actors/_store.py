@@ -14,21 +14,39 @@ Failure rules:
   read the state of all their actors there in one query. Listing and reminder pages, rarer and larger,
   stay on the loop thread with a second connection. A failed read fails only the activation (or the
   reminder batch) that asked for it.
+
+Write faults (a full disk, a failing or read-only file system: `_transactions.write_fault`):
+- A transaction that fails for one is rolled back; the writer then reclaims the WAL's space (a TRUNCATE
+  checkpoint: a WAL holds every version of a page written since the last checkpoint, so it is mostly
+  reclaimable) and tries the transaction once more. If that fails too, its turns fail with StoreReadOnly
+  and the store refuses writes (`write_refusal` says why; /readyz answers 503 with it).
+- While it refuses, queued writes fail at once without touching the disk, and every `PROBE_SECONDS` the
+  writer reclaims the WAL and writes one page. Only when both succeed does it take writes again: a
+  checkpoint first, so that the space freed by an operator goes to shrinking the WAL, not to growing it.
+- A store that opens on a full disk starts refusing writes; reads work. If even the WAL index
+  (<database>-shm, 32 KiB) cannot be created, the store keeps it in this process's memory instead
+  (SQLite's unix-excl VFS: safe because one process holds the store, actors/_lock.py).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
+import logging
 import queue
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Literal, cast
 
 from ._records import ReminderBatchWrite, ReminderRecord, TurnWrite
-from .exceptions import StoreError
+from ._transactions import T, Write, actors_changed, apply_batch, transaction, write_fault
+from .exceptions import StoreError, StoreReadOnly
+
+log = logging.getLogger("airdisplay.store")
 
 #: Marks the file as ours (PRAGMA application_id), so a foreign SQLite file is refused at start-up.
 APPLICATION_ID = 0x41495244  # "AIRD"
@@ -65,10 +83,15 @@ CREATE INDEX IF NOT EXISTS reminders_by_due ON reminders (due_at, actor_type, ac
 #: How often the WAL is copied into the database: often enough to keep the WAL small (a second of
 #: writes is a few MB), rarely enough to cost nothing measurable.
 CHECKPOINT_SECONDS = 1.0
+#: While writes are refused, how often the writer tries to take them again (a checkpoint and a one-page
+#: write): writes resume within a second of space coming back, and a full disk sees one failed page write
+#: a second, not one per request.
+PROBE_SECONDS = 1.0
+#: The VFS that keeps the WAL index in process memory, used when the disk has no room for <database>-shm.
+HEAP_INDEX_VFS = "unix-excl"
 _STOP = object()
 _Read = tuple[Callable[[sqlite3.Connection], Any], "asyncio.Future[Any]"]
-_Write = TurnWrite | ReminderBatchWrite
-_Item = tuple[_Write, "asyncio.Future[bool]"]
+_Item = tuple[Write, "asyncio.Future[bool]"]
 
 
 class SqliteStore:
@@ -86,18 +109,42 @@ class SqliteStore:
         self._activation_reader: threading.Thread | None = None
         self._checkpointer: threading.Thread | None = None
         self._stop_checkpoints = threading.Event()
+        self._vfs: str | None = None  # HEAP_INDEX_VFS once the disk had no room for the WAL index
+        # Set by the writer thread (by `open` before it starts), read anywhere: one reference, no lock.
+        self._refusal: str | None = None
+        self._next_probe = 0.0
+
+    @property
+    def write_refusal(self) -> str | None:
+        """Why the store refuses writes now (disk full, failing file system); None while it takes them."""
+        return self._refusal
 
     # -- lifecycle ---------------------------------------------------------------------------------
 
     def verify(self) -> None:
-        """Check that the database can be opened and written (creating it if needed), then close it."""
+        """Check that the database can be opened (creating it if needed), then close it.
+
+        A database that exists passes on a full disk too: the server then starts refusing writes.
+        """
         self._open_connections()
         self._close_connections()
 
     def open(self, loop: asyncio.AbstractEventLoop) -> None:
-        """Open (or create) the database; raise StoreError with a clear reason if it cannot be used."""
+        """Open (or create) the database; raise StoreError with a clear reason if it cannot be used.
+
+        A write fault at start-up (full disk) does not stop it: the store opens refusing writes.
+        """
         self._loop = loop
         self._open_connections()
+        assert self._writer is not None
+        self._refusal = None
+        try:
+            self._commit(self._writer, _touch)  # the first write shows whether writes can succeed
+        except StoreReadOnly:
+            pass  # _refuse logged why
+        except StoreError:
+            self._close_connections()
+            raise
         self._thread = threading.Thread(target=self._write_loop, name="airdisplay-store-writer", daemon=True)
         self._thread.start()
         reader = self._connect()
@@ -121,19 +168,30 @@ class SqliteStore:
             raise StoreError(f"cannot create data directory {self.path.parent}: {exc.strerror}") from None
         if self.path.is_dir():
             raise StoreError(f"{self.path} is a directory, not a database file")
-        try:
-            self._writer = self._connect()
-            self._prepare_schema(self._writer)
-            self._writer.execute(f"PRAGMA synchronous={self.durability.upper()}")
-            # Checkpoints run on their own thread (_checkpoint_loop), never inside a group commit.
-            self._writer.execute("PRAGMA wal_autocheckpoint=0")
-            self._reader = self._connect()
-        except sqlite3.DatabaseError as exc:
-            self._close_connections()
-            raise StoreError(f"cannot use {self.path} as the AirDisplay database: {exc}") from None
+        self._vfs = None
+        while True:
+            try:
+                self._writer = self._connect()
+                self._prepare_schema(self._writer)
+                self._writer.execute(f"PRAGMA synchronous={self.durability.upper()}")
+                # Checkpoints run on their own thread (_checkpoint_loop), never inside a group commit.
+                self._writer.execute("PRAGMA wal_autocheckpoint=0")
+                self._reader = self._connect()
+                return
+            except sqlite3.DatabaseError as exc:
+                self._close_connections()
+                if self._vfs is not None or write_fault(exc) is None:
+                    raise StoreError(f"cannot use {self.path} as the AirDisplay database: {exc}") from None
+                # No room for the WAL index file: keep the index in memory rather than not start at all.
+                log.warning("cannot create the WAL index of %s (%s); keeping it in memory", self.path, exc)
+                self._vfs = HEAP_INDEX_VFS
 
     def _connect(self) -> sqlite3.Connection:
-        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        if self._vfs is None:
+            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        else:
+            uri = f"{self.path.absolute().as_uri()}?vfs={self._vfs}"
+            conn = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
         conn.execute("PRAGMA busy_timeout=5000")
         return conn
 
@@ -150,6 +208,8 @@ class SqliteStore:
             raise sqlite3.DatabaseError(
                 f"schema version {version} is newer than this AirDisplay ({SCHEMA_VERSION})"
             )
+        if app_id == APPLICATION_ID and version == SCHEMA_VERSION:
+            return  # in place: writing nothing lets a full disk start read-only
         conn.executescript(_SCHEMA)
         conn.execute(f"PRAGMA application_id={APPLICATION_ID}")
         conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
@@ -181,6 +241,8 @@ class SqliteStore:
         """
         try:
             while not self._stop_checkpoints.wait(CHECKPOINT_SECONDS):
+                if self._refusal is not None:
+                    continue  # the writer's probes checkpoint meanwhile
                 # Locked or full: the WAL keeps the data, and the next round tries again.
                 with contextlib.suppress(sqlite3.Error):
                     conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
@@ -354,11 +416,15 @@ class SqliteStore:
         conn, loop = self._writer, self._loop
         stopping = False
         while not stopping:
-            first = self._queue.get()
+            try:
+                first = self._queue.get(timeout=self._probe_wait())
+            except queue.Empty:
+                self._probe(conn)
+                continue
             if first is _STOP:
                 break
             items: list[_Item] = [first]  # type: ignore[list-item]
-            size = _size(first[0])  # type: ignore[index]
+            size = actors_changed(first[0])  # type: ignore[index]
             while size < MAX_BATCH:
                 try:
                     nxt = self._queue.get_nowait()
@@ -368,24 +434,79 @@ class SqliteStore:
                     stopping = True
                     break
                 items.append(nxt)  # type: ignore[arg-type]
-                size += _size(nxt[0])  # type: ignore[index]
+                size += actors_changed(nxt[0])  # type: ignore[index]
             futures = [future for _, future in items]
+            writes = [write for write, _ in items]
+            if self._refusal is not None and time.monotonic() >= self._next_probe:
+                self._probe(conn)
+            if self._refusal is not None:
+                loop.call_soon_threadsafe(_fail_all, futures, StoreReadOnly(self._refusal))
+                continue
             try:
-                conn.execute("BEGIN IMMEDIATE")
-                results = _apply_batch(conn, [write for write, _ in items])
-                conn.execute("COMMIT")
+                results = self._commit(conn, functools.partial(apply_batch, writes=writes))
+            except StoreError as exc:
+                loop.call_soon_threadsafe(_fail_all, futures, exc)
             except Exception as exc:  # noqa: BLE001 - every failure fails the batch's turns, never the thread
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
                 error = StoreError(f"writing to {self.path} failed: {exc}")
                 loop.call_soon_threadsafe(_fail_all, futures, error)
             else:
                 loop.call_soon_threadsafe(_settle_all, futures, results)
 
+    def _commit(self, conn: sqlite3.Connection, apply: Callable[[sqlite3.Connection], T]) -> T:
+        """Run `apply` in one transaction; on a write fault reclaim the WAL and try once more, then refuse."""
+        try:
+            return transaction(conn, apply)
+        except sqlite3.Error as exc:
+            fault = write_fault(exc)
+            if fault is None:
+                raise StoreError(f"writing to {self.path} failed: {exc}") from None
+        if self._reclaim_wal(conn):
+            try:
+                return transaction(conn, apply)
+            except sqlite3.Error as exc:
+                fault = write_fault(exc)
+                if fault is None:
+                    raise StoreError(f"writing to {self.path} failed: {exc}") from None
+        self._refuse(fault)
+        raise StoreReadOnly(f"writing to {self.path} failed: {fault}")
 
-def _size(write: _Write) -> int:
-    """Actors a write changes: a turn changes one, a reminder batch one per reminder."""
-    return len(write) if isinstance(write, ReminderBatchWrite) else 1
+    def _reclaim_wal(self, conn: sqlite3.Connection) -> bool:
+        """Checkpoint the whole WAL into the database and truncate it; True if that worked."""
+        try:
+            busy, _, _ = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        except sqlite3.Error:
+            return False
+        return bool(busy == 0)
+
+    def _refuse(self, fault: str) -> None:
+        if self._refusal is None:
+            log.warning("refusing writes to %s: %s; reads still work", self.path, fault)
+        self._refusal = f"{fault}: writes are refused until one succeeds again; reads still work"
+        self._next_probe = time.monotonic() + PROBE_SECONDS
+
+    def _probe_wait(self) -> float | None:
+        if self._refusal is None:
+            return None
+        return max(0.0, self._next_probe - time.monotonic())
+
+    def _probe(self, conn: sqlite3.Connection) -> None:
+        """Take writes again if the WAL can be reclaimed and then a one-page write lands."""
+        self._next_probe = time.monotonic() + PROBE_SECONDS
+        if not self._reclaim_wal(conn):
+            return
+        try:
+            transaction(conn, _touch)
+        except sqlite3.Error as exc:
+            if (fault := write_fault(exc)) is not None:
+                self._refuse(fault)
+            return
+        self._refusal = None
+        log.info("writes to %s succeed again", self.path)
+
+
+def _touch(conn: sqlite3.Connection) -> None:
+    """The smallest real write: the header page, rewritten with the schema version it holds."""
+    conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
 
 
 def field_index_sql(key: str, field: str) -> str:
@@ -400,63 +521,6 @@ def field_index_sql(key: str, field: str) -> str:
         f"CREATE INDEX IF NOT EXISTS state_{key}_{field} ON actor_state "
         f"(actor_type, lower(json_extract(CAST(value AS TEXT), '$.{field}'))) WHERE key = '{key}'"
     )
-
-
-def _apply_batch(conn: sqlite3.Connection, writes: list[_Write]) -> list[bool]:
-    """Apply a batch of writes, one statement per kind of change (executemany keeps the loop in C).
-
-    A batch holds at most one write per actor (a turn or a reminder batch keeps its actors until its write
-    is durable), so grouping by kind keeps each turn's own order: fired reminder, reminders, then state.
-    """
-    turns = [w for w in writes if isinstance(w, TurnWrite)]
-    batches = [w for w in writes if isinstance(w, ReminderBatchWrite)]
-    matched = {id(t): _apply_fired(conn, t) for t in turns if t.fired is not None}
-    fired = [(r.actor_type, r.actor_id, r.name, r.due_at) for b in batches for r in b.fired]
-    if fired:
-        conn.executemany(
-            "DELETE FROM reminders WHERE actor_type=? AND actor_id=? AND name=? AND due_at=?", fired
-        )
-    removed = [(t.actor_type, t.actor_id, name) for t in turns for name in t.reminders_removed]
-    if removed:
-        conn.executemany("DELETE FROM reminders WHERE actor_type=? AND actor_id=? AND name=?", removed)
-    reminders = [
-        (t.actor_type, t.actor_id, r.name, r.due_at, r.period, r.data) for t in turns for r in t.reminders_set
-    ]
-    if reminders:
-        conn.executemany(
-            "INSERT OR REPLACE INTO reminders (actor_type, actor_id, name, due_at, period, data) "
-            "VALUES (?, ?, ?, ?, ?, ?)",
-            reminders,
-        )
-    gone = [(t.actor_type, t.actor_id, key) for t in turns for key in t.state_removed]
-    gone += [row for b in batches for row in b.state_removed]
-    if gone:
-        conn.executemany("DELETE FROM actor_state WHERE actor_type=? AND actor_id=? AND key=?", gone)
-    values = [(t.actor_type, t.actor_id, key, value) for t in turns for key, value in t.state_set]
-    values += [row for b in batches for row in b.state_set]
-    if values:
-        conn.executemany(
-            "INSERT OR REPLACE INTO actor_state (actor_type, actor_id, key, value) VALUES (?, ?, ?, ?)",
-            values,
-        )
-    return [matched.get(id(w), True) for w in writes]
-
-
-def _apply_fired(conn: sqlite3.Connection, turn: TurnWrite) -> bool:
-    """Retire the reminder a turn handled, if it is still that registration; True if it was."""
-    fired = turn.fired
-    assert fired is not None
-    if turn.fired_next_due is None:
-        cur = conn.execute(
-            "DELETE FROM reminders WHERE actor_type=? AND actor_id=? AND name=? AND due_at=?",
-            (turn.actor_type, turn.actor_id, fired.name, fired.due_at),
-        )
-    else:
-        cur = conn.execute(
-            "UPDATE reminders SET due_at=? WHERE actor_type=? AND actor_id=? AND name=? AND due_at=?",
-            (turn.fired_next_due, turn.actor_type, turn.actor_id, fired.name, fired.due_at),
-        )
-    return cur.rowcount == 1
 
 
 def _settle_reads(outcomes: list[tuple[asyncio.Future[Any], object]]) -> None:

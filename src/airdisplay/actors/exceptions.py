@@ -13,6 +13,11 @@ class StoreError(RuntimeError):
     """Raised when the state store cannot be opened or written: unwritable path, corrupt or foreign file."""
 
 
+class StoreReadOnly(StoreError):
+    """Raised when the store refuses a write because writes cannot succeed now (disk full, failing file
+    system); it still answers reads, and takes writes again once a probe write lands."""
+
+
 class StoreInUse(StoreError):
     """Raised when another process holds the store's lock; `pid` is that process (None if unreadable)."""
 

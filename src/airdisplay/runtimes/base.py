@@ -43,6 +43,10 @@ class BannerRuntime(ABC):
     def is_ready(self) -> bool:
         """True while the runtime accepts calls."""
 
+    def unready_reason(self) -> str | None:
+        """Why the runtime cannot take every call now (None while it can); /readyz answers 503 with it."""
+        return None if self.is_ready() else "the banner runtime is starting or stopping"
+
     @abstractmethod
     async def create_banner(self, banner_id: str, name: str) -> Registration:
         """Register a banner; the registration carries its device token (shown once)."""

@@ -95,10 +95,17 @@ class EmbeddedRuntime(BannerRuntime):
     def is_ready(self) -> bool:
         return self._running
 
+    def unready_reason(self) -> str | None:
+        """Also not ready while the store refuses writes (disk full): reads and streams still work."""
+        if not self._running:
+            return super().unready_reason()
+        return self.host.store.write_refusal
+
     def gauges(self) -> dict[str, float]:
         return {
             "actors_active": self.host.active_count,
             "reminders_in_memory": self.host.reminders_in_memory,
+            "store_writable": 0.0 if self.host.store.write_refusal else 1.0,
         }
 
     def _on_events(self, actor_type: str, actor_id: str, events: list[object]) -> None:

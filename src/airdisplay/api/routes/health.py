@@ -19,7 +19,8 @@ async def healthz() -> Health:
 
 @router.get("/readyz", response_model=Health, responses={503: {"description": "Not ready"}})
 async def readyz(runtime: Runtime) -> Health:
-    """The service accepts banner calls."""
-    if not runtime.is_ready():
-        raise ProblemError(503, "Not ready", "the banner runtime is starting or stopping", "not-ready")
+    """The service accepts banner calls, writes included."""
+    reason = runtime.unready_reason()
+    if reason is not None:
+        raise ProblemError(503, "Not ready", reason, "not-ready")
     return Health(status="ready")
