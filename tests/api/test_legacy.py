@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 
 import websockets
 
@@ -83,3 +84,17 @@ async def test_legacy_post_follows_the_submit_policy_like_v1(start_server):
     assert bad.status_code == 401  # a key that is not valid is refused, as on every route
     assert (await server.client.get("/banner/sparky", headers=_bearer("dead-key"))).status_code == 401
     assert (await server.client.get("/banner/sparky")).json()["message"] == ""
+
+
+async def test_legacy_submits_are_counted_in_the_message_metrics_like_v1(start_server, tmp_path):
+    (tmp_path / "blocklist.txt").write_text("forbidden\n")
+    server = await start_server(blocklist=tmp_path / "blocklist.txt", submit_rate=1, submit_burst=4)
+    await server.create("sparky")
+    codes = [
+        (await server.client.post("/banner/sparky", json={"message": text})).status_code
+        for text in ("one", "two", "forbidden", "three", "four")
+    ]
+    assert codes == [200, 409, 422, 409, 429]
+    metrics = (await server.client.get("/metrics")).text
+    counted = dict(re.findall(r'^airdisplay_messages_total\{outcome="(\w+)"\} (\S+)$', metrics, re.M))
+    assert counted == {"accepted": "1.0", "busy": "2.0", "blocked_text": "1.0", "rate_limited": "1.0"}

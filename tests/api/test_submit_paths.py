@@ -2,12 +2,14 @@
 
 httpx sends a bytes body with Content-Length (fast path) and an async-iterator body chunked, without one
 (the fast path leaves those to the route), so each case runs once down each path and the answers are
-compared: status, problem type, the headers that matter, and the banner afterwards.
+compared: status, the problem document, the headers that matter, and the banner afterwards. Each case
+also names the answer both must give (the decisions are in `read_submit`'s docstring).
 """
 
 from __future__ import annotations
 
 import json
+import re
 from datetime import datetime
 
 import pytest
@@ -28,11 +30,30 @@ async def send(server, path: str, body: bytes, headers: dict[str, str], *, fast:
     )
 
 
-def summary(response) -> dict[str, object]:
-    data = response.json()
+def taken_by_fast_path(server) -> list[bool]:
+    """Record, per submit request, whether the fast path took it (the premise of these tests)."""
+    fast = server.app.fast_submit
+    handles = fast.handles
+    taken: list[bool] = []
+
+    def recording(scope):
+        banner_id = handles(scope)
+        if scope["type"] == "http" and scope["path"].endswith("/message"):
+            taken.append(banner_id is not None)
+        return banner_id
+
+    fast.handles = recording
+    return taken
+
+
+def summary(response, banner: str = "") -> dict[str, object]:
+    data = json.loads(response.text.replace(banner, "{banner}")) if banner else response.json()
+    failed = response.status_code >= 400
     return {
         "status": response.status_code,
-        "type": data.get("type") if response.status_code >= 400 else None,
+        # The problem document (with the banner's id made alike); the text shown for a 201.
+        "problem": {k: data.get(k) for k in ("type", "title", "detail", "errors")} if failed else None,
+        "text": None if failed else data["message"]["text"],
         "content-type": response.headers["content-type"],
         "etag": "etag" in response.headers,
         "retry-after": "retry-after" in response.headers,
@@ -41,31 +62,123 @@ def summary(response) -> dict[str, object]:
     }
 
 
+JSON_TEXT = b'{"text": "a"}'
+NESTED = b'{"text": "a", "x": ' + b"[" * 300 + b"]" * 300 + b"}"
 CASES = [
-    ("accepted", b'{"text": "hello"}', {}),
-    ("malformed json", b'{"text": ', {}),
-    ("unknown field", b'{"text": "a", "x": 1}', {}),
-    ("empty text", b'{"text": "   "}', {}),
-    ("blocked text", b'{"text": "forbidden"}', {}),
-    ("bad if-match", b'{"text": "a"}', {"If-Match": "yesterday"}),
-    ("stale if-match", b'{"text": "a"}', {"If-Match": '"99"'}),
-    ("bad idempotency key", b'{"text": "a"}', {"Idempotency-Key": "has space"}),
-    ("bad key", b'{"text": "a"}', {"Authorization": "Bearer nope"}),
+    # (name, body, headers, the status both paths give)
+    ("accepted", b'{"text": "hello"}', {}, 201),
+    ("malformed json", b'{"text": ', {}, 400),
+    ("unknown field", b'{"text": "a", "x": 1}', {}, 422),
+    ("empty text", b'{"text": "   "}', {}, 422),
+    ("no text at all", b'{"text": ""}', {}, 422),
+    ("blocked text", b'{"text": "forbidden"}', {}, 422),
+    ("bad if-match", JSON_TEXT, {"If-Match": "yesterday"}, 400),
+    ("empty if-match", JSON_TEXT, {"If-Match": ""}, 400),
+    ("stale if-match", JSON_TEXT, {"If-Match": '"99"'}, 412),
+    ("bad idempotency key", JSON_TEXT, {"Idempotency-Key": "has space"}, 400),
+    ("bad key", JSON_TEXT, {"Authorization": "Bearer nope"}, 401),
+    # The credential is checked before the body is read, on both paths.
+    ("bad key and bad json", b'{"text": ', {"Authorization": "Bearer nope"}, 401),
+    # RFC 8259 8.1: a parser MAY ignore a byte order mark; both do.
+    ("utf8 bom", b'\xef\xbb\xbf{"text": "hello"}', {}, 201),
+    ("only a bom", b"\xef\xbb\xbf", {}, 422),
+    # JSON between systems is UTF-8 (RFC 8259 8.1); the route used to guess UTF-16 and accept it.
+    ("utf16", '{"text": "hello"}'.encode("utf-16"), {}, 400),
+    (
+        "utf16 charset",
+        '{"text": "hello"}'.encode("utf-16-le"),
+        {"Content-Type": "application/json; charset=utf-16"},
+        400,
+    ),
+    ("invalid utf8", b'{"text": "a\xffb"}', {}, 400),
+    ("utf8 surrogate bytes", b'{"text": "a\xed\xa0\x80b"}', {}, 400),
+    ("lone surrogate", b'{"text": "a\\ud800b"}', {}, 400),
+    ("surrogate pair", b'{"text": "a\\ud83d\\ude00b"}', {}, 201),
+    ("nan", b'{"text": NaN}', {}, 400),
+    ("infinity elsewhere", b'{"text": "a", "x": -Infinity}', {}, 400),
+    ("nan in the text", b'{"text": "NaN Infinity"}', {}, 201),
+    ("duplicate keys", b'{"text": "first", "text": "second"}', {}, 201),
+    ("deep nesting", NESTED, {}, 400),
+    ("empty body", b"", {}, 422),
+    ("whitespace body", b" \n ", {}, 400),
+    ("null body", b"null", {}, 422),
+    ("array body", b'["text"]', {}, 422),
+    ("trailing garbage", b'{"text": "a"} x', {}, 400),
+    ("charset utf8", JSON_TEXT, {"Content-Type": "application/json; charset=utf-8"}, 201),
+    ("upper case type", JSON_TEXT, {"Content-Type": "Application/JSON"}, 201),
+    ("plus json type", JSON_TEXT, {"Content-Type": "application/vnd.airdisplay+json"}, 201),
+    ("text at payload limit", b'{"text": "' + b"a" * 1001 + b'"}', {}, 422),
 ]
 
 
-@pytest.mark.parametrize(("name", "body", "headers"), CASES, ids=[c[0] for c in CASES])
-async def test_fast_path_and_route_give_the_same_answers(start_server, tmp_path, name, body, headers):
+@pytest.mark.parametrize(("name", "body", "headers", "status"), CASES, ids=[c[0] for c in CASES])
+async def test_fast_path_and_route_give_the_same_answers(start_server, tmp_path, name, body, headers, status):
     (tmp_path / "blocklist.txt").write_text("forbidden\n")
     server = await start_server(blocklist=tmp_path / "blocklist.txt")
+    taken = taken_by_fast_path(server)
     answers = {}
     for fast in (True, False):
-        banner = f"p-{name.replace(' ', '-').replace('-', '')[:20]}-{int(fast)}"
+        banner = f"p-{re.sub('[^a-z0-9]', '', name)[:20]}-{int(fast)}"
         await server.create(banner)
         response = await send(server, f"/api/v1/banners/{banner}/message", body, headers, fast=fast)
         after = (await server.client.get(f"/api/v1/banners/{banner}")).json()
-        answers[fast] = (summary(response), after["version"], after["message"] is not None)
+        answers[fast] = (summary(response, banner), after["version"], after["message"] is not None)
+    assert taken == [True, False], "each case must run once down each path"
     assert answers[True] == answers[False]
+    assert answers[True][0]["status"] == status, answers[True]
+
+
+JSON_TYPE = ("Content-Type", "application/json")
+REPEATED = [
+    # (name, header lines, the status both give): the first line of a repeated header counts on both paths.
+    ("if-match", [JSON_TYPE, ("If-Match", '"1"'), ("If-Match", "bad")], 201),
+    ("if-match bad first", [JSON_TYPE, ("If-Match", "bad"), ("If-Match", '"1"')], 400),
+    ("json type first", [JSON_TYPE, ("Content-Type", "text/plain")], 201),
+    ("json type second", [("Content-Type", "text/plain"), JSON_TYPE], 415),
+]
+
+
+@pytest.mark.parametrize(("name", "lines", "status"), REPEATED, ids=[c[0] for c in REPEATED])
+async def test_a_repeated_header_is_read_alike_on_both_paths(server, name, lines, status):
+    codes = []
+    for fast in (True, False):
+        banner = f"h-{re.sub('[^a-z0-9]', '', name)}-{int(fast)}"
+        await server.create(banner)
+        response = await server.client.post(
+            f"/api/v1/banners/{banner}/message",
+            content=JSON_TEXT if fast else chunked(JSON_TEXT),
+            headers=lines,
+        )
+        codes.append(response.status_code)
+    assert codes == [status, status]
+
+
+async def test_a_malformed_body_costs_a_submit_on_both_paths(start_server):
+    """The rate limit is taken before the body is read: garbage counts against the client like a message."""
+    server = await start_server(submit_rate=1, submit_burst=1)
+    for fast in (True, False):
+        await server.create(f"g{int(fast)}")
+    codes = {}
+    for fast in (True, False):
+        path = f"/api/v1/banners/g{int(fast)}/message"
+        headers = {"X-Forwarded-For": f"203.0.113.{int(fast)}"}  # one client per path
+        garbage = await send(server, path, b'{"text": ', headers, fast=fast)
+        then = await send(server, path, JSON_TEXT, headers, fast=fast)
+        codes[fast] = (garbage.status_code, then.status_code)
+    assert codes == {True: (400, 429), False: (400, 429)}
+
+
+async def test_the_document_states_the_limits_the_server_enforces(server):
+    spec = (await server.client.get("/openapi.json")).json()
+    submit = spec["paths"]["/api/v1/banners/{banner_id}/message"]["post"]
+    text = submit["requestBody"]["content"]["application/json"]["schema"]["properties"]["text"]
+    assert text["minLength"] == 1 and text["maxLength"] == 1000
+    assert "max_text_length" in text["description"] and "trimming" in text["description"]
+    headers = {p["name"]: p for p in submit["parameters"] if p["in"] == "header"}
+    assert "empty one included, is refused with 400" in headers["if-match"]["description"]
+    assert "400" in headers["idempotency-key"]["description"] and "400" in submit["responses"]
+    legacy = spec["components"]["schemas"]["LegacyUpdate"]["properties"]["message"]
+    assert legacy["minLength"] == 1 and "max_text_length" in legacy["description"]
 
 
 async def test_busy_replayed_and_unknown_banner_answer_alike(server):
@@ -108,3 +221,22 @@ async def test_rate_limit_and_key_policy_apply_on_both_paths(start_server, tmp_p
     ]
     assert codes[2] == 429  # one bucket per key, whichever path served the request
     assert json.loads((await server.client.get("/api/v1/banners/r0")).text)["message"] is not None
+
+
+async def test_one_ipv6_client_gets_one_bucket_for_its_whole_64(start_server):
+    """Through a trusted proxy (the test server trusts X-Forwarded-For from 127.0.0.1, uvicorn's default),
+    so that the real stack sees IPv6 client addresses."""
+    server = await start_server(submit_rate=1, submit_burst=2)
+    for n in range(6):
+        await server.create(f"v{n}")
+
+    async def submit(n: int, address: str) -> int:
+        headers = {"X-Forwarded-For": address}
+        return (
+            await send(server, f"/api/v1/banners/v{n}/message", JSON_TEXT, headers, fast=n % 2 == 0)
+        ).status_code
+
+    rotating = [await submit(n, f"2001:db8:7:7::{n + 1:x}") for n in range(3)]
+    assert rotating == [201, 201, 429], "new addresses in the same /64 are the same client"
+    assert await submit(3, "2001:db8:7:8::1") == 201, "the next /64 is another client"
+    assert [await submit(n, f"192.0.2.{n}") for n in (4, 5)] == [201, 201]

@@ -5,19 +5,22 @@ dependency solving, validation) cost more than the actor turn and the durable wr
 bare FastAPI route against ~40 us for a plain ASGI handler here (bench/submit_vs_bare.py; DESIGN-NOTES). So
 `SubmitFastPath` serves well-formed submits itself, in front of the middleware stack (the app's `__call__`,
 see app.py), and hands everything else to the documented FastAPI route (routes/banners.py), which answers
-its errors the usual way. Both call `submit_flow`, so the rules (credential and rate limit, headers, text
-policy, the actor's answer) and the answers cannot drift apart; the schemathesis test fuzzes the served
-behaviour against the document.
+its errors the usual way. Both read the body with `read_submit` and call `submit_flow`, in the same order
+(credential and rate limit, body, headers, text policy, the actor's answer), so the answers cannot drift
+apart: tests/api/test_submit_paths.py sends each case down both paths, and the schemathesis test fuzzes the
+served behaviour against the document.
 """
 
 from __future__ import annotations
 
 import inspect
 import re
+from typing import NoReturn
 
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
+from pydantic_core import from_json
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
@@ -37,6 +40,56 @@ _PATH = re.compile(r"^/api/v1/banners/([^/]+)/message$")
 _BANNER_ID = re.compile(BANNER_ID_PATTERN)
 
 
+#: A UTF-8 byte order mark. RFC 8259 (section 8.1) forbids sending one and lets a parser ignore one; Windows
+#: tools still write it (PowerShell 5's Out-File, Notepad), so both paths ignore it.
+_BOM = b"\xef\xbb\xbf"
+
+
+def read_submit(body: bytes) -> MessageSubmit:
+    """The submit body as both paths read it; RequestValidationError (400 or 422 problem) if it is none.
+
+    JSON is read as RFC 8259 says: UTF-8 only (UTF-16, invalid UTF-8 and escaped lone surrogates are
+    malformed: 400), a leading BOM ignored, no NaN or Infinity (400), nesting at most 200 deep (the parser's
+    limit; 400 beyond). A repeated key counts once, the last, as JavaScript and Python read it (an earlier
+    value is dropped unchecked, even a NaN). No body at all is a missing body (422); whitespace alone is
+    malformed (400), as on every other route. A valid body costs one validator call: the rest runs only
+    for refused ones.
+    """
+    try:
+        return MessageSubmit.model_validate_json(body)
+    except ValidationError as exc:
+        if not body.startswith(_BOM):
+            _refuse(body, exc)
+    body = body[len(_BOM) :]
+    try:
+        return MessageSubmit.model_validate_json(body)
+    except ValidationError as exc:
+        _refuse(body, exc)
+
+
+def _refuse(body: bytes, exc: ValidationError) -> NoReturn:
+    """Raise the problem for a body the validator refused, by RFC 8259 where its parser reads otherwise."""
+    if not body:
+        raise RequestValidationError([{"loc": ("body",), "msg": "Field required", "type": "missing"}])
+    # The validator's parser takes NaN and Infinity (no field here takes a number, so they are refused
+    # anyway); a strict parse of the refused body tells whether it was malformed JSON rather than invalid.
+    if b"NaN" in body or b"Infinity" in body:
+        try:
+            from_json(body, allow_inf_nan=False)
+        except ValueError as bad:
+            raise RequestValidationError(
+                [{"loc": ("body",), "msg": f"Invalid JSON: {bad}", "type": "json_invalid"}]
+            ) from None
+    raise RequestValidationError(
+        [{**error, "loc": ("body", *error["loc"])} for error in exc.errors(include_url=False)]
+    ) from None
+
+
+async def submit_body(request: Request) -> MessageSubmit:
+    """The route's body, read after the credential checks (its dependencies), as the fast path reads it."""
+    return read_submit(await request.body())
+
+
 def banner_response(banner: Banner, status_code: int = 200) -> Response:
     return Response(
         banner.model_dump_json(),
@@ -47,7 +100,10 @@ def banner_response(banner: Banner, status_code: int = 200) -> Response:
 
 
 def expected_version(if_match: str | None) -> int | None:
-    """The version an If-Match header names; None for no header or `*`; 400 if it names none."""
+    """The version an If-Match header names; None for no header or `*`; 400 if it names none.
+
+    An empty If-Match is a 400 too, not "no header": a client that sends one means a precondition, and
+    dropping it would turn a conditional write into an unconditional one."""
     if if_match is None or if_match.strip() == "*":
         return None
     found = _ETAG_VERSION.match(if_match)
@@ -155,15 +211,7 @@ class SubmitFastPath:
         state = self.api.state
         access: AccessControl = state.access
         access.admit_submit(request, _text(headers.get(b"authorization")))
-        body = await _read_body(receive, self.max_body_bytes)
-        if not body.strip():
-            raise RequestValidationError([{"loc": ("body",), "msg": "Field required", "type": "missing"}])
-        try:
-            submit = MessageSubmit.model_validate_json(body)
-        except ValidationError as exc:
-            raise RequestValidationError(
-                [{**error, "loc": ("body", *error["loc"])} for error in exc.errors(include_url=False)]
-            ) from None
+        submit = read_submit(await _read_body(receive, self.max_body_bytes))
         return await submit_flow(
             access,
             state.runtime,

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Path, Query, Response, status
+from fastapi import APIRouter, Depends, Header, Path, Query, Response, status
 from fastapi.responses import JSONResponse
 
 from ...domain import BANNER_ID_PATTERN
 from .._openapi import JSON_BODY_PROBLEMS, KEY_PROBLEMS, OPERATOR_PROBLEMS, SUBMIT_PROBLEMS
-from .._submit import banner_response, submit_flow, submitted_response
+from .._submit import banner_response, submit_body, submit_flow, submitted_response
 from ..deps import Access, AppSettings, Devices, JsonBody, KeyChecked, Operator, Runtime, Submitter
 from ..schemas import BannerCreate, BannerCreated, BannerPublic, BannersPage, DeviceToken, MessageSubmit
 
@@ -108,14 +108,35 @@ async def delete_banner(banner_id: BannerId, runtime: Runtime) -> Response:
         },
     },
     dependencies=[Submitter, JsonBody],
+    # The body is read by a dependency after the credential checks, with the fast path's reader
+    # (api/_submit.py); FastAPI would parse it before them, with another parser. So it is documented here.
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": MessageSubmit.model_json_schema()}},
+        }
+    },
 )
 async def submit_message(
     banner_id: BannerId,
-    body: MessageSubmit,
+    body: Annotated[MessageSubmit, Depends(submit_body)],
     runtime: Runtime,
     access: Access,
-    idempotency_key: Annotated[str | None, Header()] = None,
-    if_match: Annotated[str | None, Header()] = None,
+    idempotency_key: Annotated[
+        str | None,
+        Header(
+            description="1-255 visible ASCII characters (400 otherwise). A retry with the same key and text "
+            "gets the first answer again (`Idempotent-Replayed: true`; a banner remembers its last 16 keys "
+            "for 24 hours); the same key with other text is refused with 422."
+        ),
+    ] = None,
+    if_match: Annotated[
+        str | None,
+        Header(
+            description='A version from the banner\'s ETag, such as `"7"` (or `*`): 412 if the banner is at '
+            "another version. A value that names no version, an empty one included, is refused with 400."
+        ),
+    ] = None,
 ) -> Response:
     """Show a message on the banner unless one is showing."""
     # Well-formed requests are served by api/_submit.py's fast path with this same flow.

@@ -13,6 +13,7 @@ from ...events import legacy_banner_json
 from ...realtime import StreamHub, Subscriber
 from .._access import AccessControl
 from .._openapi import JSON_BODY_PROBLEMS, KEY_PROBLEMS, SUBMIT_PROBLEMS
+from .._submit import submit_flow
 from ..deps import Access, JsonBody, KeyChecked, Runtime, Submitter
 from .stream import serve_subscriber
 
@@ -36,7 +37,13 @@ class LegacyUpdate(BaseModel):
 
     model_config = ConfigDict(extra="ignore")
 
-    message: str = Field(max_length=1000)
+    message: str = Field(
+        min_length=1,
+        max_length=1000,
+        description="As `text` in v1: after trimming, 1 to `max_text_length` characters as people see "
+        "them, at least one visible (64 by "
+        "default); at most 1,000 as sent.",
+    )
 
 
 def _json(text: str) -> Response:
@@ -67,8 +74,8 @@ async def legacy_update(
     banner_id: LegacyId, body: LegacyUpdate, runtime: Runtime, access: Access
 ) -> Response:
     """Legacy: show a message; 409 with {"detail": ...} while one is showing."""
-    access.check_text(body.message)
-    outcome = await runtime.submit_message(banner_id, body.message)
+    # The v1 submit's flow, so the text policy and the message counters apply alike (docs/security.md).
+    outcome = await submit_flow(access, runtime, banner_id, body.message, idempotency_key=None, if_match=None)
     return _json(legacy_banner_json(banner_id, outcome.banner))
 
 
