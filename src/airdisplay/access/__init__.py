@@ -1,12 +1,15 @@
 """Who may do what: API keys and roles, abuse limits, and the content blocklist. No HTTP in here."""
 
 from ._blocklist import Blocklist
-from ._keys import KEYS_FILE, KeyRecord, KeyRing, KeysFile, Principal, Role
+from ._keyring import KeyRing, operator_notice, operator_routes_open
+from ._keys import KEYS_FILE, MIN_KEY_BITS, OPERATOR_MARKER, KeyRecord, KeysFile, Principal, Role, key_bits
 from ._limits import ConnectionLimiter, RateDecision, RateLimiter, retry_after_seconds
-from .exceptions import BlocklistError, KeyFileError, UnknownKey
+from .exceptions import BlocklistError, KeyFileError, OperatorKeysRemain, StartupKeyError, UnknownKey
 
 __all__ = [
     "KEYS_FILE",
+    "MIN_KEY_BITS",
+    "OPERATOR_MARKER",
     "Blocklist",
     "BlocklistError",
     "ConnectionLimiter",
@@ -14,10 +17,15 @@ __all__ = [
     "KeyRecord",
     "KeyRing",
     "KeysFile",
+    "OperatorKeysRemain",
     "Principal",
     "RateDecision",
     "RateLimiter",
     "Role",
+    "StartupKeyError",
     "UnknownKey",
+    "key_bits",
+    "operator_notice",
+    "operator_routes_open",
     "retry_after_seconds",
 ]

@@ -2,8 +2,9 @@
 
 Rules (docs/security.md):
 - Operator routes (register, delete, clear, rotate device tokens, metrics) need an operator key. Only a
-  server that listens on loopback and has no operator credential at all leaves them open, for trying it
-  out on one's own machine; such a server cannot be started on another address.
+  server that listens on loopback, trusts no proxy and has no operator key (nor ever had one in its data
+  directory) leaves them open, for trying it out on one's own machine (access/_keyring.py); such a server
+  cannot be started on another address.
 - Submitting is open to anyone by default (a public banner app), or needs a submitter or operator key
   when the operator sets `submit_access="key"`. Either way each client gets a token bucket; operator
   keys are exempt, so automation the operator runs is never throttled.
@@ -19,7 +20,16 @@ from fastapi.responses import JSONResponse
 from starlette.requests import HTTPConnection
 from starlette.websockets import WebSocket
 
-from ..access import Blocklist, ConnectionLimiter, KeyRing, Principal, RateLimiter, Role, retry_after_seconds
+from ..access import (
+    Blocklist,
+    ConnectionLimiter,
+    KeyRing,
+    Principal,
+    RateLimiter,
+    Role,
+    operator_routes_open,
+    retry_after_seconds,
+)
 from ..config import Settings
 from ..domain import TextNotAllowed
 from ._metrics import ServiceMetrics
@@ -43,18 +53,26 @@ class AccessControl:
         key = settings.operator_key.get_secret_value() if settings.operator_key else None
         self.keys = KeyRing(settings.data_dir, key)
         self.loopback = settings.is_loopback
+        #: Behind a trusted proxy every request arrives from loopback, wherever its client is.
+        self.proxied = settings.forwarded_allow_ips is not None
         self.submit_needs_key = settings.submit_access == "key"
         self.submit_limit = (
-            RateLimiter(settings.submit_rate, settings.submit_burst) if settings.submit_rate > 0 else None
+            RateLimiter(
+                settings.submit_rate, settings.submit_burst, ipv6_prefix=settings.rate_limit_ipv6_prefix
+            )
+            if settings.submit_rate > 0
+            else None
         )
-        self.streams = ConnectionLimiter(settings.max_streams_per_client)
+        self.streams = ConnectionLimiter(
+            settings.max_streams_per_client, ipv6_prefix=settings.rate_limit_ipv6_prefix
+        )
         self.blocklist = Blocklist(settings.blocklist)
         self.metrics = metrics
 
     @property
     def operator_open(self) -> bool:
-        """True on a loopback server without any operator credential (the try-it-out mode)."""
-        return self.loopback and not self.keys.has_operator
+        """True in the try-it-out mode: loopback, no trusted proxy, no operator key now or before."""
+        return operator_routes_open(self.keys, loopback=self.loopback, proxied=self.proxied)
 
     def principal(self, authorization: str | None) -> Principal | None:
         """The caller's key, None without one; 401 for a key that is not valid."""

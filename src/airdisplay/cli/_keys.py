@@ -1,12 +1,13 @@
-"""`airdisplay keys`: create, list and revoke API keys."""
+"""`airdisplay keys`: create, list and revoke API keys; `allow-open` to leave operator routes open again."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import click
 
-from ..access import KeysFile, Role, UnknownKey
+from ..access import KeysFile, OperatorKeysRemain, Role, UnknownKey
 from ._common import DATA_DIR_OPTION as _DATA_DIR_OPTION
 from ._common import fail as _fail
 
@@ -14,6 +15,21 @@ from ._common import fail as _fail
 @click.group()
 def keys() -> None:
     """API keys: create, list and revoke (a running server picks changes up within a second)."""
+
+
+def refuse_blank_key(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """Click callback of a key option: a blank key, given or in the option's variable, stops the start.
+
+    A variable set to nothing is most often a secret that did not arrive (an empty interpolation in a
+    compose file); Click would treat it as unset and start the server without the key.
+    """
+    if value is not None and not value.strip():
+        raise click.BadParameter("the key is blank; give a key, or leave the option out to run without one")
+    names = [param.envvar] if isinstance(param.envvar, str) else list(param.envvar or ())
+    blank = next((n for n in names if n in os.environ and not os.environ[n].strip()), None)
+    if value is None and blank is not None:
+        raise click.BadParameter(f"{blank} is set but blank; give a key, or unset it to run without one")
+    return value
 
 
 @keys.command("create")
@@ -57,3 +73,25 @@ def keys_revoke(key_id: str, data_dir: Path) -> None:
     except (UnknownKey, ValueError, OSError) as exc:
         _fail(str(exc))
     click.echo(f"revoked {record.role.value} key {record.id}", err=True)
+
+
+@keys.command("allow-open")
+@_DATA_DIR_OPTION
+def keys_allow_open(data_dir: Path) -> None:
+    """Once no operator key is left, leave operator routes open again on a loopback server (try-it-out).
+
+    Once an operator key has existed in a data directory, losing every one locks operator routes; this
+    undoes that on purpose. A server that trusts a proxy, or listens beyond loopback, still needs a key.
+    """
+    try:
+        forgotten = KeysFile(data_dir).allow_open()
+    except (OperatorKeysRemain, ValueError, OSError) as exc:
+        _fail(str(exc))
+    if forgotten:
+        click.echo(
+            "operator routes are open again to this machine on a loopback server without an operator key "
+            "(a running one within a second); a key created or given at start-up locks them again",
+            err=True,
+        )
+    else:
+        click.echo("no operator key was recorded here: operator routes were not locked", err=True)
