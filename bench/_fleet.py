@@ -180,9 +180,9 @@ def free_port() -> int:
         return port
 
 
-#: Every load generator here sends from one address, which the per-client submit limit would throttle
-#: (docs/security.md); the benchmarks measure the path, so their servers run with the limit off.
-NO_SUBMIT_LIMIT = ["--submit-rate", "0"]
+#: Every load generator here sends from one address, which the per-client submit limit and connection cap
+#: would throttle (docs/security.md); the benchmarks measure the path, so their servers run with both off.
+NO_SUBMIT_LIMIT = ["--submit-rate", "0", "--max-connections-per-client", "0"]
 
 
 def airdisplay_command() -> list[str]:

@@ -45,6 +45,19 @@ class ServiceMetrics:
         self.streams_refused = Counter(
             "airdisplay_streams_refused", "Streams refused: client at its limit", registry=self.registry
         )
+        #: Counted by the server's HTTP protocol (cli/_connections.py), below the app.
+        self.connections_refused = Counter(
+            "airdisplay_connections_refused",
+            "Connections answered and closed by a connection limit, by reason: too_many_connections, "
+            "uri_too_long, header_too_large, header_timeout",
+            ["reason"],
+            registry=self.registry,
+        )
+        self.device_links_over_budget = Counter(
+            "airdisplay_device_links_over_budget",
+            "Device links closed with 4429: more frames than their budget",
+            registry=self.registry,
+        )
 
     def add_gauges(self, read: Gauges) -> None:
         self.registry.register(_GaugeCollector(read))

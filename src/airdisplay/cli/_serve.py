@@ -14,14 +14,16 @@ from pydantic import SecretStr, ValidationError
 from pydantic_core import ErrorDetails
 from uvicorn.config import STARTUP_FAILURE
 
-from ..access import Blocklist, KeyRing
+from ..access import Blocklist, KeyRing, StartupKeyError, operator_notice
 from ..actors import DEFAULT_IDLE_TIMEOUT, SqliteStore, StoreError, StoreInUse, StoreLock
-from ..config import Settings
+from ..config import DEFAULT_HEADER_TIMEOUT, DEFAULT_MAX_CONNECTIONS_PER_CLIENT, Settings
 from ..runtimes import RuntimeUnavailable
 from ..runtimes.embedded import DATABASE_FILE
 from ._common import DATABASE_DIR_OPTION, OneLineErrors, data_dir_in_use, invalid_value
 from ._common import fail as _fail
 from ._common import secret as _secret
+from ._connections import connection_guard
+from ._keys import refuse_blank_key
 from ._uvicorn import QuietWebSockets, Server, listen, tune_garbage_collector, uvicorn_options
 
 
@@ -62,10 +64,18 @@ from ._uvicorn import QuietWebSockets, Server, listen, tune_garbage_collector, u
     "--operator-key",
     envvar=["AIRDISPLAY_OPERATOR_KEY", "AIRDISPLAY_API_KEY"],
     default=None,
+    callback=refuse_blank_key,
     help="An operator key for automation, besides those made with 'airdisplay keys create' "
     "[env AIRDISPLAY_OPERATOR_KEY; AIRDISPLAY_API_KEY is the older name].",
 )
-@click.option("--api-key", "legacy_api_key", default=None, hidden=True, help="Older name of --operator-key.")
+@click.option(
+    "--api-key",
+    "legacy_api_key",
+    default=None,
+    hidden=True,
+    callback=refuse_blank_key,
+    help="Older name of --operator-key.",
+)
 @click.option(
     "--submit-access",
     envvar="AIRDISPLAY_SUBMIT_ACCESS",
@@ -92,12 +102,38 @@ from ._uvicorn import QuietWebSockets, Server, listen, tune_garbage_collector, u
     help="Submits a client may send at once before the rate applies [env AIRDISPLAY_SUBMIT_BURST].",
 )
 @click.option(
+    "--rate-limit-ipv6-prefix",
+    envvar="AIRDISPLAY_RATE_LIMIT_IPV6_PREFIX",
+    type=click.IntRange(1, 128),
+    default=64,
+    show_default=True,
+    help="IPv6 clients share the submit and stream limits per network of this prefix length; 128: per "
+    "address (IPv4 is always per address) [env AIRDISPLAY_RATE_LIMIT_IPV6_PREFIX].",
+)
+@click.option(
     "--max-streams-per-client",
     envvar="AIRDISPLAY_MAX_STREAMS_PER_CLIENT",
     type=click.IntRange(min=1),
     default=50,
     show_default=True,
     help="Open WebSocket/SSE streams per client address [env AIRDISPLAY_MAX_STREAMS_PER_CLIENT].",
+)
+@click.option(
+    "--max-connections-per-client",
+    envvar="AIRDISPLAY_MAX_CONNECTIONS_PER_CLIENT",
+    type=click.IntRange(min=0),
+    default=DEFAULT_MAX_CONNECTIONS_PER_CLIENT,
+    show_default=True,
+    help="Open connections per client address, streams and device links included; raise it for a fleet "
+    "behind one NAT address; 0: no limit [env AIRDISPLAY_MAX_CONNECTIONS_PER_CLIENT].",
+)
+@click.option(
+    "--header-timeout",
+    envvar="AIRDISPLAY_HEADER_TIMEOUT",
+    type=click.FloatRange(min=0, min_open=True),
+    default=DEFAULT_HEADER_TIMEOUT,
+    show_default=True,
+    help="Seconds a connection has to send a complete request head [env AIRDISPLAY_HEADER_TIMEOUT].",
 )
 @click.option(
     "--blocklist",
@@ -210,7 +246,10 @@ def serve(
     submit_access: str,
     submit_rate: float,
     submit_burst: int,
+    rate_limit_ipv6_prefix: int,
     max_streams_per_client: int,
+    max_connections_per_client: int,
+    header_timeout: float,
     blocklist: Path | None,
     cors_origins: tuple[str, ...],
     forwarded_allow_ips: str | None,
@@ -240,9 +279,13 @@ def serve(
                 submit_access=submit_access,
                 submit_rate=submit_rate,
                 submit_burst=submit_burst,
+                rate_limit_ipv6_prefix=rate_limit_ipv6_prefix,
                 max_streams_per_client=max_streams_per_client,
+                max_connections_per_client=max_connections_per_client,
+                header_timeout=header_timeout,
                 blocklist=blocklist,
                 cors_origins=cors_origins,
+                forwarded_allow_ips=forwarded_allow_ips,
                 idle_seconds=idle_seconds,
                 durability=durability,
                 device_timeout=device_timeout,
@@ -255,7 +298,8 @@ def serve(
                 dapr_api_token=_secret("DAPR_API_TOKEN"),
                 app_api_token=_secret("APP_API_TOKEN"),
             )
-            keys = KeyRing(settings.data_dir, key)
+            start_up_key = settings.operator_key.get_secret_value() if settings.operator_key else None
+            keys = KeyRing(settings.data_dir, start_up_key, record=False)  # the app's own records the key
             settings.check_exposure(has_operator_key=keys.has_operator)
             Blocklist(settings.blocklist)  # a missing or bad file stops the start, naming the problem
             if settings.runtime == "embedded":
@@ -272,16 +316,21 @@ def serve(
                 )
         except ValidationError as exc:
             _fail("; ".join(_option_problem(click.get_current_context(), e) for e in exc.errors()))
+        except StartupKeyError as exc:
+            ctx = click.get_current_context()
+            key_option = next(p for p in ctx.command.params if p.name == "operator_key")
+            _fail(invalid_value(ctx, key_option, str(exc)))
         except StoreInUse as exc:
             _fail(data_dir_in_use(data_dir, exc.pid, "stop it first, or give this server another --data-dir"))
         except (ValueError, StoreError, RuntimeUnavailable) as exc:
             _fail(str(exc))
-        _serve(
-            settings, has_operator_key=keys.has_operator, access_log=access_log, forwarded=forwarded_allow_ips
+        notice = operator_notice(
+            keys, host=settings.host, loopback=settings.is_loopback, proxied=forwarded_allow_ips is not None
         )
+        _serve(settings, notice=notice, access_log=access_log, forwarded=forwarded_allow_ips)
 
 
-def _serve(settings: Settings, *, has_operator_key: bool, access_log: bool, forwarded: str | None) -> None:
+def _serve(settings: Settings, *, notice: str | None, access_log: bool, forwarded: str | None) -> None:
     try:
         sockets = listen(settings.host, settings.port)
     except OSError as exc:
@@ -291,15 +340,12 @@ def _serve(settings: Settings, *, has_operator_key: bool, access_log: bool, forw
                 "or choose another --port"
             )
         _fail(f"cannot listen on {settings.host}:{settings.port}: {exc.strerror}")
-    if not has_operator_key:
-        logging.getLogger("airdisplay").warning(
-            "no operator key: operator routes are open to anyone on this machine (listening on %s only); "
-            "create one with 'airdisplay keys create --role operator'",
-            settings.host,
-        )
+    if notice is not None:  # what the operator routes need, when no operator key guards them
+        logging.getLogger("airdisplay").warning("%s", notice)
     from ..api import create_app
 
     app = create_app(settings)
+    guard = connection_guard(settings, app.state.access.metrics)  # raises the open-file limit, logs room
     tune_garbage_collector()
     config = uvicorn.Config(
         app,
@@ -309,7 +355,7 @@ def _serve(settings: Settings, *, has_operator_key: bool, access_log: bool, forw
         log_level="info",
         proxy_headers=forwarded is not None,
         forwarded_allow_ips=forwarded,
-        **uvicorn_options(),
+        **uvicorn_options(guard),
     )
     if not access_log:  # after uvicorn.Config, which sets uvicorn's loggers up
         logging.getLogger("uvicorn.error").addFilter(QuietWebSockets())

@@ -1,4 +1,5 @@
-"""How `airdisplay serve` runs uvicorn: sockets bound beforehand, WebSocket settings, log, collector."""
+"""How `airdisplay serve` runs uvicorn: sockets bound beforehand, connection limits (_connections.py),
+WebSocket settings, log, collector."""
 
 from __future__ import annotations
 
@@ -10,11 +11,14 @@ from typing import Any
 import uvicorn
 import websockets.http11
 
+from ._connections import MAX_WEBSOCKET_TARGET, ConnectionGuard, ConnectionLimits, guarded_protocols
+
 #: Largest WebSocket frame a client may send: a subscribe frame for 1,000 ids of 64 characters fits.
 WS_MAX_FRAME = 256 * 1024
-#: Longest request line of a WebSocket handshake: `?banners=` with 1,000 ids of 64 characters (65,000
-#: bytes) fits. websockets' own limit is 8 KiB, and uvicorn answers nothing at all to a handshake over it.
-WS_MAX_REQUEST_LINE = 72 * 1024
+#: Longest request line of a WebSocket handshake: a target GuardedHttpProtocol lets through, with room for
+#: the method and the HTTP version. websockets' own limit is 8 KiB, and uvicorn answers nothing at all to a
+#: handshake over it (a stream's `?banners=` with 1,000 ids of 64 characters is 65,000 bytes).
+WS_MAX_REQUEST_LINE = MAX_WEBSOCKET_TARGET + 64
 #: In-flight requests get this long to finish on SIGTERM/Ctrl+C before streams are cut.
 SHUTDOWN_GRACE_SECONDS = 5
 
@@ -89,12 +93,15 @@ class QuietWebSockets(logging.Filter):
 GC_GEN0_THRESHOLD = 50_000
 
 
-def uvicorn_options() -> dict[str, Any]:
-    """How the server runs its WebSockets and shuts down (also used by the tests' servers)."""
+def uvicorn_options(guard: ConnectionGuard | None = None) -> dict[str, Any]:
+    """How the server limits connections (`guard`; default limits without), runs its WebSockets and shuts
+    down (also used by the tests' servers)."""
     # websockets reads this module global at each handshake; it has no per-server setting.
     websockets.http11.MAX_LINE_LENGTH = max(websockets.http11.MAX_LINE_LENGTH, WS_MAX_REQUEST_LINE)
     return {
-        "ws": "websockets-sansio",  # 10% less memory per connection than the legacy impl (bench/devices.py)
+        # httptools, guarded (cli/_connections.py); its WebSocket protocol is websockets-sansio's: 10% less
+        # memory per connection than the legacy impl (bench/devices.py).
+        **guarded_protocols(guard or ConnectionGuard(ConnectionLimits())),
         # permessage-deflate keeps a zlib state per connection: 843 MB vs 354 MB RSS for 5,000 banner
         # links (bench/devices.py); our frames are small, and compressing them costs more than it saves.
         "ws_per_message_deflate": False,
