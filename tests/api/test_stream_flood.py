@@ -34,7 +34,7 @@ RSS_GROWTH_LIMIT_MB = 32
 SEND_WAIT = 2.0
 #: Longest wait for the answers at the end.
 READ_WAIT = 30.0
-_TEXT, _CLOSE = 0x1, 0x8
+_TEXT, _CLOSE, _PING, _PONG = 0x1, 0x8, 0x9, 0xA
 
 
 def rss_mb(pid: int, field: str = "VmRSS") -> float:
@@ -80,6 +80,7 @@ class Attacker:
         self.buffer = bytearray()
         self.texts: list[bytes] = []  # the start of each text frame
         self.close_code: int | None = None
+        self.pongs = 0
         self.ended = False
 
     def flood(self, frame: bytes, count: int) -> int:
@@ -129,6 +130,8 @@ class Attacker:
             del buffer[: start + length]
             if opcode == _TEXT:
                 self.texts.append(payload[:200])  # enough to tell the frames apart; a flood is big
+            elif opcode == _PONG:
+                self.pongs += 1
             elif opcode == _CLOSE:
                 self.close_code = struct.unpack_from("!H", payload)[0] if len(payload) >= 2 else 1005
                 self.ended = True
@@ -186,3 +189,22 @@ def test_a_control_frame_flood_without_reading_leaves_server_memory_bounded(serv
         f"({attacker.count(b'subscribed')} `subscribed` replies, close code {attacker.close_code})"
     )
     assert attacker.ended, "the server kept a flooding connection open"
+
+
+@pytest.mark.slow
+def test_a_ping_flood_without_reading_leaves_server_memory_bounded(serve):
+    """uvicorn answers each RFC 6455 ping with a pong below the app: a client that reads none of them must
+    not make the server buffer them all (cli/_connections.py stops reading while writes are paused)."""
+    pid, port = serve
+    Path(f"/proc/{pid}/clear_refs").write_text("5")
+    before = rss_mb(pid)
+    attacker = Attacker(port, "/api/v1/stream")
+    try:
+        sent = attacker.flood(masked(_PING, b"p" * 125), 600_000)
+        attacker.read_until(lambda: attacker.pongs >= sent)
+        peak = rss_mb(pid, "VmHWM")
+    finally:
+        attacker.close()
+    assert peak - before < RSS_GROWTH_LIMIT_MB, (
+        f"{sent} pings took the server from {before:.0f} to {peak:.0f} MB RSS ({attacker.pongs} pongs read)"
+    )
