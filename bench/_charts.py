@@ -9,7 +9,7 @@ from typing import Any
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402  (the backend is chosen first)
+import matplotlib.pyplot as plt  # after the backend is chosen
 
 #: One colour per system, the same in every chart.
 COLOURS = {"AirDisplay": "#1f6feb", "bare FastAPI": "#8c959f", "PostgreSQL row locks": "#8250df"}

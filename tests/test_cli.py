@@ -125,7 +125,7 @@ def test_options_come_from_the_environment(tmp_path):
     ("prepare", "args", "expected"),
     [
         ("corrupt", [], "cannot use"),
-        ("file-as-dir", [], "cannot create data directory"),
+        ("file-as-dir", [], "is a file"),
         ("none", ["--host", "0.0.0.0"], "needs an operator key"),
         ("none", ["--message-seconds", "0"], "Invalid value for '--message-seconds'"),
         ("bad-keys", [], "is not an AirDisplay keys file"),

@@ -66,10 +66,6 @@ class ActorStateManager:
             raise KeyError(key)
         self._pending[key] = _MISSING
 
-    async def get_state_names(self) -> list[str]:
-        names: dict[str, Any] = {**self._committed, **self._pending}
-        return [key for key, value in names.items() if value is not _MISSING]
-
     # -- used by the host --------------------------------------------------------------------------
 
     def collect(self, turn: TurnWrite) -> None:

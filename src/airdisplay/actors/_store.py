@@ -333,7 +333,7 @@ class SqliteStore:
                 read, future = cast(_Read, item)
                 try:
                     outcomes.append((future, read(conn)))
-                except Exception as exc:  # noqa: BLE001 - a failed read fails its caller, never the thread
+                except Exception as exc:  # a failed read fails its caller, never the thread
                     outcomes.append((future, StoreError(f"reading {self.path} failed: {exc}")))
             loop.call_soon_threadsafe(_settle_reads, outcomes)
             if stopping:
@@ -446,7 +446,7 @@ class SqliteStore:
                 results = self._commit(conn, functools.partial(apply_batch, writes=writes))
             except StoreError as exc:
                 loop.call_soon_threadsafe(_fail_all, futures, exc)
-            except Exception as exc:  # noqa: BLE001 - every failure fails the batch's turns, never the thread
+            except Exception as exc:  # every failure fails the batch's turns, never the thread
                 error = StoreError(f"writing to {self.path} failed: {exc}")
                 loop.call_soon_threadsafe(_fail_all, futures, error)
             else:

@@ -186,7 +186,7 @@ class SubmitFastPath:
         request = Request(scope, receive)
         try:
             outcome = await self._submit(request, banner_id, _headers(scope), receive)
-        except Exception as exc:  # noqa: BLE001 - every problem is answered by the app's own handlers
+        except Exception as exc:  # every problem is answered by the app's own handlers
             response = await self._problem(request, exc)
             names = {name for name, _ in response.raw_headers}
             response.raw_headers.extend(h for h in SECURITY_HEADERS if h[0] not in names)

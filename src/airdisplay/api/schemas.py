@@ -6,13 +6,12 @@ import re
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from ..domain import BANNER_ID_PATTERN, MAX_NAME_LENGTH, Banner, Message
+from ..domain import BANNER_ID_PATTERN, MAX_NAME_LENGTH, Banner
 
 _BANNER_ID = re.compile(BANNER_ID_PATTERN)
 
 #: The public shape of a banner and of its message is the domain's own.
 BannerPublic = Banner
-MessagePublic = Message
 
 
 class BannerCreate(BaseModel):

@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from ..actors import StoreError, StoreInUse
-from ._common import DATABASE_DIR_OPTION, OneLineErrors, data_dir_in_use
+from ._common import DATA_DIR_OPTION, OneLineErrors, data_dir_in_use
 from ._common import fail as _fail
 
 
@@ -18,7 +18,7 @@ def banners() -> None:
 
 @banners.command("import", cls=OneLineErrors)
 @click.argument("source", type=click.Path(path_type=Path, exists=True, dir_okay=False))
-@DATABASE_DIR_OPTION
+@DATA_DIR_OPTION
 @click.option(
     "--tokens-out",
     type=click.Path(path_type=Path, dir_okay=False),

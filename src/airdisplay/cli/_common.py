@@ -56,21 +56,13 @@ def from_variable(ctx: click.Context, param: click.Parameter) -> str:
     return f" (from {variable})" if variable else ""
 
 
-DATABASE_DIR_OPTION = click.option(
-    "--data-dir",
-    envvar="AIRDISPLAY_DATA_DIR",
-    type=click.Path(path_type=Path),
-    default=Path("./data"),
-    show_default=True,
-    help="Directory of the SQLite database [env AIRDISPLAY_DATA_DIR].",
-)
 DATA_DIR_OPTION = click.option(
     "--data-dir",
     envvar="AIRDISPLAY_DATA_DIR",
     type=click.Path(path_type=Path, file_okay=False),
     default=Path("./data"),
     show_default=True,
-    help="The server's data directory, which holds keys.json [env AIRDISPLAY_DATA_DIR].",
+    help="The server's data directory: the SQLite database, keys.json [env AIRDISPLAY_DATA_DIR].",
 )
 
 

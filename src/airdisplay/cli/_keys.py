@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from ..access import KeysFile, OperatorKeysRemain, Role, UnknownKey
-from ._common import DATA_DIR_OPTION as _DATA_DIR_OPTION
+from ._common import DATA_DIR_OPTION
 from ._common import fail as _fail
 
 
@@ -40,7 +40,7 @@ def refuse_blank_key(ctx: click.Context, param: click.Parameter, value: str | No
     help="operator: everything; submitter: submit messages when submitting needs a key.",
 )
 @click.option("--label", default="", help="A note saying whose key it is.")
-@_DATA_DIR_OPTION
+@DATA_DIR_OPTION
 def keys_create(role: str, label: str, data_dir: Path) -> None:
     """Create a key and print it once: only its hash is stored."""
     try:
@@ -52,7 +52,7 @@ def keys_create(role: str, label: str, data_dir: Path) -> None:
 
 
 @keys.command("list")
-@_DATA_DIR_OPTION
+@DATA_DIR_OPTION
 def keys_list(data_dir: Path) -> None:
     """List the keys (ids, roles, labels; never secrets)."""
     try:
@@ -65,7 +65,7 @@ def keys_list(data_dir: Path) -> None:
 
 @keys.command("revoke")
 @click.argument("key_id")
-@_DATA_DIR_OPTION
+@DATA_DIR_OPTION
 def keys_revoke(key_id: str, data_dir: Path) -> None:
     """Revoke a key by its id; a running server refuses it within a second."""
     try:
@@ -76,7 +76,7 @@ def keys_revoke(key_id: str, data_dir: Path) -> None:
 
 
 @keys.command("allow-open")
-@_DATA_DIR_OPTION
+@DATA_DIR_OPTION
 def keys_allow_open(data_dir: Path) -> None:
     """Once no operator key is left, leave operator routes open again on a loopback server (try-it-out).
 

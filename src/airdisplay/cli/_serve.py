@@ -19,7 +19,7 @@ from ..actors import DEFAULT_IDLE_TIMEOUT, SqliteStore, StoreError, StoreInUse, 
 from ..config import DEFAULT_HEADER_TIMEOUT, DEFAULT_MAX_CONNECTIONS_PER_CLIENT, Settings
 from ..runtimes import RuntimeUnavailable
 from ..runtimes.embedded import DATABASE_FILE
-from ._common import DATABASE_DIR_OPTION, OneLineErrors, data_dir_in_use, invalid_value
+from ._common import DATA_DIR_OPTION, OneLineErrors, data_dir_in_use, invalid_value
 from ._common import fail as _fail
 from ._common import secret as _secret
 from ._connections import connection_guard
@@ -43,7 +43,7 @@ from ._uvicorn import QuietWebSockets, Server, listen, tune_garbage_collector, u
     show_default=True,
     help="Port to listen on [env AIRDISPLAY_PORT].",
 )
-@DATABASE_DIR_OPTION
+@DATA_DIR_OPTION
 @click.option(
     "--message-seconds",
     envvar="AIRDISPLAY_MESSAGE_SECONDS",

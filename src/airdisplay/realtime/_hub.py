@@ -14,7 +14,7 @@ class StreamHub:
     def __init__(self, bus: EventBus) -> None:
         self._by_banner: dict[str, set[Subscriber]] = {}
         self._firehose: set[Subscriber] = set()
-        self._unsubscribe = bus.subscribe(self._on_event)
+        bus.subscribe(self._on_event)  # for the hub's life, which is the app's
 
     def watch(self, subscriber: Subscriber, banner_ids: Iterable[str]) -> None:
         for banner_id in banner_ids:

@@ -1,4 +1,4 @@
-"""Where banner actors run: the embedded runtime (default) and, later, Dapr; one interface for both."""
+"""Where banner actors run: the embedded runtime (default) or Dapr; one interface for both."""
 
 from .base import BannerRuntime, ChangeListener, RuntimeUnavailable
 from .behaviour import Registration

@@ -14,7 +14,7 @@ CONTENT_SECURITY_POLICY = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
     "connect-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'; form-action 'self'"
 )
-SECURITY_HEADERS = {
+PAGE_HEADERS = {
     "Content-Security-Policy": CONTENT_SECURITY_POLICY,
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "no-referrer",
@@ -32,7 +32,7 @@ async def api_docs() -> FileResponse | HTMLResponse:
     """Swagger UI for the OpenAPI document, from assets installed by npm (no CDN, no inline script)."""
     if not (VENDOR_DIR / "swagger-ui-bundle.js").exists():
         return HTMLResponse("<h1>AirDisplay API</h1><p>Swagger UI is not installed.</p>", status_code=503)
-    headers = {**SECURITY_HEADERS, "Content-Security-Policy": DOCS_CONTENT_SECURITY_POLICY}
+    headers = {**PAGE_HEADERS, "Content-Security-Policy": DOCS_CONTENT_SECURITY_POLICY}
     return FileResponse(DOCS_HTML, media_type="text/html", headers=headers)
 
 
@@ -45,7 +45,7 @@ async def index() -> FileResponse | HTMLResponse:
             "<h1>AirDisplay</h1><p>The web UI is not installed (run <code>make install</code>).</p>",
             status_code=503,
         )
-    return FileResponse(INDEX_HTML, media_type="text/html", headers=SECURITY_HEADERS)
+    return FileResponse(INDEX_HTML, media_type="text/html", headers=PAGE_HEADERS)
 
 
 @router.get("/favicon.ico", response_model=None)
