@@ -245,6 +245,18 @@ def test_retry_with_same_idempotency_key_replays_the_original_result():
         submit(first.banner, log=first.log, idempotency_key="k2", mid="m3")
 
 
+def test_a_retry_is_replayed_even_after_the_text_rules_tightened():
+    """The replay answers what was accepted: an operator lowering the limit between a submit and its retry
+    must not turn the retry into a 422 (the client would think its message was refused)."""
+    text = "  Up, up and away  "
+    first = submit(register_banner("b", "B", T0), text, idempotency_key="k1")
+    tighter = BannerRules(max_text_length=5)
+    retry = submit(first.banner, text, log=first.log, idempotency_key="k1", mid="m2", rules=tighter)
+    assert retry.replayed and retry.banner == first.banner
+    with pytest.raises(InvalidMessageText):
+        submit(first.banner, text, log=first.log, idempotency_key="k2", mid="m3", rules=tighter)
+
+
 def test_submission_log_stays_bounded():
     banner = register_banner("b", "B", T0)
     log = SubmissionLog()

@@ -221,13 +221,14 @@ def submit_message(
     Order of checks: a retry with a known Idempotency-Key returns the original result (even if the banner
     moved on since); then the text; then If-Match; then the one-message-at-a-time rule.
     """
-    text = rules.clean_text(raw_text)
     if idempotency_key is not None:
         earlier = log.find(idempotency_key, now)
         if earlier is not None:
-            if earlier.text != text:
+            # Compared as stored (NFC, trimmed), before today's rules: a retry gets what was accepted.
+            if earlier.text != unicodedata.normalize("NFC", raw_text).strip():
                 raise IdempotencyKeyReused(idempotency_key)
             return SubmitOutcome(earlier.result, log, replayed=True)
+    text = rules.clean_text(raw_text)
     if expected_version is not None and expected_version != banner.version:
         raise VersionMismatch(banner.id, expected_version, banner.version)
     if rules.refuse_offline and not banner.device.online:
