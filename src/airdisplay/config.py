@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 from .access import MIN_KEY_BITS, StartupKeyError, key_bits
 from .actors import DEFAULT_IDLE_TIMEOUT
 from .domain import DEFAULT_DISPLAY_SECONDS, DEFAULT_MAX_TEXT_LENGTH, BannerRules
+from .realtime import DEFAULT_STALL_SECONDS
 
 #: Request bodies above this are refused with 413; a banner message is at most a few hundred bytes.
 DEFAULT_MAX_BODY_BYTES = 16 * 1024
@@ -76,7 +77,7 @@ class Settings(BaseModel):
     #: Frames buffered per stream connection before coalescing (see realtime/_subscriber.py).
     send_buffer: int = Field(256, ge=1, le=100_000)
     #: A stream client whose frames wait unsent this long is disconnected (it stopped reading).
-    stall_seconds: float = Field(10.0, gt=0)
+    stall_seconds: float = Field(DEFAULT_STALL_SECONDS, gt=0)
     #: Keep-alive interval of WebSocket and SSE streams.
     ping_seconds: float = Field(15.0, gt=0)
 

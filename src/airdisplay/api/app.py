@@ -78,7 +78,8 @@ def create_app(settings: Settings, runtime: BannerRuntime | None = None) -> Fast
         docs_url=None,  # served by routes/ui.py from local assets: /docs works offline too
         title="AirDisplay",
         version=__version__,
-        summary="Electronic aircraft banners: one message at a time, 60 seconds each, live.",
+        summary="Electronic aircraft banners: one message at a time, "
+        f"{settings.message_seconds:g} seconds each, live.",
         lifespan=lifespan,
     )
     bus = runtime.event_bus

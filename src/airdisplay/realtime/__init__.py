@@ -5,6 +5,7 @@ from ._hub import StreamHub
 from ._session import MAX_BANNERS_PER_CONNECTION, StreamSession, TooManyBanners
 from ._subscriber import (
     DEFAULT_SEND_BUFFER,
+    DEFAULT_STALL_SECONDS,
     Outgoing,
     Subscriber,
     SubscriberClosed,
@@ -14,6 +15,7 @@ from ._subscriber import (
 
 __all__ = [
     "DEFAULT_SEND_BUFFER",
+    "DEFAULT_STALL_SECONDS",
     "DeviceLink",
     "DeviceLinks",
     "MAX_BANNERS_PER_CONNECTION",
