@@ -89,3 +89,15 @@ def test_a_prefix_length_outside_1_to_128_is_refused(prefix):
         RateLimiter(60, 1, ipv6_prefix=prefix)
     with pytest.raises(ValueError, match="1 to 128"):
         ConnectionLimiter(1, ipv6_prefix=prefix)
+
+
+def test_buckets_are_bounded_and_the_least_recently_used_client_is_dropped_first():
+    clock = FakeClock()
+    limiter = RateLimiter(60, 1, max_clients=3, clock=clock)
+    for client in ("10.0.0.1", "10.0.0.2", "10.0.0.3"):
+        assert limiter.hit(client).allowed
+    assert not limiter.hit("10.0.0.1").allowed  # .1 is now the most recently used, .2 the least
+    assert limiter.hit("10.0.0.4").allowed  # a fourth client: .2 is dropped
+    assert len(limiter) == 3
+    assert not limiter.hit("10.0.0.1").allowed, "a recently used bucket must survive the eviction"
+    assert limiter.hit("10.0.0.2").allowed, "a dropped client starts again with a full burst"
