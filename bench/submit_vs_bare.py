@@ -257,6 +257,9 @@ def summarize_profile(raw: Path, rate: str, expected: int) -> str:
     )
 
 
+FAST_PATH_OFF = "off (every submit through the FastAPI route)"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -272,6 +275,11 @@ def main() -> None:
         "--rate-limited",
         action="store_true",
         help="AirDisplay with its per-client submit limiter on (at a rate wrk never reaches)",
+    )
+    parser.add_argument(
+        "--no-fast-path",
+        action="store_true",
+        help="serve AirDisplay's submits through the FastAPI route only (api/_submit.py's fast path off)",
     )
     parser.add_argument("--keep", action="store_true", help="keep the temporary data directory")
     parser.add_argument("--no-wait", action="store_true", help="do not wait for a quiet machine first")
@@ -296,7 +304,8 @@ def main() -> None:
             SERVER_CPU,
             airdisplay_command()
             + ["serve", "--port", str(air_port), "--data-dir", str(data_dir), "--message-seconds", "3600"]
-            + (UNREACHED_SUBMIT_LIMIT if args.rate_limited else NO_SUBMIT_LIMIT),
+            + (UNREACHED_SUBMIT_LIMIT if args.rate_limited else NO_SUBMIT_LIMIT)
+            + (["--no-submit-fast-path"] if args.no_fast_path else []),
         ),
         air_port,
         tmp / "airdisplay.log",
@@ -360,7 +369,8 @@ def main() -> None:
         f"-c{args.connections}, {args.runs} x {args.duration:g} s per server "
         f"after {args.warmup:g} s warm-up, "
         f"alternating; server on CPU {SERVER_CPU}, wrk on CPU {LOAD_CPU}; medians; AirDisplay's submit "
-        f"rate limiter {'on (at a rate never reached)' if args.rate_limited else 'off'}.\n"
+        f"rate limiter {'on (at a rate never reached)' if args.rate_limited else 'off'}; "
+        f"the submit fast path {FAST_PATH_OFF if args.no_fast_path else 'on'}.\n"
     )
     print(
         table(

@@ -61,6 +61,8 @@ class Settings(BaseModel):
     cors_origins: tuple[str, ...] = ()
     idle_seconds: float = Field(DEFAULT_IDLE_TIMEOUT, gt=0)
     durability: Literal["full", "normal"] = "full"
+    #: False serves every submit through the FastAPI route (api/_submit.py): for bench/submit_vs_bare.py.
+    submit_fast_path: bool = True
     runtime: Literal["embedded", "dapr"] = "embedded"
     #: Dapr mode: the sidecar's HTTP API, the pub/sub component and topic, and the directory's Redis.
     dapr_url: str = "http://127.0.0.1:3500"

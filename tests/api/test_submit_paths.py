@@ -240,3 +240,24 @@ async def test_one_ipv6_client_gets_one_bucket_for_its_whole_64(start_server):
     assert rotating == [201, 201, 429], "new addresses in the same /64 are the same client"
     assert await submit(3, "2001:db8:7:8::1") == 201, "the next /64 is another client"
     assert [await submit(n, f"192.0.2.{n}") for n in (4, 5)] == [201, 201]
+
+
+@pytest.mark.parametrize("cors", [(), ("https://fleet.example",)], ids=["no CORS", "CORS"])
+def test_every_middleware_of_the_app_is_one_the_fast_path_applies(tmp_path, cors):
+    """The fast path runs in front of the middleware stack: a middleware it does not reproduce would skip
+    the hottest route without a sound. Adding one means teaching the fast path (SubmitFastPath.APPLIES)."""
+    from airdisplay.api import create_app
+    from airdisplay.api._submit import SubmitFastPath
+    from airdisplay.config import Settings
+
+    app = create_app(Settings(data_dir=tmp_path, cors_origins=cors))
+    added = {middleware.cls for middleware in app.user_middleware}
+    assert added and added <= SubmitFastPath.APPLIES, added - SubmitFastPath.APPLIES
+
+
+def test_the_fast_path_can_be_turned_off_for_the_benchmark(tmp_path):
+    from airdisplay.api import create_app
+    from airdisplay.config import Settings
+
+    assert create_app(Settings(data_dir=tmp_path)).fast_submit is not None
+    assert create_app(Settings(data_dir=tmp_path, submit_fast_path=False)).fast_submit is None

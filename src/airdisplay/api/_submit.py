@@ -19,6 +19,7 @@ from typing import NoReturn
 
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
 from pydantic import ValidationError
 from pydantic_core import from_json
 from starlette.exceptions import HTTPException
@@ -29,7 +30,8 @@ from starlette.types import Message, Receive, Scope, Send
 from ..domain import BANNER_ID_PATTERN, Banner, BannerBusy, SubmitOutcome
 from ..runtimes import BannerRuntime
 from ._access import AccessControl
-from ._headers import SECURITY_HEADERS
+from ._headers import SECURITY_HEADERS, SecurityHeaders
+from ._limits import BodySizeLimit
 from .deps import is_json_media
 from .problems import ProblemError
 from .schemas import MessageSubmit
@@ -156,6 +158,11 @@ class SubmitFastPath:
     the documented route unchanged, which answers its problems the usual way. Problems met here are
     answered by the app's own exception handlers, so they are the same problem+json documents.
     """
+
+    #: The middlewares whose effect this path reproduces (the body limit, the security headers) or leaves
+    #: to the route (CORS: cross-origin requests are not taken). A middleware added to the app that is not
+    #: here would silently skip the hottest route: tests/api/test_submit_paths.py fails until it is.
+    APPLIES = frozenset({BodySizeLimit, SecurityHeaders, CORSMiddleware})
 
     def __init__(self, api: FastAPI, max_body_bytes: int, cors: bool) -> None:
         self.api = api

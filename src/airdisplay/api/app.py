@@ -120,5 +120,6 @@ def create_app(settings: Settings, runtime: BannerRuntime | None = None) -> Fast
             max_age=600,
         )
     app.add_middleware(SecurityHeaders)
-    app.fast_submit = SubmitFastPath(app, settings.max_body_bytes, cors=bool(settings.cors_origins))
+    if settings.submit_fast_path:
+        app.fast_submit = SubmitFastPath(app, settings.max_body_bytes, cors=bool(settings.cors_origins))
     return app

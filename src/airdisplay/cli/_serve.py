@@ -229,6 +229,13 @@ from ._uvicorn import QuietWebSockets, Server, listen, tune_garbage_collector, u
     help="Dapr mode: topic of banner events [env AIRDISPLAY_DAPR_TOPIC].",
 )
 @click.option(
+    "--submit-fast-path/--no-submit-fast-path",
+    envvar="AIRDISPLAY_SUBMIT_FAST_PATH",
+    default=True,
+    hidden=True,
+    help="Serve well-formed submits in front of the middleware stack (for benchmarks: api/_submit.py).",
+)
+@click.option(
     "--access-log/--no-access-log",
     envvar="AIRDISPLAY_ACCESS_LOG",
     default=False,
@@ -262,6 +269,7 @@ def serve(
     redis_url: str,
     dapr_pubsub: str,
     dapr_topic: str,
+    submit_fast_path: bool,
     access_log: bool,
 ) -> None:
     """Run the AirDisplay service (embedded runtime: one process, one SQLite file)."""
@@ -295,6 +303,7 @@ def serve(
                 redis_url=redis_url,
                 dapr_pubsub=dapr_pubsub,
                 dapr_topic=dapr_topic,
+                submit_fast_path=submit_fast_path,
                 dapr_api_token=_secret("DAPR_API_TOKEN"),
                 app_api_token=_secret("APP_API_TOKEN"),
             )
