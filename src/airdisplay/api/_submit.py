@@ -1,8 +1,10 @@
 """Submitting a message: the one flow behind the documented route, and its fast path.
 
 `POST /api/v1/banners/{id}/message` is the product's hot path. FastAPI's request machinery (routing,
-dependency solving, validation) cost more than the actor turn and the durable write together: 126 us of a
-bare FastAPI route against ~40 us for a plain ASGI handler here (bench/submit_vs_bare.py; DESIGN-NOTES). So
+dependency solving, validation) cost more than the actor turn and the durable write together: with every
+submit through the FastAPI route the server answers 967 req/s, with this fast path 2,191 (2.3x; bare FastAPI
+3,457-3,536 in the same runs; `bench/submit_vs_bare.py [--no-fast-path]`,
+docs/benchmarks/results/submit_fast_path_{on,off}.md). So
 `SubmitFastPath` serves well-formed submits itself, in front of the middleware stack (the app's `__call__`,
 see app.py), and hands everything else to the documented FastAPI route (routes/banners.py), which answers
 its errors the usual way. Both read the body with `read_submit` and call `submit_flow`, in the same order
