@@ -348,7 +348,7 @@ async def test_a_link_may_spend_its_whole_burst_at_once(server):
 
 def test_the_frame_budget_refills_at_its_rate_up_to_the_burst():
     now = [0.0]
-    budget = FrameBudget(clock=lambda: now[0])
+    budget = FrameBudget(DEVICE_FRAMES_PER_SECOND, DEVICE_FRAME_BURST, clock=lambda: now[0], overdraw=True)
     assert all(budget.spend() for _ in range(DEVICE_FRAME_BURST))
     assert not budget.spend()
     now[0] += 2.0 / DEVICE_FRAMES_PER_SECOND  # two frames' worth, one of them owed from the overdraft
@@ -362,7 +362,7 @@ def test_the_frame_budget_refills_at_its_rate_up_to_the_burst():
 def test_firmware_at_the_documented_pace_stays_far_inside_the_budget():
     """A heartbeat every 10 s plus an ack for a display change every second, for a simulated day."""
     now = [0.0]
-    budget = FrameBudget(clock=lambda: now[0])
+    budget = FrameBudget(DEVICE_FRAMES_PER_SECOND, DEVICE_FRAME_BURST, clock=lambda: now[0], overdraw=True)
     for second in range(24 * 3600):
         now[0] = float(second)
         assert budget.spend()  # the ack

@@ -6,8 +6,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import time
-from collections.abc import Callable
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
@@ -17,7 +15,7 @@ from ...domain import BannerNotFound, DeviceTokenInvalid, UnknownDisplayVersion,
 from ...domain.exceptions import InvalidBannerId
 from ...realtime import DeviceLink, DeviceLinks, SubscriberState
 from ...runtimes import BannerRuntime
-from .stream import CLOSE_SLOW_CONSUMER, close_connection, error_frame, watch_stall
+from .stream import CLOSE_SLOW_CONSUMER, FrameBudget, close_connection, error_frame, watch_stall
 
 router = APIRouter(tags=["devices"])
 log = logging.getLogger("airdisplay.devices")
@@ -62,31 +60,6 @@ class _Malformed(Exception):
 
 class _OverBudget(Exception):
     """Raised when a device sends frames faster than its link's budget allows."""
-
-
-class FrameBudget:
-    """`burst` frames at once, then `per_second`: every frame a device sends spends one."""
-
-    __slots__ = ("per_second", "burst", "_clock", "_left", "_at")
-
-    def __init__(
-        self,
-        per_second: float = DEVICE_FRAMES_PER_SECOND,
-        burst: int = DEVICE_FRAME_BURST,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self.per_second = per_second
-        self.burst = float(burst)
-        self._clock = clock
-        self._left = self.burst
-        self._at = clock()
-
-    def spend(self) -> bool:
-        """Spend one frame; False once the budget is overdrawn."""
-        now = self._clock()
-        self._left = min(self.burst, self._left + (now - self._at) * self.per_second) - 1.0
-        self._at = now
-        return self._left >= 0.0
 
 
 @router.websocket("/api/v1/devices/{banner_id}/connect")
@@ -199,7 +172,7 @@ async def _watch_heartbeat(link: DeviceLink, heartbeat_seconds: float) -> None:
 
 
 async def _receive(websocket: WebSocket, runtime: BannerRuntime, link: DeviceLink) -> None:
-    budget = FrameBudget()
+    budget = FrameBudget(DEVICE_FRAMES_PER_SECOND, DEVICE_FRAME_BURST, overdraw=True)
     with contextlib.suppress(WebSocketDisconnect):
         while True:
             message = await websocket.receive()

@@ -72,28 +72,37 @@ CloseRequest = tuple[int, str]
 
 
 class FrameBudget:
-    """`burst` tokens at once, refilled at `per_second`; a frame spends what it costs, or is refused."""
+    """`burst` tokens at once, refilled at `per_second`; a frame spends what it costs, or is refused.
 
-    __slots__ = ("per_second", "burst", "_clock", "_left", "_at")
+    With `overdraw` a refused frame is spent anyway, so a sender over budget pays back its excess before
+    it is served again (device links, which close at the first refusal, use it).
+    """
+
+    __slots__ = ("per_second", "burst", "overdraw", "_clock", "_left", "_at")
 
     def __init__(
         self,
         per_second: float = FRAMES_PER_SECOND,
         burst: float = FRAME_BURST,
         clock: Callable[[], float] = time.monotonic,
+        *,
+        overdraw: bool = False,
     ) -> None:
         self.per_second = per_second
-        self.burst = burst
+        self.burst = float(burst)
+        self.overdraw = overdraw
         self._clock = clock
-        self._left = burst
+        self._left = self.burst
         self._at = clock()
 
     def spend(self, cost: float = 1.0) -> bool:
-        """Spend `cost` tokens if there are as many; False (nothing spent) if not."""
+        """Spend `cost` tokens if there are as many; False if not (then nothing spent, unless `overdraw`)."""
         now = self._clock()
         self._left = min(self.burst, self._left + (now - self._at) * self.per_second)
         self._at = now
         if self._left < cost:
+            if self.overdraw:
+                self._left -= cost
             return False
         self._left -= cost
         return True
