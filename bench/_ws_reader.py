@@ -25,6 +25,23 @@ OnText = Callable[[bytes, int], None]
 _TEXT, _CLOSE, _PING, _PONG = 0x1, 0x8, 0x9, 0xA
 
 
+def frame_head(buffer: bytearray) -> tuple[int, int, int] | None:
+    """(opcode, payload start, payload length) of the unmasked frame at the start of `buffer`, once all of
+    it has arrived; None while it is incomplete."""
+    if len(buffer) < 2:
+        return None
+    opcode, length, start = buffer[0] & 0x0F, buffer[1] & 0x7F, 2
+    if length == 126:
+        if len(buffer) < 4:
+            return None
+        length, start = struct.unpack_from("!H", buffer, 2)[0], 4
+    elif length == 127:
+        if len(buffer) < 10:
+            return None
+        length, start = struct.unpack_from("!Q", buffer, 2)[0], 10
+    return (opcode, start, length) if len(buffer) >= start + length else None
+
+
 class HandshakeError(ConnectionError):
     """Raised when the server does not answer the upgrade with 101 Switching Protocols."""
 
@@ -63,18 +80,8 @@ class WebSocketReader(asyncio.Protocol):
 
     def _frames(self, now: int) -> None:
         buffer = self.buffer
-        while len(buffer) >= 2:
-            opcode, length, start = buffer[0] & 0x0F, buffer[1] & 0x7F, 2
-            if length == 126:
-                if len(buffer) < 4:
-                    return
-                length, start = struct.unpack_from("!H", buffer, 2)[0], 4
-            elif length == 127:
-                if len(buffer) < 10:
-                    return
-                length, start = struct.unpack_from("!Q", buffer, 2)[0], 10
-            if len(buffer) < start + length:
-                return
+        while (head := frame_head(buffer)) is not None:
+            opcode, start, length = head
             payload = bytes(buffer[start : start + length])
             del buffer[: start + length]
             if opcode == _TEXT:

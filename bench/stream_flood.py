@@ -45,6 +45,7 @@ import httpx
 
 from _fleet import NO_SUBMIT_LIMIT, ServerProcess, airdisplay_command, free_port
 from _report import conditions, machine, rss_mb, stop_on_signals, table, wait_for_quiet_machine, write_json
+from _ws_reader import frame_head
 
 #: The largest subscription: 1,000 ids of 64 characters (docs/realtime.md).
 IDS = [f"{i:04d}" + "f" * 60 for i in range(1000)]
@@ -149,18 +150,8 @@ class RawWebSocket:
 
     def _parse(self) -> None:
         buffer = self.incoming
-        while len(buffer) >= 2:
-            opcode, length, start = buffer[0] & 0x0F, buffer[1] & 0x7F, 2
-            if length == 126:
-                if len(buffer) < 4:
-                    return
-                length, start = struct.unpack_from("!H", buffer, 2)[0], 4
-            elif length == 127:
-                if len(buffer) < 10:
-                    return
-                length, start = struct.unpack_from("!Q", buffer, 2)[0], 10
-            if len(buffer) < start + length:
-                return
+        while (head := frame_head(buffer)) is not None:
+            opcode, start, length = head
             if opcode == _CLOSE:
                 code = struct.unpack_from("!H", buffer, start)[0] if length >= 2 else 1005
                 reason = bytes(buffer[start + 2 : start + length]).decode(errors="replace")
