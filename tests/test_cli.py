@@ -182,6 +182,9 @@ def test_start_up_problems_exit_with_a_clear_error(tmp_path, prepare, args, expe
         (["--runtime", "dapr", "--dapr-http-port", "0"], {}, "'--dapr-http-port'"),
         (["--message-seconds", "soon"], {}, "'--message-seconds'"),
         (["--prot", "9000"], {}, "'--prot'"),
+        (["--rate-limit-ipv6-prefix", "129"], {}, "'--rate-limit-ipv6-prefix'"),
+        (["--rate-limit-ipv6-prefix", "0"], {}, "'--rate-limit-ipv6-prefix'"),
+        ([], {"AIRDISPLAY_RATE_LIMIT_IPV6_PREFIX": "sixty-four"}, "'--rate-limit-ipv6-prefix'"),
     ],
 )
 def test_a_bad_option_stops_start_up_with_one_line_naming_the_option(tmp_path, args, env, option):

@@ -2,39 +2,15 @@
 
 from __future__ import annotations
 
-import os
 import secrets
-import subprocess
 
 import httpx
-import pytest
 
-from tests.test_cli import AIRDISPLAY, free_port, spawn, stop, wait_ready
+from tests.test_cli import free_port, spawn, stop, wait_ready
 
 #: Random, as a server behind a proxy requires of an operator key.
 OPERATOR_KEY = secrets.token_hex(32)
 OPERATOR = {"Authorization": f"Bearer {OPERATOR_KEY}"}
-
-
-@pytest.mark.parametrize(
-    ("args", "env"),
-    [
-        (["--rate-limit-ipv6-prefix", "129"], {}),
-        (["--rate-limit-ipv6-prefix", "0"], {}),
-        ([], {"AIRDISPLAY_RATE_LIMIT_IPV6_PREFIX": "sixty-four"}),
-    ],
-)
-def test_a_prefix_length_outside_1_to_128_stops_start_up_naming_the_option(tmp_path, args, env):
-    result = subprocess.run(
-        [*AIRDISPLAY, "serve", "--data-dir", str(tmp_path / "data"), *args],
-        env={**os.environ, **env},
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
-    assert result.returncode == 2
-    lines = (result.stderr + result.stdout).strip().splitlines()
-    assert len(lines) == 1 and "'--rate-limit-ipv6-prefix'" in lines[0], lines
 
 
 def test_the_option_sets_the_ipv6_network_a_client_is_counted_by(tmp_path):
