@@ -65,7 +65,8 @@ class Sidecar:
                 self.url + path,
                 data=body,
                 headers=headers,
-                timeout=aiohttp.ClientTimeout(total=limit) if limit else None,
+                # Always a timeout: aiohttp reads `timeout=None` as none at all, not as the session's.
+                timeout=aiohttp.ClientTimeout(total=limit or CALL_TIMEOUT),
             ) as response:
                 return response.status, await response.read()
         except (aiohttp.ClientError, TimeoutError) as exc:
