@@ -185,6 +185,8 @@ def test_start_up_problems_exit_with_a_clear_error(tmp_path, prepare, args, expe
         (["--rate-limit-ipv6-prefix", "129"], {}, "'--rate-limit-ipv6-prefix'"),
         (["--rate-limit-ipv6-prefix", "0"], {}, "'--rate-limit-ipv6-prefix'"),
         ([], {"AIRDISPLAY_RATE_LIMIT_IPV6_PREFIX": "sixty-four"}, "'--rate-limit-ipv6-prefix'"),
+        ([], {"DAPR_HTTP_PORT": "0"}, "'--dapr-http-port' (from DAPR_HTTP_PORT)"),
+        ([], {"AIRDISPLAY_STALL_SECONDS": "0"}, "'--stall-seconds' (from AIRDISPLAY_STALL_SECONDS)"),
     ],
 )
 def test_a_bad_option_stops_start_up_with_one_line_naming_the_option(tmp_path, args, env, option):

@@ -1,12 +1,20 @@
-"""Service settings: one validated object built by the CLI (flags and AIRDISPLAY_* variables) or by tests."""
+"""Service settings: each option's name, variable, default, type, help text and limits, written once.
+
+`airdisplay serve` makes its command-line options from these fields (cli/_common.py): the option
+`--field-name`, read from AIRDISPLAY_FIELD_NAME when not given, its help the field's description, its
+validation the field's. `Settings(...)` itself reads only its arguments, never the environment, so that a
+test that builds one does not depend on the shell it runs in: the command line is what reads the environment.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from .access import MIN_KEY_BITS, StartupKeyError, key_bits
 from .actors import DEFAULT_IDLE_TIMEOUT
@@ -24,64 +32,162 @@ DEFAULT_MAX_CONNECTIONS_PER_CLIENT = 1000
 DEFAULT_HEADER_TIMEOUT = 10.0
 
 
-class Settings(BaseModel):
+@dataclasses.dataclass(frozen=True, slots=True)
+class Option:
+    """How a field is given where the rule (`--field-name`, AIRDISPLAY_FIELD_NAME) does not fit it."""
+
+    flag: str = ""
+    #: The variables read when the option is not given; the first is its name, any others older names.
+    variables: tuple[str, ...] = ()
+    hidden: bool = False
+    #: A path option that must name a file, or a directory (Click refuses the other kind at once).
+    path: Literal["file", "directory"] | None = None
+    #: False: a secret read from its variable only; a command line is visible to every user (`ps`).
+    command_line: bool = True
+
+
+class Settings(BaseSettings):
     """Everything an AirDisplay server is configured with."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = SettingsConfigDict(env_prefix="AIRDISPLAY_", frozen=True, extra="forbid")
 
-    host: str = "127.0.0.1"
-    port: int = Field(8000, ge=0, le=65535)
-    data_dir: Path = Path("./data")
-    message_seconds: float = Field(DEFAULT_DISPLAY_SECONDS, gt=0)
-    max_text_length: int = Field(DEFAULT_MAX_TEXT_LENGTH, ge=1, le=1000)
-    #: An operator key given at start-up (AIRDISPLAY_OPERATOR_KEY), besides those in the keys file.
-    operator_key: SecretStr | None = None
-    #: Proxies trusted to set X-Forwarded-For (uvicorn's forwarded_allow_ips); None: no proxy is trusted.
-    forwarded_allow_ips: str | None = None
-    #: "open": anyone may submit messages (rate-limited); "key": submitting needs a submitter key.
-    submit_access: Literal["open", "key"] = "open"
-    #: Submits per minute per client after the burst; 0 turns the limit off. A person typing messages
-    #: sends a few a minute (a banner shows one a minute); 30 leaves room for a busy shared address.
-    submit_rate: float = Field(30.0, ge=0)
-    submit_burst: int = Field(10, ge=1)
-    #: IPv6 clients share the submit and stream limits per network of this prefix length (a /64 is one
-    #: subscriber's LAN; see access/_limits.py); 128 counts each address. IPv4 is always per address.
-    rate_limit_ipv6_prefix: int = Field(64, ge=1, le=128)
-    #: Open WebSocket and SSE streams per client address (the web UI uses one per tab).
-    max_streams_per_client: int = Field(50, ge=1)
-    #: Open connections per client address, streams and device links included; 0: no limit. Trusted
-    #: proxies (forwarded_allow_ips) are not limited, nor, in Dapr mode, daprd on loopback.
-    max_connections_per_client: int = Field(DEFAULT_MAX_CONNECTIONS_PER_CLIENT, ge=0)
-    #: A connection that has not sent a complete request head this long after opening (or after the first
-    #: byte of a later request) is closed.
-    header_timeout: float = Field(DEFAULT_HEADER_TIMEOUT, gt=0)
-    #: Words and patterns refused in messages (see domain/content.py); None: no blocklist.
-    blocklist: Path | None = None
-    #: Origins whose pages may call the API from a browser; none by default (same-origin only).
-    cors_origins: tuple[str, ...] = ()
-    idle_seconds: float = Field(DEFAULT_IDLE_TIMEOUT, gt=0)
-    durability: Literal["full", "normal"] = "full"
-    #: False serves every submit through the FastAPI route (api/_submit.py): for bench/submit_vs_bare.py.
-    submit_fast_path: bool = True
-    runtime: Literal["embedded", "dapr"] = "embedded"
-    #: Dapr mode: the sidecar's HTTP API, the pub/sub component and topic, and the directory's Redis.
-    dapr_url: str = "http://127.0.0.1:3500"
-    dapr_pubsub: str = "pubsub"
-    dapr_topic: str = "banner-changes"
-    redis_url: str = "redis://127.0.0.1:6379/0"
-    dapr_api_token: SecretStr | None = None
-    app_api_token: SecretStr | None = None
-    #: A device that sends nothing (heartbeat, ack) for this long is marked offline and disconnected.
-    device_timeout: float = Field(30.0, gt=0)
-    #: Messages for offline banners: "accept" (the banner catches up on reconnect) or "refuse" (503).
-    offline_policy: Literal["accept", "refuse"] = "accept"
-    max_body_bytes: int = Field(DEFAULT_MAX_BODY_BYTES, ge=256)
-    #: Frames buffered per stream connection before coalescing (see realtime/_subscriber.py).
-    send_buffer: int = Field(256, ge=1, le=100_000)
-    #: A stream client whose frames wait unsent this long is disconnected (it stopped reading).
-    stall_seconds: float = Field(DEFAULT_STALL_SECONDS, gt=0)
-    #: Keep-alive interval of WebSocket and SSE streams.
-    ping_seconds: float = Field(15.0, gt=0)
+    host: str = Field("127.0.0.1", description="Address to listen on")
+    port: int = Field(8000, ge=0, le=65535, description="Port to listen on")
+    data_dir: Annotated[Path, Option(path="directory")] = Field(
+        Path("./data"), description="The server's data directory: the SQLite database, keys.json"
+    )
+    message_seconds: float = Field(DEFAULT_DISPLAY_SECONDS, gt=0, description="How long a message shows")
+    max_text_length: int = Field(
+        DEFAULT_MAX_TEXT_LENGTH, ge=1, le=1000, description="Longest message a banner shows"
+    )
+    #: `--api-key` is a hidden older spelling of the option (cli/_serve.py).
+    operator_key: Annotated[
+        SecretStr | None, Option(variables=("AIRDISPLAY_OPERATOR_KEY", "AIRDISPLAY_API_KEY"))
+    ] = Field(
+        None,
+        description="An operator key for automation, besides those made with 'airdisplay keys create'",
+    )
+    submit_access: Literal["open", "key"] = Field(
+        "open",
+        description="open: anyone may submit messages (rate-limited); key: submitting needs a submitter key",
+    )
+    #: A person typing messages sends a few a minute (a banner shows one a minute); 30 leaves room for a
+    #: busy shared address.
+    submit_rate: float = Field(
+        30.0, ge=0, description="Submits per minute per client after the burst; 0 turns the limit off"
+    )
+    submit_burst: int = Field(
+        10, ge=1, description="Submits a client may send at once before the rate applies"
+    )
+    #: A /64 is one subscriber's LAN (see access/_limits.py).
+    rate_limit_ipv6_prefix: int = Field(
+        64,
+        ge=1,
+        le=128,
+        description="IPv6 clients share the submit and stream limits per network of this prefix length; "
+        "128: per address (IPv4 is always per address)",
+    )
+    #: The web UI uses one per tab.
+    max_streams_per_client: int = Field(50, ge=1, description="Open WebSocket/SSE streams per client address")
+    #: Trusted proxies (forwarded_allow_ips) are not limited, nor, in Dapr mode, daprd on loopback.
+    max_connections_per_client: int = Field(
+        DEFAULT_MAX_CONNECTIONS_PER_CLIENT,
+        ge=0,
+        description="Open connections per client address, streams and device links included; raise it for "
+        "a fleet behind one NAT address; 0: no limit",
+    )
+    #: Counted from the connection's opening, or from the first byte of a later request.
+    header_timeout: float = Field(
+        DEFAULT_HEADER_TIMEOUT, gt=0, description="Seconds a connection has to send a complete request head"
+    )
+    #: See domain/content.py; None: no blocklist.
+    blocklist: Annotated[Path | None, Option(path="file")] = Field(
+        None,
+        description="File of words, phrases or re:patterns refused in messages; edits apply within a second",
+    )
+    cors_origins: Annotated[tuple[str, ...], Option(flag="--cors-origin")] = Field(
+        (), description="An origin whose pages may call the API (repeatable; none by default)"
+    )
+    #: uvicorn's forwarded_allow_ips; None: no proxy is trusted.
+    forwarded_allow_ips: str | None = Field(
+        None, description="Proxies trusted to set X-Forwarded-For, so limits apply per real client"
+    )
+    idle_seconds: float = Field(
+        DEFAULT_IDLE_TIMEOUT, gt=0, description="Idle time before a banner actor leaves memory"
+    )
+    durability: Literal["full", "normal"] = Field(
+        "full", description="SQLite sync: full survives power loss, normal survives crashes"
+    )
+    #: Nothing at all (heartbeat, ack) for this long: the banner is marked offline and disconnected.
+    device_timeout: float = Field(
+        30.0, gt=0, description="Seconds without a heartbeat before a banner counts as offline"
+    )
+    offline_policy: Literal["accept", "refuse"] = Field(
+        "accept",
+        description="Messages for offline banners: accept (delivered on reconnect) or refuse with 503",
+    )
+    runtime: Literal["embedded", "dapr"] = Field(
+        "embedded", description="embedded: one process with SQLite; dapr: banner actors on daprd"
+    )
+    #: Dapr's own variable, which daprd's tooling (`dapr run`) sets for the app.
+    dapr_http_port: Annotated[int, Option(variables=("DAPR_HTTP_PORT",))] = Field(
+        3500, ge=1, le=65535, description="Dapr mode: daprd's HTTP port"
+    )
+    redis_url: str = Field("redis://127.0.0.1:6379/0", description="Dapr mode: Redis for the fleet directory")
+    dapr_pubsub: str = Field("pubsub", description="Dapr mode: pub/sub component name")
+    dapr_topic: str = Field("banner-changes", description="Dapr mode: topic of banner events")
+    #: False serves every submit through the FastAPI route: for bench/submit_vs_bare.py.
+    submit_fast_path: Annotated[bool, Option(hidden=True)] = Field(
+        True,
+        description="Serve well-formed submits in front of the middleware stack (for benchmarks: "
+        "api/_submit.py)",
+    )
+    access_log: bool = Field(False, description="Log every request and WebSocket connection")
+    max_body_bytes: Annotated[int, Option(hidden=True)] = Field(
+        DEFAULT_MAX_BODY_BYTES, ge=256, description="Request bodies above this many bytes are refused (413)"
+    )
+    #: Coalescing: see realtime/_subscriber.py.
+    send_buffer: Annotated[int, Option(hidden=True)] = Field(
+        256, ge=1, le=100_000, description="Frames buffered per stream connection before coalescing"
+    )
+    stall_seconds: Annotated[float, Option(hidden=True)] = Field(
+        DEFAULT_STALL_SECONDS,
+        gt=0,
+        description="A stream client whose frames wait unsent this long is disconnected (it stopped reading)",
+    )
+    ping_seconds: Annotated[float, Option(hidden=True)] = Field(
+        15.0, gt=0, description="Keep-alive interval of WebSocket and SSE streams"
+    )
+    # Dapr's own variables, as daprd's tooling and its Kubernetes injector set them.
+    dapr_api_token: Annotated[SecretStr | None, Option(variables=("DAPR_API_TOKEN",), command_line=False)] = (
+        Field(None, description="Dapr mode: the token the app sends to daprd")
+    )
+    app_api_token: Annotated[SecretStr | None, Option(variables=("APP_API_TOKEN",), command_line=False)] = (
+        Field(None, description="Dapr mode: the token daprd must send to call the app's actor routes")
+    )
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Only the arguments: the command line reads the environment (see the module's docstring)."""
+        return (init_settings,)
+
+    @classmethod
+    def option(cls, name: str) -> Option:
+        """How field `name` is given: its Option, with the rule's flag and variable where it names none."""
+        declared = next((m for m in cls.model_fields[name].metadata if isinstance(m, Option)), Option())
+        prefix = cls.model_config.get("env_prefix", "")
+        return dataclasses.replace(
+            declared,
+            flag=declared.flag or f"--{name.replace('_', '-')}",
+            variables=declared.variables or (f"{prefix}{name.upper()}",),
+        )
 
     @field_validator("operator_key")
     @classmethod
@@ -101,6 +207,11 @@ class Settings(BaseModel):
             display_seconds=self.message_seconds,
             refuse_offline=self.offline_policy == "refuse",
         )
+
+    @property
+    def dapr_url(self) -> str:
+        """daprd's HTTP API: the sidecar runs beside the app, on loopback."""
+        return f"http://127.0.0.1:{self.dapr_http_port}"
 
     @property
     def is_loopback(self) -> bool:

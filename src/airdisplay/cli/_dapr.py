@@ -8,6 +8,9 @@ from pathlib import Path
 
 import click
 
+from ..config import Settings
+from ._common import fail, settings_option
+
 
 @click.group()
 def dapr() -> None:
@@ -47,14 +50,7 @@ def dapr() -> None:
     default=None,
     help="daprd's scheduler service (reminders), host:port [env AIRDISPLAY_DAPR_SCHEDULER].",
 )
-@click.option(
-    "--port",
-    envvar="AIRDISPLAY_PORT",
-    type=int,
-    default=8000,
-    show_default=True,
-    help="The port AirDisplay serves on [env AIRDISPLAY_PORT].",
-)
+@settings_option("port", help="The port AirDisplay serves on")
 @click.option(
     "--app-port",
     envvar="APP_PORT",
@@ -62,13 +58,7 @@ def dapr() -> None:
     default=None,
     help="The port daprd calls the app on (daprd --app-port) [env APP_PORT].",
 )
-@click.option(
-    "--pubsub",
-    envvar="AIRDISPLAY_DAPR_PUBSUB",
-    default="pubsub",
-    show_default=True,
-    help="Pub/sub component name [env AIRDISPLAY_DAPR_PUBSUB].",
-)
+@settings_option("dapr_pubsub", "--pubsub", help="Pub/sub component name")
 def dapr_check(
     resources_path: Path,
     run_file: Path | None,
@@ -77,7 +67,7 @@ def dapr_check(
     scheduler_host_address: str | None,
     port: int,
     app_port: int | None,
-    pubsub: str,
+    dapr_pubsub: str,
 ) -> None:
     """Validate the Dapr components, run file, manifests and settings before daprd starts; exit 1 on error."""
     from ..runtimes.dapr._check import Expectations, check_dapr_setup
@@ -92,10 +82,10 @@ def dapr_check(
         if k8s is None and Path("deploy/dapr/k8s").is_dir():
             k8s = Path("deploy/dapr/k8s")
     expect = Expectations(
-        pubsub=pubsub,
+        pubsub=dapr_pubsub,
         app_port=port,
         dapr_app_port=app_port,
-        dapr_http_port=os.environ.get("DAPR_HTTP_PORT"),
+        dapr_http_port=os.environ.get(Settings.option("dapr_http_port").variables[0]),
         placement_host_address=placement_host_address,
         scheduler_host_address=scheduler_host_address,
     )
@@ -117,13 +107,7 @@ def dapr_check(
 @click.option(
     "--port", type=int, default=8001, show_default=True, help="Replica i serves on PORT+i (8001, 8002, ...)."
 )
-@click.option(
-    "--redis-url",
-    envvar="AIRDISPLAY_REDIS_URL",
-    default="redis://127.0.0.1:6379/0",
-    show_default=True,
-    help="The Redis for actor state, pub/sub and the fleet directory [env AIRDISPLAY_REDIS_URL].",
-)
+@settings_option("redis_url", help="The Redis for actor state, pub/sub and the fleet directory")
 @click.option(
     "--workdir",
     type=click.Path(path_type=Path, file_okay=False),
@@ -141,7 +125,6 @@ def dapr_local(replicas: int, port: int, redis_url: str, workdir: Path, serve_ar
     import time
 
     from ..runtimes.dapr._local import LocalDapr
-    from ._common import fail
 
     cluster = LocalDapr(workdir.resolve(), redis_url, replicas, base_port=port, serve_args=serve_args)
     stopping: list[int] = []

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import click
@@ -15,21 +14,6 @@ from ._common import fail as _fail
 @click.group()
 def keys() -> None:
     """API keys: create, list and revoke (a running server picks changes up within a second)."""
-
-
-def refuse_blank_key(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
-    """Click callback of a key option: a blank key, given or in the option's variable, stops the start.
-
-    A variable set to nothing is most often a secret that did not arrive (an empty interpolation in a
-    compose file); Click would treat it as unset and start the server without the key.
-    """
-    if value is not None and not value.strip():
-        raise click.BadParameter("the key is blank; give a key, or leave the option out to run without one")
-    names = [param.envvar] if isinstance(param.envvar, str) else list(param.envvar or ())
-    blank = next((n for n in names if n in os.environ and not os.environ[n].strip()), None)
-    if value is None and blank is not None:
-        raise click.BadParameter(f"{blank} is set but blank; give a key, or unset it to run without one")
-    return value
 
 
 @keys.command("create")

@@ -7,11 +7,19 @@ from pathlib import Path
 
 import click
 
+from ..config import Settings
 from ._common import fail as _fail
+
+#: What `airdisplay serve` listens on by default.
+DEFAULT_URL = f"http://{Settings.model_fields['host'].default}:{Settings.model_fields['port'].default}"
+#: A server's default submit limits and message time, as the help of --api-key and --submit-rate gives them.
+_LIMITS = {
+    name: Settings.model_fields[name].default for name in ("submit_burst", "submit_rate", "message_seconds")
+}
 
 
 @click.command()
-@click.option("--url", default="http://127.0.0.1:8000", show_default=True, help="AirDisplay server URL.")
+@click.option("--url", default=DEFAULT_URL, show_default=True, help="AirDisplay server URL.")
 @click.option(
     "--banners",
     type=click.IntRange(1, 1_000_000),
@@ -28,10 +36,11 @@ from ._common import fail as _fail
 )
 @click.option(
     "--api-key",
-    envvar=["AIRDISPLAY_OPERATOR_KEY", "AIRDISPLAY_API_KEY"],
+    envvar=list(Settings.option("operator_key").variables),
     default=None,
     help="Operator key: registers banners on a server that has keys, and its submits are not rate-limited "
-    "(by default a server allows a client 10 submits, then 30 a minute) [env AIRDISPLAY_OPERATOR_KEY].",
+    "(by default a server allows a client {submit_burst} submits, then {submit_rate:g} a minute) "
+    "[env {variable}].".format(**_LIMITS, variable=Settings.option("operator_key").variables[0]),
 )
 @click.option(
     "--ack-delay",
@@ -49,8 +58,8 @@ from ._common import fail as _fail
     default=0.0,
     show_default=True,
     help="Messages per second to submit to random free banners, measuring delivery and ack round trip "
-    "(a banner takes one message per message time, 60 s by default, so the fleet sustains --banners/60 "
-    "a second).",
+    "(a banner takes one message per message time, {message_seconds:g} s by default, so the fleet sustains "
+    "--banners/{message_seconds:g} a second).".format(**_LIMITS),
 )
 @click.option("--connect-rate", type=float, default=500.0, show_default=True, help="New links per second.")
 @click.option("--drop-every", type=float, default=None, help="Every N seconds drop a fraction of the links.")
