@@ -14,6 +14,7 @@ from websockets.exceptions import ConnectionClosed
 from airdisplay.api.routes import stream as stream_route
 from airdisplay.api.routes.stream import FrameBudget
 from airdisplay.realtime import SubscriberState
+from tests.api.test_sse import slow_clients_cut_off
 from tests.conftest import eventually
 
 FRAME_WAIT = 10.0
@@ -245,7 +246,9 @@ def _raw_ws_that_never_reads(url: str) -> socket.socket:
 
 @pytest.mark.slow
 async def test_a_client_that_stops_reading_is_cut_off_and_never_delays_others(start_server, clients):
-    server = await start_server(stall_seconds=0.5, message_seconds=3600)
+    server = await start_server(
+        stall_seconds=0.5, message_seconds=3600, api_key="stream-test-operator-key", client_sends_key=True
+    )
     hub = server.app.state.hub
     ids = [f"s{i}" for i in range(40)]
     for banner_id in ids:
@@ -275,6 +278,7 @@ async def test_a_client_that_stops_reading_is_cut_off_and_never_delays_others(st
         await eventually(lambda: latest == final, what="the fast client to catch up")
         await eventually(lambda: len(hub.subscribers) == 1, what="the stuck client to leave the hub")
         assert not reader.done()
+        assert await slow_clients_cut_off(server, "websocket") == 1
     finally:
         reader.cancel()
         stuck.close()

@@ -58,6 +58,13 @@ class ServiceMetrics:
             "Device links closed with 4429: more frames than their budget",
             registry=self.registry,
         )
+        self.slow_clients = Counter(
+            "airdisplay_slow_clients_cut_off",
+            "Connections ended because their client stopped reading for stall_seconds or fell too far behind "
+            "even coalesced (WebSocket and device links: 4008), by channel: websocket, sse, device",
+            ["channel"],
+            registry=self.registry,
+        )
 
     def add_gauges(self, read: Gauges) -> None:
         self.registry.register(_GaugeCollector(read))

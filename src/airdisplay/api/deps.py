@@ -1,7 +1,9 @@
-"""Shared dependencies of the routes, as Annotated aliases.
+"""Shared dependencies of the routes, as Annotated aliases: routes get what app.py put in `app.state` through
+these, never from `app.state` themselves (tests/api/test_routes_use_deps.py holds them to it).
 
 They are `async def` on purpose: FastAPI runs a plain `def` dependency in a thread pool, which cost
-170-270 us per request here (bench/submit_vs_bare.py, profile) for work that takes a microsecond.
+170-270 us per request here (bench/submit_vs_bare.py, profile) for work that takes a microsecond. They take
+an `HTTPConnection`, so WebSocket routes use the same aliases as HTTP ones.
 """
 
 from __future__ import annotations
@@ -13,19 +15,19 @@ from starlette.requests import HTTPConnection
 
 from ..access import Role
 from ..config import Settings
-from ..realtime import DeviceLinks
+from ..realtime import DeviceLinks, StreamHub
 from ..runtimes import BannerRuntime
 from ._access import AccessControl
 from .problems import ProblemError
 
 
-async def get_runtime(request: Request) -> BannerRuntime:
-    runtime: BannerRuntime = request.app.state.runtime
+async def get_runtime(connection: HTTPConnection) -> BannerRuntime:
+    runtime: BannerRuntime = connection.app.state.runtime
     return runtime
 
 
-async def get_settings(request: Request) -> Settings:
-    settings: Settings = request.app.state.settings
+async def get_settings(connection: HTTPConnection) -> Settings:
+    settings: Settings = connection.app.state.settings
     return settings
 
 
@@ -35,12 +37,21 @@ AppSettings = Annotated[Settings, Depends(get_settings)]
 Runtime = Annotated[BannerRuntime, Depends(get_runtime)]
 
 
-async def get_devices(request: Request) -> DeviceLinks:
-    devices: DeviceLinks = request.app.state.devices
+async def get_devices(connection: HTTPConnection) -> DeviceLinks:
+    devices: DeviceLinks = connection.app.state.devices
     return devices
 
 
 Devices = Annotated[DeviceLinks, Depends(get_devices)]
+
+
+async def get_hub(connection: HTTPConnection) -> StreamHub:
+    hub: StreamHub = connection.app.state.hub
+    return hub
+
+
+#: The fan-out hub of the app's streams (WebSocket, SSE, the legacy `/ws`).
+Hub = Annotated[StreamHub, Depends(get_hub)]
 
 
 def access_of(connection: HTTPConnection) -> AccessControl:
@@ -76,8 +87,8 @@ async def admit_submit(
     access_of(request).admit_submit(request, authorization)
 
 
-async def get_access(request: Request) -> AccessControl:
-    return access_of(request)
+async def get_access(connection: HTTPConnection) -> AccessControl:
+    return access_of(connection)
 
 
 Access = Annotated[AccessControl, Depends(get_access)]

@@ -13,8 +13,9 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from ...domain import BannerNotFound, DeviceTokenInvalid, UnknownDisplayVersion, check_banner_id
 from ...domain.exceptions import InvalidBannerId
-from ...realtime import DeviceLink, DeviceLinks, SubscriberState
+from ...realtime import DeviceLink, SubscriberState
 from ...runtimes import BannerRuntime
+from ..deps import Access, AppSettings, Devices, Runtime
 from .stream import CLOSE_SLOW_CONSUMER, FrameBudget, close_connection, error_frame, watch_stall
 
 router = APIRouter(tags=["devices"])
@@ -63,12 +64,15 @@ class _OverBudget(Exception):
 
 
 @router.websocket("/api/v1/devices/{banner_id}/connect")
-async def device_connect(websocket: WebSocket, banner_id: str) -> None:
+async def device_connect(
+    websocket: WebSocket,
+    banner_id: str,
+    runtime: Runtime,
+    links: Devices,
+    settings: AppSettings,
+    access: Access,
+) -> None:
     """A banner's own link: display frames out, acks and heartbeats in."""
-    app = websocket.app
-    runtime: BannerRuntime = app.state.runtime
-    links: DeviceLinks = app.state.devices
-    settings = app.state.settings
     await websocket.accept()
     scheme, _, token = websocket.headers.get("authorization", "").partition(" ")
     token = token.strip()
@@ -100,7 +104,9 @@ async def device_connect(websocket: WebSocket, banner_id: str) -> None:
                 await runtime.device_offline(banner_id)
     if outcome is not None and outcome[0] == CLOSE_TOO_MANY_FRAMES:
         log.warning("device link of banner %s closed: over its frame budget", banner_id)
-        app.state.access.metrics.device_links_over_budget.inc()
+        access.metrics.device_links_over_budget.inc()
+    elif outcome is not None and outcome[0] == CLOSE_SLOW_CONSUMER:
+        access.metrics.slow_clients.labels("device").inc()
     if outcome is not None:
         await close_connection(websocket, *outcome)
 

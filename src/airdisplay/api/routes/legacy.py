@@ -10,11 +10,10 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ...domain import BANNER_ID_PATTERN
 from ...events import legacy_banner_json
-from ...realtime import StreamHub, Subscriber
-from .._access import AccessControl
+from ...realtime import Subscriber
 from .._openapi import JSON_BODY_PROBLEMS, KEY_PROBLEMS, SUBMIT_PROBLEMS
 from .._submit import submit_flow
-from ..deps import Access, JsonBody, KeyChecked, Runtime, Submitter
+from ..deps import Access, AppSettings, Hub, JsonBody, KeyChecked, Runtime, Submitter
 from .stream import serve_subscriber
 
 router = APIRouter(tags=["legacy"], dependencies=[KeyChecked], responses=KEY_PROBLEMS)
@@ -80,20 +79,22 @@ async def legacy_update(
 
 
 @router.websocket("/ws")
-async def legacy_ws(websocket: WebSocket) -> None:
+async def legacy_ws(websocket: WebSocket, hub: Hub, settings: AppSettings, access: Access) -> None:
     """Legacy: every banner change, as the banner object {id, message, expires}."""
-    app = websocket.app
-    hub: StreamHub = app.state.hub
-    access: AccessControl = app.state.access
     release = await access.accept_stream(websocket)
     if release is None:
         return
-    subscriber = Subscriber(app.state.settings.send_buffer)
+    subscriber = Subscriber(settings.send_buffer)
     hub.watch_all(subscriber)
     try:
         receiver = asyncio.create_task(_ignore_input(websocket))
         await serve_subscriber(
-            websocket, subscriber, receiver, ping_seconds=None, stall_seconds=app.state.settings.stall_seconds
+            websocket,
+            subscriber,
+            receiver,
+            ping_seconds=None,
+            stall_seconds=settings.stall_seconds,
+            metrics=access.metrics,
         )
     finally:
         hub.drop(subscriber)

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from .._openapi import OPERATOR_PROBLEMS
-from ..deps import Operator
+from ..deps import Access, Operator
 
 router = APIRouter(tags=["operations"])
 
@@ -20,6 +20,6 @@ router = APIRouter(tags=["operations"])
         **OPERATOR_PROBLEMS,
     },
 )
-async def metrics(request: Request) -> Response:
+async def metrics(access: Access) -> Response:
     """Counters and gauges of this server (operator key)."""
-    return Response(request.app.state.access.metrics.render(), media_type=CONTENT_TYPE_LATEST)
+    return Response(access.metrics.render(), media_type=CONTENT_TYPE_LATEST)

@@ -26,15 +26,14 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 from ...domain import DomainError, format_time
 from ...realtime import (
     MAX_BANNERS_PER_CONNECTION,
-    StreamHub,
     StreamSession,
     Subscriber,
     SubscriberClosed,
     SubscriberState,
     TooManyBanners,
 )
-from ...runtimes import BannerRuntime
-from .._access import AccessControl
+from .._metrics import ServiceMetrics
+from ..deps import Access, AppSettings, Hub, Runtime
 
 router = APIRouter(tags=["realtime"])
 log = logging.getLogger("airdisplay.stream")
@@ -175,9 +174,10 @@ async def serve_subscriber(
     *,
     ping_seconds: float | None,
     stall_seconds: float,
+    metrics: ServiceMetrics,
 ) -> None:
-    """Run sender, pinger and receiver until one ends; close with 4008 if the client fell too far behind,
-    or as the receiver asked if it ended with a CloseRequest."""
+    """Run sender, pinger and receiver until one ends; close with 4008 if the client fell too far behind
+    (counted in `metrics.slow_clients`), or as the receiver asked if it ended with a CloseRequest."""
     tasks: list[asyncio.Task[object]] = [
         receiver,
         asyncio.create_task(pump(websocket, subscriber)),
@@ -198,19 +198,22 @@ async def serve_subscriber(
         await close_connection(websocket, *asked)
     elif subscriber.state is SubscriberState.OVERFLOWED:
         log.info("closing a slow WebSocket client (%d coalescing rounds)", subscriber.coalesced)
+        metrics.slow_clients.labels("websocket").inc()
         await close_connection(
             websocket, CLOSE_SLOW_CONSUMER, "too slow: reconnect and resubscribe with known versions"
         )
 
 
 @router.websocket("/api/v1/stream")
-async def stream(websocket: WebSocket, banners: Annotated[str | None, Query()] = None) -> None:
+async def stream(
+    websocket: WebSocket,
+    hub: Hub,
+    runtime: Runtime,
+    settings: AppSettings,
+    access: Access,
+    banners: Annotated[str | None, Query()] = None,
+) -> None:
     """Live banner events for the banners a client subscribes to."""
-    app = websocket.app
-    hub: StreamHub = app.state.hub
-    runtime: BannerRuntime = app.state.runtime
-    settings = app.state.settings
-    access: AccessControl = app.state.access
     release = await access.accept_stream(websocket)
     if release is None:
         return
@@ -232,6 +235,7 @@ async def stream(websocket: WebSocket, banners: Annotated[str | None, Query()] =
             receiver,
             ping_seconds=settings.ping_seconds,
             stall_seconds=settings.stall_seconds,
+            metrics=access.metrics,
         )
     finally:
         session.close()
