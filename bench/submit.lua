@@ -1,6 +1,7 @@
 -- wrk script for bench/submit_vs_bare.py: POST {"text":"hello"} to a different banner on every request,
 -- so each submit finds its banner free (201) instead of busy (409).
--- Arguments (after --): first banner number, how many banners this run may use, number of wrk threads.
+-- Arguments (after --): first banner number, how many banners this run may use, number of wrk threads,
+-- and optionally an API key sent on every request (`Authorization: Bearer <key>`).
 -- Banner n is "b" .. n padded to 7 digits, as bench/_fleet.py seeds them.
 
 local threads = {}
@@ -17,6 +18,9 @@ function init(args)
   span = tonumber(args[2]) or 1000000
   nthreads = tonumber(args[3]) or 1
   counter = 0
+  if args[4] and args[4] ~= "" then
+    headers["Authorization"] = "Bearer " .. args[4]
+  end
 end
 
 function request()

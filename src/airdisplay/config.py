@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
@@ -188,6 +188,11 @@ class Settings(BaseSettings):
             flag=declared.flag or f"--{name.replace('_', '-')}",
             variables=declared.variables or (f"{prefix}{name.upper()}",),
         )
+
+    @classmethod
+    def default(cls, name: str) -> Any:
+        """The default of field `name`, for code that takes the same value without a Settings."""
+        return cls.model_fields[name].get_default(call_default_factory=True)
 
     @field_validator("operator_key")
     @classmethod

@@ -1,8 +1,10 @@
 """Onboarding a fleet: import banners from a CSV file into the embedded store, all or nothing.
 
 `airdisplay banners import FILE.csv` reads `id,name` rows (a header line first), checks every row with
-the same rules as the API, and writes them in one SQLite transaction: a bad row (bad id or name, an id
-twice in the file, an id already registered) stops the import with its line number and nothing is kept.
+the same rules as the API, and writes them in one transaction of the store (`SqliteStore.bulk_import`):
+a bad row (bad id or name, an id twice in the file, an id already registered) stops the import with its
+line number and nothing is kept. State is written as the banner actor writes it: the banner as its JSON,
+the device token's hash in the actors' state encoding.
 Each banner gets a device token; the tokens go to a file of their own (`--tokens-out`), mode 0600,
 because the database keeps only their hashes. The import holds the store's lock (actors/_lock.py) from
 start to commit: it is refused (StoreInUse) while a server runs on the same data directory, and a server
@@ -12,21 +14,20 @@ started during an import is refused until it ends.
 from __future__ import annotations
 
 import csv
-import json
 import os
-import sqlite3
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from .actors import SqliteStore, StoreError, StoreInUse, StoreLock, field_index_sql
+from .actors import SqliteStore, StateImport, StoreError, StoreInUse, StoreLock, encode_state
 from .domain import DomainError, register_banner
 from .runtimes.behaviour import BANNER_KEY, DEVICE_TOKEN_KEY, new_device_token
 from .runtimes.embedded import BANNER_ACTOR_TYPE, DATABASE_FILE, SEARCH_INDEX
 
-#: Rows per executemany call: large enough to amortise the call, small enough for a steady progress line.
+#: Rows checked and written at a time: large enough to amortise the calls, small enough for a steady
+#: progress line.
 CHUNK_ROWS = 5_000
 
 
@@ -87,47 +88,38 @@ def _import_fleet(
 ) -> ImportResult:
     started = time.perf_counter()
     store = SqliteStore(data_dir / DATABASE_FILE)
-    store.verify()  # creates the database and schema if needed, with the server's checks
-    conn = sqlite3.connect(data_dir / DATABASE_FILE, isolation_level=None)
-    conn.execute("PRAGMA busy_timeout=5000")
     tokens = _TokenFile(tokens_out) if tokens_out is not None else None
     now = datetime.now(UTC)
     imported = 0
     try:
-        conn.execute("BEGIN IMMEDIATE")
-        chunk: list[tuple[int, str, str]] = []
-        for row in read_fleet(source):
-            chunk.append(row)
-            if len(chunk) == CHUNK_ROWS:
-                imported += _write_chunk(conn, chunk, now, tokens)
-                chunk = []
-                if progress is not None:
-                    progress(imported)
-        if chunk:
-            imported += _write_chunk(conn, chunk, now, tokens)
-        if imported == 0:
-            raise FleetFileError(2, "the file has a header but no banners")
-        # The server's search index, built once here (a no-op if it exists) and not on its first start.
-        conn.execute(field_index_sql(*SEARCH_INDEX))
-        conn.execute("COMMIT")
+        # The server's search index is built here too (a no-op if it exists), not on its first start.
+        with store.bulk_import(field_indexes=[SEARCH_INDEX]) as load:
+            chunk: list[tuple[int, str, str]] = []
+            for row in read_fleet(source):
+                chunk.append(row)
+                if len(chunk) == CHUNK_ROWS:
+                    imported += _write_chunk(load, chunk, now, tokens)
+                    chunk = []
+                    if progress is not None:
+                        progress(imported)
+            if chunk:
+                imported += _write_chunk(load, chunk, now, tokens)
+            if imported == 0:
+                raise FleetFileError(2, "the file has a header but no banners")
     except BaseException:
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
         if tokens is not None:
             tokens.discard()
         raise
-    finally:
-        conn.close()
     if tokens is not None:
         tokens.keep()
     return ImportResult(imported, time.perf_counter() - started)
 
 
 def _write_chunk(
-    conn: sqlite3.Connection, chunk: list[tuple[int, str, str]], now: datetime, tokens: _TokenFile | None
+    load: StateImport, chunk: list[tuple[int, str, str]], now: datetime, tokens: _TokenFile | None
 ) -> int:
     seen: dict[str, int] = {}
-    states: list[tuple[str, str, str, bytes]] = []
+    states: list[tuple[str, str, bytes]] = []
     for line, banner_id, name in chunk:
         try:
             banner = register_banner(banner_id, name, now)
@@ -136,22 +128,19 @@ def _write_chunk(
         if banner.id in seen:
             raise FleetFileError(line, f"banner id {banner.id!r} is also on line {seen[banner.id]}")
         seen[banner.id] = line
-        states.append((BANNER_ACTOR_TYPE, banner.id, BANNER_KEY, banner.model_dump_json().encode()))
-    marks = ",".join("?" * len(seen))
-    taken = conn.execute(
-        f"SELECT actor_id FROM actor_state WHERE actor_type=? AND key=? AND actor_id IN ({marks})",
-        (BANNER_ACTOR_TYPE, BANNER_KEY, *seen),
-    ).fetchall()
+        # The bytes the banner actor stores for it (runtimes/behaviour.py `_save`).
+        states.append((banner.id, BANNER_KEY, banner.model_dump_json().encode()))
+    taken = load.registered(BANNER_ACTOR_TYPE, BANNER_KEY, list(seen))
     if taken:
-        first = min(seen[actor_id] for (actor_id,) in taken)
+        first = min(seen[actor_id] for actor_id in taken)
         banner_id = next(b for b, line in seen.items() if line == first)
         raise FleetFileError(first, f"banner id {banner_id!r} is already registered (or earlier in the file)")
     if tokens is not None:
         for banner_id in seen:
             token, digest = new_device_token()
             tokens.write(banner_id, token)
-            states.append((BANNER_ACTOR_TYPE, banner_id, DEVICE_TOKEN_KEY, json.dumps(digest).encode()))
-    conn.executemany("INSERT INTO actor_state (actor_type, actor_id, key, value) VALUES (?, ?, ?, ?)", states)
+            states.append((banner_id, DEVICE_TOKEN_KEY, encode_state(digest)))
+    load.add(BANNER_ACTOR_TYPE, states)
     return len(seen)
 
 

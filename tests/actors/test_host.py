@@ -82,6 +82,9 @@ class Counter(Actor):
     async def forget(self, name: str) -> None:
         await self.unregister_reminder(name)
 
+    async def _private(self) -> None:
+        """Not callable from outside: private."""
+
     async def receive_reminder(self, name, state, due_time, period) -> None:
         if type(self).fail_reminders > 0:
             type(self).fail_reminders -= 1
@@ -120,16 +123,16 @@ def stored_rows(path: Path, sql: str) -> list[tuple]:
 
 
 async def test_thousand_concurrent_calls_to_one_actor_are_serialised(host):
-    results = await asyncio.gather(*(host.invoke("counter", "c1", "increment") for _ in range(1000)))
+    results = await asyncio.gather(*(host.call("counter", "c1", Counter.increment) for _ in range(1000)))
     assert sorted(results) == list(range(1, 1001))  # every turn saw the previous one: no lost update
-    assert await host.invoke("counter", "c1", "read") == 1000
+    assert await host.call("counter", "c1", Counter.read) == 1000
 
 
 async def test_calls_to_different_actors_overlap(host):
     started, release = asyncio.Event(), asyncio.Event()
-    blocked = asyncio.create_task(host.invoke("counter", "slow", "block", started, release))
+    blocked = asyncio.create_task(host.call("counter", "slow", Counter.block, started, release))
     await started.wait()
-    assert await host.invoke("counter", "other", "increment") == 1  # not stuck behind "slow"
+    assert await host.call("counter", "other", Counter.increment) == 1  # not stuck behind "slow"
     assert not blocked.done()
     release.set()
     await blocked
@@ -137,10 +140,10 @@ async def test_calls_to_different_actors_overlap(host):
 
 async def test_a_blocked_turn_holds_back_only_its_own_actor(host):
     started, release = asyncio.Event(), asyncio.Event()
-    blocked = asyncio.create_task(host.invoke("counter", "c1", "block", started, release))
+    blocked = asyncio.create_task(host.call("counter", "c1", Counter.block, started, release))
     await started.wait()
-    queued = asyncio.create_task(host.invoke("counter", "c1", "increment"))
-    await host.invoke("counter", "c2", "increment")
+    queued = asyncio.create_task(host.call("counter", "c1", Counter.increment))
+    await host.call("counter", "c2", Counter.increment)
     assert not queued.done()
     release.set()
     assert await queued == 1
@@ -148,41 +151,41 @@ async def test_a_blocked_turn_holds_back_only_its_own_actor(host):
 
 
 async def test_concurrent_first_calls_activate_once(host):
-    await asyncio.gather(*(host.invoke("counter", "fresh", "increment") for _ in range(50)))
+    await asyncio.gather(*(host.call("counter", "fresh", Counter.increment) for _ in range(50)))
     assert Counter.activations == 1
     assert host.active_count == 1
 
 
 async def test_reply_comes_after_the_write_is_durable(host, tmp_path):
-    await host.invoke("counter", "c1", "increment", 41)
+    await host.call("counter", "c1", Counter.increment, 41)
     assert stored_rows(tmp_path, "SELECT value FROM actor_state WHERE actor_id='c1'") == [(b"41",)]
 
 
 async def test_failing_turn_leaves_no_partial_state(host, tmp_path):
-    await host.invoke("counter", "c1", "increment", 5)
+    await host.call("counter", "c1", Counter.increment, 5)
     events_before = Counter.fired[:]
     with pytest.raises(RuntimeError, match="boom"):
-        await host.invoke("counter", "c1", "break_after_writing")
-    assert await host.invoke("counter", "c1", "read") == 5
+        await host.call("counter", "c1", Counter.break_after_writing)
+    assert await host.call("counter", "c1", Counter.read) == 5
     assert stored_rows(tmp_path, "SELECT value FROM actor_state WHERE actor_id='c1'") == [(b"5",)]
     assert stored_rows(tmp_path, "SELECT name FROM reminders") == []  # the failed turn's reminder is gone too
     assert Counter.fired == events_before
 
 
 async def test_mutating_a_read_value_then_failing_does_not_corrupt_state(host):
-    await host.invoke("counter", "c1", "set_items", ["a"])
+    await host.call("counter", "c1", Counter.set_items, ["a"])
     with pytest.raises(RuntimeError):
-        await host.invoke("counter", "c1", "mutate_in_place_then_fail")
-    assert await host.invoke("counter", "c1", "get_items") == ["a"]
+        await host.call("counter", "c1", Counter.mutate_in_place_then_fail)
+    assert await host.call("counter", "c1", Counter.get_items) == ["a"]
 
 
 async def test_events_reach_the_sink_after_commit_in_turn_order(tmp_path):
     host, events = make_host(tmp_path)
     await host.start()
     try:
-        await asyncio.gather(*(host.invoke("counter", "c1", "increment") for _ in range(100)))
+        await asyncio.gather(*(host.call("counter", "c1", Counter.increment) for _ in range(100)))
         with pytest.raises(RuntimeError):
-            await host.invoke("counter", "c1", "break_after_writing")
+            await host.call("counter", "c1", Counter.break_after_writing)
     finally:
         await host.stop()
     assert events == [("c1", ("n", i)) for i in range(1, 101)]
@@ -193,10 +196,10 @@ async def test_idle_actors_leave_memory_and_come_back_with_their_state(tmp_path)
     await host.start()
     try:
         for i in range(20):
-            await host.invoke("counter", f"c{i}", "increment", i)
+            await host.call("counter", f"c{i}", Counter.increment, i)
         await eventually(lambda: host.active_count == 0, what="idle actors to be deactivated")
         assert Counter.deactivations == 20
-        assert await host.invoke("counter", "c7", "read") == 7
+        assert await host.call("counter", "c7", Counter.read) == 7
         assert Counter.activations == 21
     finally:
         await host.stop()
@@ -208,7 +211,7 @@ async def test_a_large_idle_sweep_lets_other_tasks_run_between_chunks(tmp_path):
     host, _ = make_host(tmp_path, idle_timeout=2.0)
     await host.start()
     try:
-        await asyncio.gather(*(host.invoke("counter", f"c{i}", "increment") for i in range(2000)))
+        await asyncio.gather(*(host.call("counter", f"c{i}", Counter.increment) for i in range(2000)))
         seen: list[int] = []
         while host.active_count:
             seen.append(host.active_count)
@@ -222,17 +225,24 @@ async def test_a_large_idle_sweep_lets_other_tasks_run_between_chunks(tmp_path):
 
 
 async def test_actor_without_state_is_not_kept_in_memory(host):
-    assert await host.invoke("counter", "ghost", "read") is None
+    assert await host.call("counter", "ghost", Counter.read) is None
     await eventually(lambda: host.active_count == 0, what="stateless actor to be dropped")
 
 
-async def test_unknown_actor_type_and_method_are_refused(host):
+class Stranger(Actor):
+    """An actor class that is not registered: its methods are not the counter's."""
+
+    async def read(self) -> int | None:
+        return 0
+
+
+async def test_unknown_actor_types_and_methods_the_class_does_not_expose_are_refused(host):
     with pytest.raises(UnknownActorType):
-        await host.invoke("nope", "x", "read")
-    with pytest.raises(UnknownActorMethod):
-        await host.invoke("counter", "x", "on_activate")
-    with pytest.raises(UnknownActorMethod):
-        await host.invoke("counter", "x", "_private")
+        await host.call("nope", "x", Counter.read)
+    for method in (Counter.on_activate, Counter._private, Stranger.read):
+        with pytest.raises(UnknownActorMethod):
+            await host.call("counter", "x", method)
+    assert host.active_count == 0  # refused before any activation
 
 
 async def test_calls_after_stop_are_refused(tmp_path):
@@ -240,7 +250,7 @@ async def test_calls_after_stop_are_refused(tmp_path):
     await host.start()
     await host.stop()
     with pytest.raises(RuntimeClosed):
-        await host.invoke("counter", "c1", "read")
+        await host.call("counter", "c1", Counter.read)
 
 
 async def test_failed_activation_fails_the_call_and_the_next_call_retries(host, monkeypatch):
@@ -251,14 +261,14 @@ async def test_failed_activation_fails_the_call_and_the_next_call_retries(host, 
 
     monkeypatch.setattr(Counter, "on_activate", broken)
     with pytest.raises(ActivationFailed, match="disk went away"):
-        await host.invoke("counter", "c1", "read")
+        await host.call("counter", "c1", Counter.read)
     monkeypatch.setattr(Counter, "on_activate", original)
-    assert await host.invoke("counter", "c1", "increment") == 1
+    assert await host.call("counter", "c1", Counter.increment) == 1
 
 
 async def test_one_shot_reminder_fires_at_its_due_time_and_is_removed(host, tmp_path):
     registered = time.time()
-    await host.invoke("counter", "c1", "remind", "once", 0.2)
+    await host.call("counter", "c1", Counter.remind, "once", 0.2)
     await eventually(lambda: len(Counter.fired) == 1, what="the reminder to fire")
     actor_id, name, fired_at = Counter.fired[0]
     assert (actor_id, name) == ("c1", "once")
@@ -268,16 +278,16 @@ async def test_one_shot_reminder_fires_at_its_due_time_and_is_removed(host, tmp_
 
 
 async def test_periodic_reminder_repeats_until_unregistered(host, tmp_path):
-    await host.invoke("counter", "c1", "remind", "tick", 0.01, 0.02)
+    await host.call("counter", "c1", Counter.remind, "tick", 0.01, 0.02)
     await eventually(lambda: len(Counter.fired) >= 3, what="three ticks")
-    await host.invoke("counter", "c1", "forget", "tick")
+    await host.call("counter", "c1", Counter.forget, "tick")
     assert stored_rows(tmp_path, "SELECT name FROM reminders") == []
     await eventually(lambda: host.reminders_in_memory == 0, what="the tick to leave the scheduler")
 
 
 async def test_reregistering_a_reminder_replaces_it(host, tmp_path):
-    await host.invoke("counter", "c1", "remind", "r", 3600)
-    await host.invoke("counter", "c1", "remind", "r", 0.05)
+    await host.call("counter", "c1", Counter.remind, "r", 3600)
+    await host.call("counter", "c1", Counter.remind, "r", 0.05)
     await eventually(lambda: len(Counter.fired) == 1, what="the replacement to fire")
     await eventually(lambda: not stored_rows(tmp_path, "SELECT name FROM reminders"), what="the row to go")
     # the replaced one-hour registration is not waiting anywhere either
@@ -286,7 +296,7 @@ async def test_reregistering_a_reminder_replaces_it(host, tmp_path):
 
 async def test_failing_reminder_handler_is_retried(host):
     Counter.fail_reminders = 1
-    await host.invoke("counter", "c1", "remind", "retry-me", 0.01)
+    await host.call("counter", "c1", Counter.remind, "retry-me", 0.01)
     await eventually(lambda: len(Counter.fired) == 1, what="the retried reminder")
     assert Counter.fail_reminders == 0
 
@@ -295,8 +305,8 @@ async def test_overdue_reminders_fire_after_a_restart(tmp_path):
     now = [1_000_000.0]
     host, _ = make_host(tmp_path, clock=lambda: now[0])
     await host.start()
-    await host.invoke("counter", "c1", "remind", "late", 30)
-    await host.invoke("counter", "c2", "remind", "later", 60)
+    await host.call("counter", "c1", Counter.remind, "late", 30)
+    await host.call("counter", "c2", Counter.remind, "later", 60)
     await host.stop()
     assert len(stored_rows(tmp_path, "SELECT name FROM reminders")) == 2
 
@@ -316,7 +326,7 @@ async def test_scheduler_pages_reminders_instead_of_loading_all(tmp_path):
     await host.start()
     try:
         await asyncio.gather(
-            *(host.invoke("counter", f"c{i}", "remind", "r", 0.2 + i / 500) for i in range(200))
+            *(host.call("counter", f"c{i}", Counter.remind, "r", 0.2 + i / 500) for i in range(200))
         )
         assert host.reminders_in_memory <= 20  # two pages at most, not 200
         peak = 0

@@ -144,7 +144,7 @@ async def overdue_after_restart(tmp_path: Path, lamps: int, clock: FakeClock | N
     first = Setup(tmp_path, clock=clock)
     await first.host.start()
     await asyncio.gather(
-        *(first.host.invoke("lamp", f"l{i:03d}", "light", "party", 30) for i in range(lamps))
+        *(first.host.call("lamp", f"l{i:03d}", Lamp.light, "party", 30) for i in range(lamps))
     )
     await first.host.stop()
     clock.now += 3600
@@ -162,7 +162,7 @@ async def test_overdue_reminders_fire_in_batches_after_a_restart(tmp_path):
         assert s.rows("SELECT count(*) FROM reminders") == [(0,)]
         assert s.rows("SELECT DISTINCT value FROM actor_state") == [(b"null",)]
         await eventually(lambda: s.host.active_count == 0, what="placeholders to go")
-        assert await s.host.invoke("lamp", "l007", "lit") is None  # activation reads the batch's state
+        assert await s.host.call("lamp", "l007", Lamp.lit) is None  # activation reads the batch's state
     finally:
         await s.host.stop()
 
@@ -171,12 +171,12 @@ async def test_actors_do_not_stay_in_memory_after_a_wave(tmp_path):
     s = Setup(tmp_path, idle_timeout=3600)  # idle deactivation would take an hour
     await s.host.start()
     try:
-        await asyncio.gather(*(s.host.invoke("lamp", f"l{i}", "light", "x", 0.2) for i in range(100)))
+        await asyncio.gather(*(s.host.call("lamp", f"l{i}", Lamp.light, "x", 0.2) for i in range(100)))
         assert s.host.active_count == 100
         await eventually(lambda: len(s.offs()) == 100, what="the wave of reminders")
         assert Lamp.turned_off_in_turns == 0  # the lamps were in memory but idle: batched too
         await eventually(lambda: s.host.active_count == 0, what="the lamps to leave memory")
-        assert await s.host.invoke("lamp", "l5", "lit") is None
+        assert await s.host.call("lamp", "l5", Lamp.lit) is None
     finally:
         await s.host.stop()
 
@@ -197,14 +197,14 @@ async def test_call_during_a_batch_waits_for_it_and_sees_its_result(tmp_path):
     await s.host.start()
     try:
         await reading.wait()
-        call = asyncio.create_task(s.host.invoke("lamp", "l001", "relight", "later"))
-        await s.host.invoke("lamp", "other", "light", "x", 3600)  # other actors are not held up
+        call = asyncio.create_task(s.host.call("lamp", "l001", Lamp.relight, "later"))
+        await s.host.call("lamp", "other", Lamp.light, "x", 3600)  # other actors are not held up
         await asyncio.sleep(0.05)  # the blocked call has every chance to overtake the batch (it must not)
         assert not call.done()
         go_on.set()
         assert await call is None  # it ran after the batch switched the lamp off
         assert s.events.index(("off", "l001", "party")) < s.events.index(("lit", "l001", "later"))
-        assert await s.host.invoke("lamp", "l001", "lit") == "later"
+        assert await s.host.call("lamp", "l001", Lamp.lit) == "later"
         assert Lamp.turned_off_in_turns == 0
     finally:
         await s.host.stop()
@@ -228,9 +228,9 @@ async def test_call_to_a_resident_actor_during_its_batch_write_waits(setup):
         return asyncio.ensure_future(later())
 
     store.write_batch = slow_write  # type: ignore[method-assign]
-    await s.host.invoke("lamp", "l1", "light", "party", 0.05)
+    await s.host.call("lamp", "l1", Lamp.light, "party", 0.05)
     await writing.wait()
-    call = asyncio.create_task(s.host.invoke("lamp", "l1", "relight", "later"))
+    call = asyncio.create_task(s.host.call("lamp", "l1", Lamp.relight, "later"))
     await asyncio.sleep(0.05)
     assert not call.done()
     go_on.set()
@@ -241,14 +241,14 @@ async def test_call_to_a_resident_actor_during_its_batch_write_waits(setup):
         ("lit", "l1", "later"),
     ]
     assert s.host.active_count == 1  # it had a caller waiting: it stays, with the batch's state
-    assert await s.host.invoke("lamp", "l1", "lit") == "later"
+    assert await s.host.call("lamp", "l1", Lamp.lit) == "later"
 
 
 async def test_busy_actor_gets_its_reminder_in_a_turn_of_its_own(setup):
     s = setup
     started, release = asyncio.Event(), asyncio.Event()
-    await s.host.invoke("lamp", "l1", "light", "party", 0.05)
-    busy = asyncio.create_task(s.host.invoke("lamp", "l1", "hold", started, release))
+    await s.host.call("lamp", "l1", Lamp.light, "party", 0.05)
+    busy = asyncio.create_task(s.host.call("lamp", "l1", Lamp.hold, started, release))
     await started.wait()
     activation = s.host._active[("lamp", "l1")]
     await eventually(lambda: activation.waiting == 1, what="the due reminder to queue behind the turn")
@@ -280,7 +280,7 @@ async def test_failing_batch_write_is_retried_and_never_half_applied(tmp_path):
         assert s.offs() == []
         assert s.rows("SELECT count(*) FROM reminders") == [(20,)]
         assert s.rows("SELECT DISTINCT value FROM actor_state") == [(b'"party"',)]
-        assert await s.host.invoke("lamp", "l003", "lit") == "party"  # its actor went back to normal
+        assert await s.host.call("lamp", "l003", Lamp.lit) == "party"  # its actor went back to normal
         with sqlite3.connect(tmp_path / "actors.db") as conn:
             conn.execute("DELETE FROM fail")
         assert s.offs() == []  # no retry before its backoff ...
@@ -310,8 +310,8 @@ async def test_handler_failure_retries_only_that_reminder(tmp_path):
 
 async def test_replaced_reminder_is_not_fired_by_a_batch(setup):
     s = setup
-    await s.host.invoke("lamp", "l1", "light", "old", 0.1)
-    await s.host.invoke("lamp", "l1", "light", "new", 0.3)  # replaces the reminder
+    await s.host.call("lamp", "l1", Lamp.light, "old", 0.1)
+    await s.host.call("lamp", "l1", Lamp.light, "new", 0.3)  # replaces the reminder
     started = time.monotonic()
     await eventually(lambda: s.offs() == ["l1"], what="the new reminder")
     assert time.monotonic() - started >= 0.15

@@ -130,3 +130,25 @@ def test_a_new_database_on_a_full_disk_is_refused_with_a_clear_error(disk):
     fill(disk)
     with pytest.raises(StoreError, match="cannot use .*actors.db"):
         SqliteStore(disk / "actors.db").verify()
+
+
+async def test_a_bulk_import_is_one_transaction_all_or_nothing_and_reads_back_like_turns(tmp_path):
+    path = tmp_path / "actors.db"
+    store = SqliteStore(path)
+    with pytest.raises(RuntimeError, match="bad row"), store.bulk_import() as load:
+        load.add("lamp", [("l1", "on", b"true")])
+        raise RuntimeError("bad row")  # the importer gives up half-way: nothing of it is kept
+    with store.bulk_import(field_indexes=[("lamp", "name")]) as load:
+        load.add("lamp", [("l1", "lamp", b'{"name":"Porch"}'), ("l2", "lamp", b'{"name":"Hall"}')])
+        assert load.registered("lamp", "lamp", ["l1", "l3"]) == {"l1"}  # earlier in the same import
+        with pytest.raises(StoreError, match="importing into"):
+            load.add("lamp", [("l1", "lamp", b"{}")])  # an entry that exists already
+    store.open(asyncio.get_running_loop())
+    try:
+        assert await store.read_actor("lamp", "l2") == {"lamp": b'{"name":"Hall"}'}
+        assert [actor for actor, _ in store.search_state("lamp", "lamp", "name", "por", None, 10)] == ["l1"]
+    finally:
+        await store.close()
+    with sqlite3.connect(path) as conn:
+        indexes = {name for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type='index'")}
+    assert "state_lamp_name" in indexes

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import sqlite3
 from collections import Counter
 
@@ -17,6 +18,18 @@ async def test_register_then_read_a_banner(server):
     body = (await server.client.get("/api/v1/banners/n123ab")).json()
     assert body["id"] == "n123ab" and body["name"] == "Cessna N123AB"
     assert body["message"] is None and body["version"] == 1
+
+
+async def test_the_registration_answer_is_the_stored_banner_with_its_token(server):
+    """Built from the banner's stored JSON, the answer is what a JSON encoder gives for the same object."""
+    created = await server.create("z1", 'Zürich ✈ "north"')
+    body = created.json()
+    token = body.pop("device_token")
+    stored = await server.client.get("/api/v1/banners/z1")
+    assert body == stored.json() and len(token) >= 32
+    expected = json.dumps({**stored.json(), "device_token": token}, ensure_ascii=False, separators=(",", ":"))
+    assert created.content == expected.encode()
+    assert created.headers["content-type"] == "application/json"
 
 
 async def test_registering_an_existing_id_is_a_conflict(server):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+import sqlite3
 from datetime import datetime
 
 import pytest
@@ -261,3 +262,41 @@ def test_the_fast_path_can_be_turned_off_for_the_benchmark(tmp_path):
 
     assert create_app(Settings(data_dir=tmp_path)).fast_submit is not None
     assert create_app(Settings(data_dir=tmp_path, submit_fast_path=False)).fast_submit is None
+
+
+async def test_a_submit_serialises_its_banner_once_for_the_store_the_frame_and_the_reply(
+    start_server, monkeypatch
+):
+    """Both paths answer with the bytes the actor stored and published (one `model_dump_json` a submit)."""
+    from airdisplay.domain import Banner
+
+    server = await start_server()
+    published = []
+    server.runtime.event_bus.subscribe(lambda event: published.append((event, event.frame)))
+    calls = []
+    dump = Banner.model_dump_json
+
+    def counted(self, **kwargs):
+        calls.append(self.version)
+        return dump(self, **kwargs)
+
+    monkeypatch.setattr(Banner, "model_dump_json", counted)
+    for fast in (True, False):
+        banner = f"once{int(fast)}"
+        await server.create(banner)
+        published.clear()
+        calls.clear()
+        response = await send(server, f"/api/v1/banners/{banner}/message", JSON_TEXT, {}, fast=fast)
+        assert response.status_code == 201
+        ((event, frame),) = published
+        assert calls == [event.version], "the banner was serialised more than once"
+        assert response.content == event.change.banner_json
+        assert json.loads(frame)["banner"] == json.loads(event.change.banner_json)
+        conn = sqlite3.connect(server.data_dir / "airdisplay.db")
+        try:
+            (stored,) = conn.execute(
+                "SELECT value FROM actor_state WHERE actor_id=? AND key='banner'", (banner,)
+            ).fetchone()
+        finally:
+            conn.close()
+        assert stored == event.change.banner_json

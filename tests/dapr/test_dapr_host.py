@@ -9,12 +9,15 @@ a real daprd, placement and scheduler: tests/dapr/test_real_cluster.py and the b
 from __future__ import annotations
 
 import base64
+import inspect
 import json
 
 import httpx
 import pytest
+from dapr.actor.runtime._type_utils import get_dispatchable_attrs
 from dapr.serializers import DefaultJSONSerializer
 
+from airdisplay.runtimes.behaviour import BannerBehaviour
 from airdisplay.runtimes.dapr import BannerActor, PlainJSONSerializer
 from tests.api.conftest import start_server  # noqa: F401 - the fixture
 from tests.api.test_stream import StreamClient
@@ -47,10 +50,10 @@ async def test_app_serves_daprd_config_and_subscription(dapr_server):
 
 async def test_actor_methods_answer_with_envelopes_on_the_sdk_routes(dapr_server):
     client = dapr_server.client
-    created = await client.put("/actors/BannerActor/b1/method/Register", json={"name": "Direct"})
+    created = await client.put("/actors/BannerActor/b1/method/register", json={"name": "Direct"})
     assert created.status_code == 200 and created.json()["ok"] is True
     assert created.json()["value"]["banner"]["version"] == 1
-    missing = (await client.put("/actors/BannerActor/nobody/method/Get", json={})).json()
+    missing = (await client.put("/actors/BannerActor/nobody/method/get", json={})).json()
     assert missing == {
         "ok": False,
         "error": {
@@ -60,7 +63,7 @@ async def test_actor_methods_answer_with_envelopes_on_the_sdk_routes(dapr_server
         },
     }
     assert (await client.delete("/actors/BannerActor/b1")).status_code == 200  # daprd deactivating it
-    again = (await client.put("/actors/BannerActor/b1/method/Get", json={})).json()
+    again = (await client.put("/actors/BannerActor/b1/method/get", json={})).json()
     assert again["ok"] and again["value"]["name"] == "Direct"  # reactivated from the state store
 
 
@@ -75,8 +78,8 @@ async def test_calls_go_through_the_sidecar_and_events_come_back_over_pubsub(dap
     finally:
         await stream.close()
     calls = dapr_server.daprd.calls
-    assert "PUT /v1.0/actors/BannerActor/b1/method/Register" in calls
-    assert "PUT /v1.0/actors/BannerActor/b1/method/Submit" in calls
+    assert "PUT /v1.0/actors/BannerActor/b1/method/register" in calls
+    assert "PUT /v1.0/actors/BannerActor/b1/method/submit" in calls
     kinds = [e["data"]["kind"] for e in dapr_server.daprd.published]
     assert kinds == ["created", "message_shown"]
 
@@ -140,15 +143,32 @@ async def test_pubsub_delivery_route_fans_out_and_drops_malformed_events(dapr_se
 
 async def test_daprd_facing_routes_need_the_app_token_when_one_is_set(start_server, monkeypatch):  # noqa: F811
     server = await start_server(runtime="dapr", app_api_token="from-daprd")
+    token = {"dapr-api-token": "from-daprd"}
     # The double does not send the token, so drive the guarded routes directly.
     async with httpx.AsyncClient(base_url=server.url) as client:
-        assert (await client.get("/dapr/config")).status_code == 401
-        assert (await client.put("/actors/BannerActor/b1/method/Get", json={})).status_code == 401
-        ok = await client.put(
-            "/actors/BannerActor/b1/method/Get", json={}, headers={"dapr-api-token": "from-daprd"}
-        )
+        refused = await client.get("/dapr/config")
+        assert refused.status_code == 401
+        assert refused.headers["x-content-type-options"] == "nosniff"  # inside the app's middleware
+        assert (await client.put("/actors/BannerActor/b1/method/get", json={})).status_code == 401
+        assert (await client.post("/events/pubsub/banner-changes", json={})).status_code == 401
+        # Every path under the daprd-facing prefixes is guarded, not only the routes that exist.
+        assert (await client.get("/dapr/no-such-route")).status_code == 401
+        assert (await client.get("/dapr/no-such-route", headers=token)).status_code == 404
+        ok = await client.put("/actors/BannerActor/b1/method/get", json={}, headers=token)
         assert ok.status_code == 200
         assert (await client.get("/healthz")).status_code == 200  # the app's own routes are not affected
+        assert (await client.get("/api/v1/banners")).status_code == 200
+
+
+def test_the_wire_names_daprd_calls_are_the_names_of_the_banner_turns():
+    """One set of operation names for both runtimes: the embedded one calls the BannerBehaviour turns,
+    daprd calls the Dapr actor's methods by these names."""
+    turns = {
+        name
+        for name, _ in inspect.getmembers(BannerBehaviour, inspect.iscoroutinefunction)
+        if not name.startswith("_") and name != "receive_reminder"  # daprd's own reminder route
+    }
+    assert set(get_dispatchable_attrs(BannerActor)) == turns
 
 
 async def test_the_fleet_listing_answers_503_not_500_when_its_redis_fails(dapr_server, monkeypatch):

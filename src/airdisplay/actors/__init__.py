@@ -2,11 +2,13 @@
 
 from ._actor import ActivationStatus, Actor, ActorContext
 from ._batching import BatchHandler, ReminderBatching, ReminderEffect
+from ._bulk import StateImport
 from ._host import DEFAULT_IDLE_TIMEOUT, ActorHost
 from ._lock import StoreLock
 from ._records import ReminderRecord
 from ._state import ActorStateManager
-from ._store import SqliteStore, field_index_sql
+from ._state import encode as encode_state
+from ._store import Durability, SqliteStore, field_index_sql
 from .exceptions import (
     ActivationFailed,
     RuntimeClosed,
@@ -26,16 +28,19 @@ __all__ = [
     "ActorHost",
     "ActorStateManager",
     "BatchHandler",
+    "Durability",
     "ReminderBatching",
     "ReminderEffect",
     "ReminderRecord",
     "RuntimeClosed",
     "SqliteStore",
-    "field_index_sql",
+    "StateImport",
     "StoreError",
     "StoreInUse",
     "StoreLock",
     "StoreReadOnly",
     "UnknownActorMethod",
     "UnknownActorType",
+    "encode_state",
+    "field_index_sql",
 ]

@@ -35,7 +35,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
-from typing import Any, TypeVar
+from typing import Concatenate, ParamSpec, TypeVar, cast
 
 from ._activation import Activation, Activations
 from ._actor import ActivationStatus, Actor, ActorContext
@@ -49,6 +49,8 @@ from .exceptions import ActivationFailed, RuntimeClosed, UnknownActorMethod, Unk
 log = logging.getLogger("airdisplay.actors")
 
 T = TypeVar("T")
+A = TypeVar("A")
+P = ParamSpec("P")
 ActorFactory = Callable[[ActorContext], Actor]
 
 #: Default idle time before an actor leaves memory (Dapr's default actorIdleTimeout is 60 min). Banners
@@ -79,7 +81,8 @@ class ActorHost:
         self._clock = clock
         self._idle_timeout = idle_timeout
         self._event_sink = event_sink
-        self._types: dict[str, tuple[ActorFactory, frozenset[str]]] = {}
+        #: Per actor type: its factory and the methods callers may call (the functions themselves).
+        self._types: dict[str, tuple[ActorFactory, frozenset[object]]] = {}
         self._batching: dict[str, ReminderBatching] = {}
         self._active: Activations = OrderedDict()
         self._scheduler = ReminderScheduler(
@@ -108,8 +111,9 @@ class ActorHost:
     ) -> None:
         """Make actors of `actor_class` reachable under `actor_type`, built by `factory` (default: the class).
 
-        Callable methods are the public coroutine methods the class adds to Actor. With `batching`, the
-        reminders it names are handled in batches where the actor is not busy (see _batching.py).
+        Callable methods are the public coroutine methods the class adds to Actor, named by the function
+        (`Counter.increment`). With `batching`, the reminders it names are handled in batches where the
+        actor is not busy (see _batching.py).
         """
         if batching is None:
             self._batching.pop(actor_type, None)
@@ -117,8 +121,8 @@ class ActorHost:
             self._batching[actor_type] = batching
         base = set(dir(Actor))
         methods = frozenset(
-            name
-            for name, _ in inspect.getmembers(actor_class, inspect.iscoroutinefunction)
+            method
+            for name, method in inspect.getmembers(actor_class, inspect.iscoroutinefunction)
             if not name.startswith("_") and name not in base
         )
         self._types[actor_type] = (factory or actor_class, methods)
@@ -155,18 +159,32 @@ class ActorHost:
 
     # -- calls -------------------------------------------------------------------------------------
 
-    async def invoke(self, actor_type: str, actor_id: str, method: str, *args: Any, **kwargs: Any) -> Any:
-        """Call `method` on actor (actor_type, actor_id) in a turn of its own and return its result."""
+    async def call(
+        self,
+        actor_type: str,
+        actor_id: str,
+        method: Callable[Concatenate[A, P], Awaitable[T]],
+        /,
+        *args: P.args,
+        **kwargs: P.kwargs,
+    ) -> T:
+        """Call `method` (`Counter.increment`) on actor (actor_type, actor_id) in a turn of its own.
+
+        `method` must be one the actor type's class exposes (UnknownActorMethod otherwise), so the actor
+        the turn runs on is an instance of its class.
+        """
         _, methods = self._type(actor_type)
         if method not in methods:
-            raise UnknownActorMethod(f"actor type {actor_type!r} has no method {method!r}")
+            name = getattr(method, "__qualname__", method)
+            raise UnknownActorMethod(f"actor type {actor_type!r} has no method {name!r}")
         act = await self._acquire(actor_type, actor_id)
         try:
-            return await self._turn(act, lambda actor: getattr(actor, method)(*args, **kwargs))
+            # The method is one of the class's, so the actor is an A (the type's factory builds it).
+            return await self._turn(act, lambda actor: method(cast(A, actor), *args, **kwargs))
         finally:
             self._release(act)
 
-    def _type(self, actor_type: str) -> tuple[ActorFactory, frozenset[str]]:
+    def _type(self, actor_type: str) -> tuple[ActorFactory, frozenset[object]]:
         try:
             return self._types[actor_type]
         except KeyError:

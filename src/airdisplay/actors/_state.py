@@ -11,27 +11,39 @@ _MISSING = object()
 
 
 def encode(value: Any) -> bytes:
-    """Our own JSON encoding of a state value: plain JSON, no type guessing on the way back."""
+    """Our own JSON encoding of a state value: plain JSON, no type guessing on the way back.
+
+    `bytes` are JSON encoded already (a model's `model_dump_json`) and are stored as they are, the way
+    Dapr's state serializer here passes them through (runtimes/dapr/_serializer.py).
+    """
+    if isinstance(value, bytes):
+        return value
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
 
 
 def decode(raw: bytes) -> Any:
+    """A stored value: a JSON object as its bytes, for its owner's model to parse (Pydantic's
+    `model_validate_json` takes half the time of `json.loads` and validating the dict); anything else
+    decoded."""
+    if raw[:1] == b"{":
+        return raw
     return json.loads(raw)
 
 
 class ActorStateManager:
     """Key/value state of one actor, read and written like Dapr's actor state manager.
 
-    Values are JSON-compatible Python values. Changes made during a turn stay pending until the turn's
-    write is durable (`commit`) or are thrown away when the turn fails (`rollback`), so a failed turn
-    never leaves partial state behind for the next one.
+    Values are JSON-compatible Python values, or `bytes` holding JSON already encoded. A JSON object is
+    read back as its stored bytes (see `decode`), other values decoded. Changes made during a turn stay
+    pending until the turn's write is durable (`commit`) or are thrown away when the turn fails
+    (`rollback`), so a failed turn never leaves partial state behind for the next one.
     """
 
     __slots__ = ("_committed", "_pending", "_encoded")
 
     def __init__(self, stored: dict[str, bytes]) -> None:
         # Committed values stay encoded and are decoded on every read, so an actor that mutates a value
-        # it read and then fails cannot corrupt the committed state (~3 us per read of a banner).
+        # it read and then fails cannot corrupt the committed state (objects: the immutable bytes).
         self._committed: dict[str, bytes] = dict(stored)
         self._pending: dict[str, Any] = {}
         self._encoded: dict[str, bytes] = {}

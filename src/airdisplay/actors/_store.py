@@ -38,10 +38,11 @@ import queue
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, Literal, cast
+from typing import Any, Literal, NamedTuple
 
+from ._bulk import StateImport
 from ._records import ReminderBatchWrite, ReminderRecord, TurnWrite
 from ._transactions import T, Write, actors_changed, apply_batch, transaction, write_fault
 from .exceptions import StoreError, StoreReadOnly
@@ -89,9 +90,20 @@ CHECKPOINT_SECONDS = 1.0
 PROBE_SECONDS = 1.0
 #: The VFS that keeps the WAL index in process memory, used when the disk has no room for <database>-shm.
 HEAP_INDEX_VFS = "unix-excl"
-_STOP = object()
-_Read = tuple[Callable[[sqlite3.Connection], Any], "asyncio.Future[Any]"]
-_Item = tuple[Write, "asyncio.Future[bool]"]
+
+
+class _QueuedRead(NamedTuple):
+    """A read waiting for the reader thread, and the future its result goes to."""
+
+    read: Callable[[sqlite3.Connection], Any]
+    future: asyncio.Future[Any]
+
+
+class _QueuedWrite(NamedTuple):
+    """A turn's or a reminder batch's write waiting for the writer thread, and the future for its outcome."""
+
+    write: Write
+    future: asyncio.Future[bool]
 
 
 class SqliteStore:
@@ -100,12 +112,13 @@ class SqliteStore:
     def __init__(self, path: Path, *, durability: Durability = "full") -> None:
         self.path = path
         self.durability = durability
-        self._queue: queue.SimpleQueue[_Item | object] = queue.SimpleQueue()
+        # None on either queue (put by `close`): its thread finishes what it holds and stops.
+        self._queue: queue.SimpleQueue[_QueuedWrite | None] = queue.SimpleQueue()
         self._reader: sqlite3.Connection | None = None
         self._writer: sqlite3.Connection | None = None
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._reads: queue.SimpleQueue[object] = queue.SimpleQueue()
+        self._reads: queue.SimpleQueue[_QueuedRead | None] = queue.SimpleQueue()
         self._activation_reader: threading.Thread | None = None
         self._checkpointer: threading.Thread | None = None
         self._stop_checkpoints = threading.Event()
@@ -128,6 +141,31 @@ class SqliteStore:
         """
         self._open_connections()
         self._close_connections()
+
+    @contextlib.contextmanager
+    def bulk_import(self, *, field_indexes: Sequence[tuple[str, str]] = ()) -> Iterator[StateImport]:
+        """One transaction for writing many actors' state while no host has the store open (_bulk.py).
+
+        Creates the database if needed, with the same checks as `open`. When the block ends, the indexes
+        `search_state` uses for `field_indexes` ((key, field) pairs) are built if missing, after the
+        inserts and in their transaction: built on a server's first start instead, an index held a
+        10,000,000-banner start-up for 15 s (bench/registered_memory.py). Then it commits; if the block
+        raises, nothing of it is kept.
+        """
+        self.verify()
+        conn = self._connect()
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            yield StateImport(conn, self.path)
+            for key, field in field_indexes:
+                conn.execute(field_index_sql(key, field))
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            raise StoreError(f"importing into {self.path} failed: {exc}") from None
+        finally:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            conn.close()
 
     def open(self, loop: asyncio.AbstractEventLoop) -> None:
         """Open (or create) the database; raise StoreError with a clear reason if it cannot be used.
@@ -217,11 +255,11 @@ class SqliteStore:
     async def close(self) -> None:
         """Commit what is queued, stop the writer and the reader, and close the file."""
         if self._activation_reader is not None:
-            self._reads.put(_STOP)
+            self._reads.put(None)
             await asyncio.to_thread(self._activation_reader.join)
             self._activation_reader = None
         if self._thread is not None:
-            self._queue.put(_STOP)
+            self._queue.put(None)
             await asyncio.to_thread(self._thread.join)
             self._thread = None
         if self._checkpointer is not None:
@@ -308,7 +346,7 @@ class SqliteStore:
         if self._activation_reader is None or self._loop is None:
             raise StoreError("the store is not open")
         future: asyncio.Future[Any] = self._loop.create_future()
-        self._reads.put((read, future))
+        self._reads.put(_QueuedRead(read, future))
         return await future
 
     def _read_loop(self, conn: sqlite3.Connection) -> None:
@@ -316,9 +354,9 @@ class SqliteStore:
         loop = self._loop
         while True:
             first = self._reads.get()
-            if first is _STOP:
+            if first is None:
                 break
-            batch = [first]
+            batch: list[_QueuedRead | None] = [first]
             while len(batch) < MAX_BATCH:
                 try:
                     batch.append(self._reads.get_nowait())
@@ -327,10 +365,10 @@ class SqliteStore:
             outcomes: list[tuple[asyncio.Future[Any], object]] = []
             stopping = False
             for item in batch:
-                if item is _STOP:
+                if item is None:
                     stopping = True
                     continue
-                read, future = cast(_Read, item)
+                read, future = item
                 try:
                     outcomes.append((future, read(conn)))
                 except Exception as exc:  # a failed read fails its caller, never the thread
@@ -400,7 +438,7 @@ class SqliteStore:
         if self._thread is None or self._loop is None:
             raise StoreError("the store is not open")
         future: asyncio.Future[bool] = self._loop.create_future()
-        self._queue.put((turn, future))
+        self._queue.put(_QueuedWrite(turn, future))
         return future
 
     def write_batch(self, batch: ReminderBatchWrite) -> asyncio.Future[bool]:
@@ -408,7 +446,7 @@ class SqliteStore:
         if self._thread is None or self._loop is None:
             raise StoreError("the store is not open")
         future: asyncio.Future[bool] = self._loop.create_future()
-        self._queue.put((batch, future))
+        self._queue.put(_QueuedWrite(batch, future))
         return future
 
     def _write_loop(self) -> None:
@@ -421,20 +459,20 @@ class SqliteStore:
             except queue.Empty:
                 self._probe(conn)
                 continue
-            if first is _STOP:
+            if first is None:
                 break
-            items: list[_Item] = [first]  # type: ignore[list-item]
-            size = actors_changed(first[0])  # type: ignore[index]
+            items = [first]
+            size = actors_changed(first.write)
             while size < MAX_BATCH:
                 try:
                     nxt = self._queue.get_nowait()
                 except queue.Empty:
                     break
-                if nxt is _STOP:
+                if nxt is None:
                     stopping = True
                     break
-                items.append(nxt)  # type: ignore[arg-type]
-                size += actors_changed(nxt[0])  # type: ignore[index]
+                items.append(nxt)
+                size += actors_changed(nxt.write)
             futures = [future for _, future in items]
             writes = [write for write, _ in items]
             if self._refusal is not None and time.monotonic() >= self._next_probe:
@@ -510,11 +548,8 @@ def _touch(conn: sqlite3.Connection) -> None:
 
 
 def field_index_sql(key: str, field: str) -> str:
-    """The statement that creates the index `search_state` uses for `field` of state entries `key`.
-
-    Bulk loaders run it after their inserts, in their transaction: built on a server's first start
-    instead, it held a 10,000,000-banner start-up for 15 s (bench/registered_memory.py).
-    """
+    """The statement that creates the index `search_state` uses for `field` of state entries `key`
+    (`bulk_import` runs it after its inserts)."""
     if not key.isidentifier() or not field.isidentifier():
         raise ValueError(f"bad key or field name {key!r}, {field!r}")
     return (

@@ -33,7 +33,8 @@ class UnknownActorType(LookupError):
 
 
 class UnknownActorMethod(AttributeError):
-    """Raised when a call names a method the actor type does not expose (public coroutine methods only)."""
+    """Raised when a call passes a method the actor type's class does not expose (only the public coroutine
+    methods it adds to Actor are callable)."""
 
 
 class ActivationFailed(RuntimeError):

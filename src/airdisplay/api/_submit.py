@@ -94,9 +94,10 @@ async def submit_body(request: Request) -> MessageSubmit:
     return read_submit(await request.body())
 
 
-def banner_response(banner: Banner, status_code: int = 200) -> Response:
+def banner_response(banner: Banner, status_code: int = 200, body: bytes | None = None) -> Response:
+    """The banner as the answer; `body` is its JSON when the caller has it (the bytes its actor stored)."""
     return Response(
-        banner.model_dump_json(),
+        banner.model_dump_json() if body is None else body,
         status_code=status_code,
         media_type="application/json",
         headers={"ETag": f'"{banner.version}"'},
@@ -145,7 +146,7 @@ async def submit_flow(
 
 def submitted_response(outcome: SubmitOutcome) -> Response:
     """The 201 answer to a submit."""
-    response = banner_response(outcome.banner, 201)
+    response = banner_response(outcome.banner, 201, outcome.json)
     if outcome.replayed:
         response.headers["Idempotent-Replayed"] = "true"
     return response
@@ -201,8 +202,9 @@ class SubmitFastPath:
             response.raw_headers.extend(h for h in SECURITY_HEADERS if h[0] not in names)
             await response(scope, receive, send)
             return
-        # The 201 as raw ASGI messages: the same bytes banner_response() gives, without building a Response.
-        body = outcome.banner.model_dump_json().encode()
+        # The 201 as raw ASGI messages: the same bytes banner_response() gives, without building a Response;
+        # the body is the banner as its actor stored it (serialised once, for the store, frames and this).
+        body = outcome.json
         headers = [
             (b"content-type", b"application/json"),
             (b"content-length", str(len(body)).encode()),

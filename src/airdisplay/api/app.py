@@ -4,16 +4,19 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.staticfiles import StaticFiles
+from starlette.datastructures import URLPath
+from starlette.routing import BaseRoute, Match, NoMatchFound
 from starlette.types import Receive, Scope, Send
 
 from .. import __version__
 from ..config import Settings
 from ..realtime import DeviceLinks, StreamHub
-from ..runtimes import BannerRuntime, EmbeddedRuntime
+from ..runtimes import BannerRuntime, RuntimeEndpoints, open_runtime
 from ..web import STATIC_DIR
 from ._access import AccessControl
 from ._headers import SecurityHeaders
@@ -26,23 +29,24 @@ from .routes import banners, devices, events, health, legacy, stream, ui
 from .routes import metrics as metrics_route
 
 
-def build_runtime(settings: Settings) -> BannerRuntime:
-    """The runtime named in the settings."""
-    if settings.runtime == "dapr":
-        from ..runtimes.dapr import DaprRuntime  # imported only when chosen: it pulls in the Dapr SDK
+class RuntimeRoute(BaseRoute):
+    """The runtime's own routes (`RuntimeEndpoints`) in the app's router: every HTTP request under one of
+    its prefixes goes to its ASGI app, inside the app's middleware like a route of the app's own."""
 
-        return DaprRuntime(
-            settings.rules,
-            dapr_url=settings.dapr_url,
-            redis_url=settings.redis_url,
-            pubsub=settings.dapr_pubsub,
-            topic=settings.dapr_topic,
-            dapr_api_token=settings.dapr_api_token.get_secret_value() if settings.dapr_api_token else None,
-            app_api_token=settings.app_api_token.get_secret_value() if settings.app_api_token else None,
-        )
-    return EmbeddedRuntime(
-        settings.data_dir, settings.rules, idle_timeout=settings.idle_seconds, durability=settings.durability
-    )
+    def __init__(self, endpoints: RuntimeEndpoints) -> None:
+        self.app = endpoints.app
+        self.prefixes = endpoints.prefixes
+
+    def matches(self, scope: Scope) -> tuple[Match, Scope]:
+        if scope["type"] == "http" and scope["path"].startswith(self.prefixes):
+            return Match.FULL, {}
+        return Match.NONE, {}
+
+    def url_path_for(self, name: str, /, **path_params: Any) -> URLPath:
+        raise NoMatchFound(name, path_params)
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self.app(scope, receive, send)
 
 
 class AirDisplayAPI(FastAPI):
@@ -62,17 +66,15 @@ class AirDisplayAPI(FastAPI):
 
 def create_app(settings: Settings, runtime: BannerRuntime | None = None) -> FastAPI:
     """An AirDisplay app; it starts the runtime on startup and stops it on shutdown."""
-    runtime = runtime or build_runtime(settings)
+    runtime = runtime or open_runtime(settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        await bus.start()
-        await runtime.start()
+        await runtime.start()  # and its event bus: the runtime owns it
         try:
             yield
         finally:
             await runtime.stop()
-            await bus.stop()
 
     app = AirDisplayAPI(
         docs_url=None,  # served by routes/ui.py from local assets: /docs works offline too
@@ -106,7 +108,9 @@ def create_app(settings: Settings, runtime: BannerRuntime | None = None) -> Fast
     app.include_router(health.router)
     app.include_router(metrics_route.router)
     app.include_router(legacy.router)
-    runtime.install(app)
+    endpoints = runtime.endpoints()
+    if endpoints is not None:
+        app.router.routes.append(RuntimeRoute(endpoints))
     app.include_router(ui.router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR, check_dir=False), name="static")
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)

@@ -15,7 +15,6 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
-from ..actors import ActivationFailed, RuntimeClosed, StoreError
 from ..domain import (
     BannerAlreadyExists,
     BannerBusy,
@@ -29,7 +28,7 @@ from ..domain import (
     VersionMismatch,
     format_time,
 )
-from ..runtimes.base import RuntimeUnavailable
+from ..runtimes import RuntimeNotRunning, RuntimeUnavailable, StorageUnavailable
 
 log = logging.getLogger("airdisplay.api")
 
@@ -136,9 +135,11 @@ def install_problem_handlers(app: FastAPI) -> None:
         IdempotencyKeyReused,
         lambda e: problem(422, "Idempotency-Key reused", str(e), kind="idempotency-key-reused"),
     )
-    on(RuntimeClosed, lambda e: problem(503, "Service unavailable", "the service is starting or stopping"))
-    on(StoreError, _unavailable)
-    on(ActivationFailed, _unavailable)
+    on(
+        RuntimeNotRunning,
+        lambda e: problem(503, "Service unavailable", "the service is starting or stopping"),
+    )
+    on(StorageUnavailable, _unavailable)
     on(RuntimeUnavailable, _unavailable)
     app.add_exception_handler(StarletteHTTPException, http_handler)
     on(Exception, _internal)

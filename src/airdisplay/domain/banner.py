@@ -200,7 +200,26 @@ def register_banner(banner_id: str, name: str, now: datetime) -> Banner:
 
 @dataclass(frozen=True, slots=True)
 class SubmitOutcome:
-    """What a submit did: the banner after it, the updated log, and whether it replayed an earlier result."""
+    """What a submit did, as its caller sees it: the banner after it, and whether it replayed an earlier
+    result. The idempotency log it updated is the actor's business and stays there (SubmitDecision)."""
+
+    banner: Banner
+    replayed: bool
+    #: The banner as JSON (`model_dump_json`), when the runtime has it already: the bytes it stored.
+    banner_json: bytes | None = None
+
+    @property
+    def json(self) -> bytes:
+        """The banner as JSON: the stored bytes when there are some, else serialised now."""
+        if self.banner_json is not None:
+            return self.banner_json
+        return self.banner.model_dump_json().encode()
+
+
+@dataclass(frozen=True, slots=True)
+class SubmitDecision:
+    """What `submit_message` decided: the banner after it, the idempotency log to store, and whether it
+    replayed an earlier result."""
 
     banner: Banner
     log: SubmissionLog
@@ -217,7 +236,7 @@ def submit_message(
     message_id: str,
     idempotency_key: str | None = None,
     expected_version: int | None = None,
-) -> SubmitOutcome:
+) -> SubmitDecision:
     """Put a message on the banner unless one is showing.
 
     Order of checks: a retry with a known Idempotency-Key returns the original result (even if the banner
@@ -229,7 +248,7 @@ def submit_message(
             # Compared as stored (NFC, trimmed), before today's rules: a retry gets what was accepted.
             if earlier.text != unicodedata.normalize("NFC", raw_text).strip():
                 raise IdempotencyKeyReused(idempotency_key)
-            return SubmitOutcome(earlier.result, log, replayed=True)
+            return SubmitDecision(earlier.result, log, replayed=True)
     text = rules.clean_text(raw_text)
     if expected_version is not None and expected_version != banner.version:
         raise VersionMismatch(banner.id, expected_version, banner.version)
@@ -253,7 +272,7 @@ def submit_message(
     )
     if idempotency_key is not None:
         log = log.record(Submission(key=idempotency_key, text=text, at=now, result=updated))
-    return SubmitOutcome(updated, log, replayed=False)
+    return SubmitDecision(updated, log, replayed=False)
 
 
 def expire_message(banner: Banner, message_id: str, now: datetime) -> Banner | None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from .banner import Banner
@@ -24,10 +24,22 @@ class ChangeKind(enum.StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class BannerChanged:
-    """A committed change: the banner's new state (None once deleted) at `version`."""
+    """A committed change: the banner's new state (None once deleted) at `version`.
+
+    `banner_json` is that state as JSON (`model_dump_json`), the very bytes the actor stored, when the
+    change carries them: frames and replies reuse them instead of serialising the banner again.
+    """
 
     kind: ChangeKind
     banner_id: str
     version: int
     banner: Banner | None
     at: datetime
+    banner_json: bytes | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def json(self) -> bytes:
+        """The banner as JSON (`null` once deleted): the carried bytes, else serialised now."""
+        if self.banner_json is not None:
+            return self.banner_json
+        return b"null" if self.banner is None else self.banner.model_dump_json().encode()

@@ -9,6 +9,18 @@ from typing import Any
 from ..domain import Banner, BannerChanged, ChangeKind, format_time
 
 
+def change_to_bytes(change: BannerChanged) -> bytes:
+    """`change_to_json` as the JSON a transport sends, built around the banner bytes the change carries
+    (its actor's stored JSON) instead of serialising the banner again."""
+    return b'{"kind":"%s","banner_id":%s,"version":%d,"banner":%s,"at":"%s"}' % (
+        change.kind.value.encode(),
+        json.dumps(change.banner_id).encode(),
+        change.version,
+        change.json,
+        format_time(change.at).encode(),
+    )
+
+
 def change_to_json(change: BannerChanged) -> dict[str, Any]:
     return {
         "kind": change.kind.value,

@@ -38,7 +38,7 @@ class Published:
         """The event frame of docs/realtime.md."""
         if self._frame is None:
             c = self.change
-            self._frame = banner_frame(c.kind.value, c.banner_id, c.version, c.banner, c.at)
+            self._frame = banner_frame(c.kind.value, c.banner_id, c.version, c.banner, c.at, c.banner_json)
         return self._frame
 
     @property
@@ -49,9 +49,25 @@ class Published:
         return self._legacy
 
 
-def banner_frame(kind: str, banner_id: str, version: int, banner: Banner | None, at: datetime) -> str:
-    """One `banner` frame (docs/realtime.md), built by hand: this runs once per event on the hot path."""
-    body = banner.model_dump_json() if banner is not None else "null"
+def banner_frame(
+    kind: str,
+    banner_id: str,
+    version: int,
+    banner: Banner | None,
+    at: datetime,
+    banner_json: bytes | None = None,
+) -> str:
+    """One `banner` frame (docs/realtime.md), built by hand: this runs once per event on the hot path.
+
+    `banner_json` is the banner as JSON when the caller has it (a change carries the bytes its actor
+    stored): the frame reuses it instead of serialising the banner again.
+    """
+    if banner is None:
+        body = "null"
+    elif banner_json is not None:
+        body = banner_json.decode()
+    else:
+        body = banner.model_dump_json()
     return (
         f'{{"type":"banner","kind":"{kind}","banner_id":{json.dumps(banner_id)},'
         f'"version":{version},"banner":{body},"at":"{format_time(at)}"}}'

@@ -1,43 +1,74 @@
-"""The one interface the HTTP edge talks to; each runtime (embedded, Dapr) implements it."""
+"""The one interface the HTTP edge talks to; each runtime (embedded, Dapr) implements it.
+
+The edge knows only this module's names: the runtime's errors are the family below (each runtime turns
+its own failures into them where they leave it), and a runtime that serves routes of its own hands the
+edge an ASGI app and the path prefixes it answers (`RuntimeEndpoints`), never a web framework's object.
+"""
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
+
+from starlette.types import ASGIApp
 
 from ..domain import Banner, BannerChanged, SubmitOutcome
 from ..events import EventBus, Published
 from .behaviour import Registration
-
-if TYPE_CHECKING:
-    from fastapi import FastAPI
 
 
 class RuntimeUnavailable(RuntimeError):
     """Raised when the runtime cannot reach the banner actors (sidecar down, network); nothing changed."""
 
 
+class RuntimeNotRunning(RuntimeUnavailable):
+    """Raised when a call reaches a runtime that is not running (starting or stopping); nothing changed."""
+
+
+class StorageUnavailable(RuntimeUnavailable):
+    """Raised when the banners' storage refuses or fails a read or write (disk full, read-only, locked,
+    unreachable); nothing changed, and the same call may succeed once the fault clears."""
+
+
 #: Receives every committed banner change, in version order per banner.
 ChangeListener = Callable[[BannerChanged], None]
 
 
+@dataclass(frozen=True, slots=True)
+class RuntimeEndpoints:
+    """Routes a runtime serves itself (Dapr: the ones daprd calls): an ASGI app for every HTTP request
+    whose path starts with one of `prefixes`. The edge passes those requests to it inside its own
+    middleware (body limit, security headers), at the place of a route of its own."""
+
+    app: ASGIApp
+    prefixes: tuple[str, ...]
+
+
 class BannerRuntime(ABC):
-    """Where banner actors live: start/stop, the banner operations, and a listing for the fleet view."""
+    """Where banner actors live: start/stop, the banner operations, and a listing for the fleet view.
+
+    Its calls raise domain errors (BannerNotFound, BannerBusy, ...) for the banner rules, and the
+    RuntimeUnavailable family when the runtime cannot serve them.
+    """
 
     #: The name operators choose it by (`airdisplay serve --runtime NAME`).
     name: str
-    #: Carries every committed change to this process's subscribers (streams, device links).
+    #: Carries every committed change to this process's subscribers (streams, device links); the runtime
+    #: starts it in `start` and stops it in `stop`.
     event_bus: EventBus
 
-    def install(self, app: FastAPI) -> None:  # noqa: B027 - most runtimes need no routes of their own
-        """Add routes the runtime itself needs (Dapr: the ones daprd calls)."""
+    def endpoints(self) -> RuntimeEndpoints | None:
+        """Routes the runtime itself needs served (Dapr: the ones daprd calls); None for most runtimes."""
+        return None
 
     @abstractmethod
-    async def start(self) -> None: ...
+    async def start(self) -> None:
+        """Start the event bus, then the runtime; if that fails, the bus is stopped again."""
 
     @abstractmethod
-    async def stop(self) -> None: ...
+    async def stop(self) -> None:
+        """Stop the runtime, then its event bus (events of the last turns still go out)."""
 
     @abstractmethod
     def is_ready(self) -> bool:

@@ -2,12 +2,19 @@
 
 A host class mixes this in with its actor base class (ours, or Dapr's) and provides `_state_manager`,
 `register_reminder`, `unregister_reminder`, `now()`, `publish()` and `rules`.
+
+A banner is serialised once per change: the banner and the idempotency log are written to state as the
+bytes of `model_dump_json` (both state managers store `bytes` as they are, and the bytes equal the
+`json.dumps` of `model_dump` written before, so old state loads), and the change event carries the same
+bytes on to the stream and device frames and the HTTP reply. Reads take either form: bytes (the embedded
+store hands JSON objects back as bytes) through `model_validate_json`, or decoded JSON (Dapr's).
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 import os
 import random
 import secrets
@@ -48,6 +55,21 @@ class Registration:
 
     banner: Banner
     device_token: str
+    #: The banner as JSON, the bytes stored for it, when the runtime has them.
+    banner_json: bytes | None = None
+
+    @property
+    def json(self) -> bytes:
+        """The banner and its token as one JSON object: `{...banner, "device_token": ...}`."""
+        banner = self.banner_json if self.banner_json is not None else self.banner.model_dump_json().encode()
+        return b'%s,"device_token":%s}' % (banner[:-1], json.dumps(self.device_token).encode())
+
+
+def banner_of(stored: Any) -> Banner:
+    """The banner from its state value: JSON bytes, or the decoded JSON object."""
+    if isinstance(stored, bytes):
+        return Banner.model_validate_json(stored)
+    return Banner.model_validate(stored)
 
 
 def new_device_token() -> tuple[str, str]:
@@ -67,6 +89,10 @@ def _token_hash(token: str) -> str:
 #: cost 15% of the event loop's time (py-spy, bench/submit_vs_bare.py --profile 10).
 _message_ids = random.Random()
 os.register_at_fork(after_in_child=_message_ids.seed)
+
+
+#: The log of a banner that has had no idempotent submit (a frozen model: one is enough for all).
+_NO_LOG = SubmissionLog()
 
 
 def new_message_id() -> str:
@@ -98,8 +124,8 @@ class BannerBehaviour:
             raise BannerAlreadyExists(str(self.id))
         banner = register_banner(str(self.id), name, self._now())
         token = await self._new_device_token()
-        await self._save(banner, ChangeKind.CREATED)
-        return Registration(banner, token)
+        stored = await self._save(banner, ChangeKind.CREATED)
+        return Registration(banner, token, stored)
 
     async def rotate_device_token(self) -> str:
         """Issue a new device token; the old one stops working at once."""
@@ -143,8 +169,8 @@ class BannerBehaviour:
     ) -> SubmitOutcome:
         banner = await self._load()
         found, raw_log = await self._state_manager.try_get_state(SUBMISSIONS_KEY)
-        log = SubmissionLog.model_validate(raw_log) if found else SubmissionLog()
-        outcome = submit_message(
+        log = _log_of(raw_log) if found else _NO_LOG
+        decision = submit_message(
             banner,
             log,
             text,
@@ -154,17 +180,18 @@ class BannerBehaviour:
             idempotency_key=idempotency_key,
             expected_version=expected_version,
         )
-        if outcome.replayed:
-            return outcome
-        message = outcome.banner.message
+        if decision.replayed:
+            return SubmitOutcome(decision.banner, replayed=True)
+        shown = decision.banner
+        message = shown.message
         assert message is not None
         await self.register_reminder(
-            EXPIRE_REMINDER, message.id.encode(), message.expires_at - outcome.banner.updated_at, None
+            EXPIRE_REMINDER, message.id.encode(), message.expires_at - shown.updated_at, None
         )
-        if outcome.log is not log:
-            await self._state_manager.set_state(SUBMISSIONS_KEY, outcome.log.model_dump(mode="json"))
-        await self._save(outcome.banner, ChangeKind.MESSAGE_SHOWN)
-        return outcome
+        if decision.log is not log:
+            await self._state_manager.set_state(SUBMISSIONS_KEY, decision.log.model_dump_json().encode())
+        stored = await self._save(shown, ChangeKind.MESSAGE_SHOWN)
+        return SubmitOutcome(shown, replayed=False, banner_json=stored)
 
     async def clear(self) -> Banner:
         """Take the message off early; the banner unchanged if it shows none."""
@@ -190,7 +217,7 @@ class BannerBehaviour:
         found, raw = await self._state_manager.try_get_state(BANNER_KEY)
         if not found:
             return  # deleted while the expiry was on its way
-        expired = expire_message(Banner.model_validate(raw), message_id, self._now())
+        expired = expire_message(banner_of(raw), message_id, self._now())
         if expired is not None:
             await self._save(expired, ChangeKind.MESSAGE_EXPIRED)
 
@@ -217,10 +244,11 @@ class BannerBehaviour:
         )
         if expired is None:
             return None
+        stored_json = expired.model_dump_json().encode()
         event = BannerChanged(
-            ChangeKind.MESSAGE_EXPIRED, expired.id, expired.version, expired, expired.updated_at
+            ChangeKind.MESSAGE_EXPIRED, expired.id, expired.version, expired, expired.updated_at, stored_json
         )
-        return expired.model_dump_json().encode(), event
+        return stored_json, event
 
     # -- internals ---------------------------------------------------------------------------------
 
@@ -236,8 +264,17 @@ class BannerBehaviour:
         found, raw = await self._state_manager.try_get_state(BANNER_KEY)
         if not found:
             raise BannerNotFound(str(self.id))
-        return Banner.model_validate(raw)
+        return banner_of(raw)
 
-    async def _save(self, banner: Banner, kind: ChangeKind) -> None:
-        await self._state_manager.set_state(BANNER_KEY, banner.model_dump(mode="json"))
-        self.publish(BannerChanged(kind, banner.id, banner.version, banner, banner.updated_at))
+    async def _save(self, banner: Banner, kind: ChangeKind) -> bytes:
+        """Store the banner and publish its change, both with the one serialisation; returns its bytes."""
+        stored = banner.model_dump_json().encode()
+        await self._state_manager.set_state(BANNER_KEY, stored)
+        self.publish(BannerChanged(kind, banner.id, banner.version, banner, banner.updated_at, stored))
+        return stored
+
+
+def _log_of(stored: Any) -> SubmissionLog:
+    if isinstance(stored, bytes):
+        return SubmissionLog.model_validate_json(stored)
+    return SubmissionLog.model_validate(stored)

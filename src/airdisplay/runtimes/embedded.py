@@ -1,29 +1,44 @@
-"""Banner actors on the embedded actor runtime: one process, one SQLite file, no sidecar."""
+"""Banner actors on the embedded actor runtime: one process, one SQLite file, no sidecar.
+
+Errors leave it as the runtime interface's (base.py): a host that is not running as RuntimeNotRunning,
+a store that refuses or fails a read or write (and an activation whose state cannot be read) as
+StorageUnavailable. Domain errors pass through unchanged.
+"""
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING, Concatenate, ParamSpec, TypeVar
 
 from ..actors import (
     DEFAULT_IDLE_TIMEOUT,
+    ActivationFailed,
     Actor,
     ActorContext,
     ActorHost,
+    Durability,
     ReminderBatching,
     ReminderEffect,
     ReminderRecord,
+    RuntimeClosed,
     SqliteStore,
+    StoreError,
 )
-from ..actors._store import Durability
 from ..domain import Banner, BannerChanged, BannerRules, SubmitOutcome
 from ..events import InProcessEventBus
-from .base import BannerRuntime
+from .base import BannerRuntime, RuntimeNotRunning, StorageUnavailable
 from .behaviour import BANNER_KEY, EXPIRE_REMINDER, BannerBehaviour, Registration
 
+if TYPE_CHECKING:
+    from ..config import Settings
+
 log = logging.getLogger("airdisplay.embedded")
+
+T = TypeVar("T")
+P = ParamSpec("P")
 
 BANNER_ACTOR_TYPE = "banner"
 #: Banners are searched by name prefix (GET /api/v1/banners?q=); the store indexes that field.
@@ -83,14 +98,29 @@ class EmbeddedRuntime(BannerRuntime):
         self.event_bus = InProcessEventBus()
         self._running = False
 
+    @classmethod
+    def from_settings(cls, settings: Settings) -> EmbeddedRuntime:
+        return cls(
+            settings.data_dir,
+            settings.rules,
+            idle_timeout=settings.idle_seconds,
+            durability=settings.durability,
+        )
+
     async def start(self) -> None:
-        await self.host.start()
-        self.host.store.ensure_field_index(*SEARCH_INDEX)
+        await self.event_bus.start()
+        try:
+            await self.host.start()
+            self.host.store.ensure_field_index(*SEARCH_INDEX)
+        except BaseException:
+            await self.event_bus.stop()
+            raise
         self._running = True
 
     async def stop(self) -> None:
         self._running = False
         await self.host.stop()
+        await self.event_bus.stop()
 
     def is_ready(self) -> bool:
         return self._running
@@ -113,39 +143,45 @@ class EmbeddedRuntime(BannerRuntime):
             if isinstance(event, BannerChanged):
                 self.event_bus.publish(event)
 
-    async def _call(self, banner_id: str, method: str, *args: object, **kwargs: object) -> object:
-        return await self.host.invoke(BANNER_ACTOR_TYPE, banner_id, method, *args, **kwargs)
+    async def _call(
+        self,
+        banner_id: str,
+        turn: Callable[Concatenate[BannerActor, P], Awaitable[T]],
+        /,
+        *args: P.args,
+        **kwargs: P.kwargs,
+    ) -> T:
+        """Run `turn` (a BannerBehaviour method) on the banner's actor; the host's errors as the runtime's."""
+        try:
+            return await self.host.call(BANNER_ACTOR_TYPE, banner_id, turn, *args, **kwargs)
+        except RuntimeClosed as exc:
+            raise RuntimeNotRunning(str(exc)) from exc
+        except (StoreError, ActivationFailed) as exc:
+            raise StorageUnavailable(str(exc)) from exc
 
     async def create_banner(self, banner_id: str, name: str) -> Registration:
-        result = await self._call(banner_id, "register", name)
-        assert isinstance(result, Registration)
-        return result
+        return await self._call(banner_id, BannerActor.register, name)
 
     async def rotate_device_token(self, banner_id: str) -> str:
-        return str(await self._call(banner_id, "rotate_device_token"))
+        return await self._call(banner_id, BannerActor.rotate_device_token)
 
     async def authenticate_device(self, banner_id: str, token: str) -> Banner:
-        return await self._banner(banner_id, "check_device_token", token)
+        return await self._call(banner_id, BannerActor.check_device_token, token)
 
     async def device_online(self, banner_id: str) -> Banner:
-        return await self._banner(banner_id, "device_online")
+        return await self._call(banner_id, BannerActor.device_online)
 
     async def device_offline(self, banner_id: str) -> Banner:
-        return await self._banner(banner_id, "device_offline")
+        return await self._call(banner_id, BannerActor.device_offline)
 
     async def device_ack(self, banner_id: str, display_version: int) -> Banner:
-        return await self._banner(banner_id, "device_ack", display_version)
-
-    async def _banner(self, banner_id: str, method: str, *args: object) -> Banner:
-        result = await self._call(banner_id, method, *args)
-        assert isinstance(result, Banner)
-        return result
+        return await self._call(banner_id, BannerActor.device_ack, display_version)
 
     async def get_banner(self, banner_id: str) -> Banner:
-        return await self._banner(banner_id, "get")
+        return await self._call(banner_id, BannerActor.get)
 
     async def delete_banner(self, banner_id: str) -> None:
-        await self._call(banner_id, "delete")
+        await self._call(banner_id, BannerActor.delete)
 
     async def submit_message(
         self,
@@ -155,19 +191,24 @@ class EmbeddedRuntime(BannerRuntime):
         idempotency_key: str | None = None,
         expected_version: int | None = None,
     ) -> SubmitOutcome:
-        result = await self._call(
-            banner_id, "submit", text, idempotency_key=idempotency_key, expected_version=expected_version
+        return await self._call(
+            banner_id,
+            BannerActor.submit,
+            text,
+            idempotency_key=idempotency_key,
+            expected_version=expected_version,
         )
-        assert isinstance(result, SubmitOutcome)
-        return result
 
     async def clear_message(self, banner_id: str) -> Banner:
-        return await self._banner(banner_id, "clear")
+        return await self._call(banner_id, BannerActor.clear)
 
     async def list_banners(self, *, after: str | None, limit: int, search: str | None = None) -> list[Banner]:
         store = self.host.store
-        if search:
-            rows = store.search_state(BANNER_ACTOR_TYPE, BANNER_KEY, "name", search.lower(), after, limit)
-        else:
-            rows = store.page_state(BANNER_ACTOR_TYPE, BANNER_KEY, after, limit)
+        try:
+            if search:
+                rows = store.search_state(BANNER_ACTOR_TYPE, BANNER_KEY, "name", search.lower(), after, limit)
+            else:
+                rows = store.page_state(BANNER_ACTOR_TYPE, BANNER_KEY, after, limit)
+        except StoreError as exc:
+            raise StorageUnavailable(str(exc)) from exc
         return [Banner.model_validate_json(raw) for _, raw in rows]

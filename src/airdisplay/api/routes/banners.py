@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Path, Query, Response, status
-from fastapi.responses import JSONResponse
 
 from ...domain import BANNER_ID_PATTERN
 from .._openapi import JSON_BODY_PROBLEMS, KEY_PROBLEMS, OPERATOR_PROBLEMS, SUBMIT_PROBLEMS
@@ -39,9 +38,10 @@ async def create_banner(body: BannerCreate, runtime: Runtime) -> Response:
     """Register a banner; the answer carries its device token, shown this once."""
     registration = await runtime.create_banner(body.id, body.name)
     banner = registration.banner
-    return JSONResponse(
-        {**banner.model_dump(mode="json"), "device_token": registration.device_token},
+    return Response(
+        registration.json,  # the banner's stored JSON with the token added, not serialised again
         status_code=201,
+        media_type="application/json",
         headers={"ETag": f'"{banner.version}"', "Location": f"/api/v1/banners/{banner.id}"},
     )
 

@@ -1,21 +1,30 @@
 """The banner actor hosted by the official Dapr Python SDK: the same BannerBehaviour, Dapr's Actor base.
 
-Pitfalls of the SDK (1.19) and of Dapr 1.18 handled here on purpose, each with a test in tests/dapr/:
+Pitfalls of the SDK (1.19) and of Dapr 1.18 handled here on purpose, each with its test named (the
+files are tests/dapr/test_dapr_host.py, on a daprd double, and tests/dapr/test_real_cluster.py):
 - A method that raises leaves its changes in the SDK's state cache, and the next turn saves them
-  (manager.py clears the cache only for DaprInternalError). Every turn here clears the cache on failure.
+  (manager.py clears the cache only for DaprInternalError). Every turn here clears the cache on failure
+  (test_a_failed_turn_leaves_no_cached_partial_state_for_the_next_turn).
 - State is saved by the SDK after the method returns; events must leave only after the state is durable,
   so each turn saves explicitly, then hands its events to daprd, then writes the fleet directory
   (_directory.py), and only then answers. A replica can die between the save and the rest (a kill -9
   under load showed it: a retried submit answered from the saved state, its event never sent). So each
   activation compares the directory's stamp with the state and, when the directory is behind, publishes
-  the banner's state again with the kind of its last change (kept in state for this) and records it.
-- Domain refusals are returned as results (see _wire.py), never raised: daprd would turn them into a 500.
-- The expiry is a one-shot reminder (period None, sent as `"period": null`); `timedelta(0)` would repeat.
-- Reminders arrive at least once (daprd retries a failing one 3 times): the expiry handler is idempotent.
-  After those retries the Scheduler deletes the reminder; the runtime's expiry sweep (_sweep.py) then
-  expires the message through `Expire`, which acts only on a message whose time is up.
+  the banner's state again with the kind of its last change (kept in state for this) and records it
+  (test_an_activation_brings_a_directory_left_behind_by_a_dead_replica_level_again,
+  test_kill_9_of_a_replica_under_load_loses_nothing_and_its_banners_answer_through_the_other).
+- Domain refusals are returned as results (see _wire.py), never raised: daprd would turn them into a 500
+  (test_actor_methods_answer_with_envelopes_on_the_sdk_routes).
+- The expiry is a one-shot reminder (period None, sent as `"period": null`); `timedelta(0)` would repeat
+  (test_expiry_is_a_one_shot_reminder).
+- Reminders arrive at least once (daprd retries a failing one 3 times): the expiry handler is idempotent
+  (test_a_reminder_delivered_four_times_expires_the_message_once). After those retries the Scheduler
+  deletes the reminder; the runtime's expiry sweep (_sweep.py) then expires the message through
+  `expire`, which acts only on a message whose time is up
+  (test_a_message_whose_reminder_is_gone_is_expired_by_the_sweep).
 - Dapr 1.18 truncates a sub-second dueTime (0.5 s fires at once): due times are rounded up to whole
-  seconds, so an expiry is never early and at most a second late.
+  seconds, so an expiry is never early and at most a second late
+  (test_expiry_fires_through_the_scheduler_once_and_both_replicas_see_it).
 """
 
 from __future__ import annotations
@@ -25,7 +34,7 @@ import math
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from dapr.actor import Actor, ActorInterface, Remindable, actormethod
 from dapr.actor.id import ActorId
@@ -44,41 +53,50 @@ DAPR_ACTOR_TYPE = "BannerActor"
 #: State key of the kind of the banner's last change, for publishing it again after a crash.
 LAST_CHANGE_KEY = "last_change"
 
+_Method = TypeVar("_Method", bound=Callable[..., Awaitable[dict[str, Any]]])
+
+
+def _turn_named(turn: Callable[..., Awaitable[object]]) -> Callable[[_Method], _Method]:
+    """`actormethod` with the wire name of the BannerBehaviour turn it runs: one set of operation names
+    for both runtimes (the embedded one calls the turns themselves), declared once, by the turns."""
+    decorate: Callable[[_Method], _Method] = actormethod(name=turn.__name__)
+    return decorate
+
 
 class BannerActorInterface(ActorInterface):
-    """The methods daprd can call; names are the wire names, each takes one JSON object."""
+    """The methods daprd can call by their wire names (the turns' names); each takes one JSON object."""
 
-    @actormethod(name="Register")
+    @_turn_named(BannerBehaviour.register)
     async def call_register(self, data: dict[str, Any]) -> dict[str, Any]: ...
 
-    @actormethod(name="Get")
+    @_turn_named(BannerBehaviour.get)
     async def call_get(self, data: dict[str, Any]) -> dict[str, Any]: ...
 
-    @actormethod(name="Submit")
+    @_turn_named(BannerBehaviour.submit)
     async def call_submit(self, data: dict[str, Any]) -> dict[str, Any]: ...
 
-    @actormethod(name="Clear")
+    @_turn_named(BannerBehaviour.clear)
     async def call_clear(self, data: dict[str, Any]) -> dict[str, Any]: ...
 
-    @actormethod(name="Delete")
+    @_turn_named(BannerBehaviour.delete)
     async def call_delete(self, data: dict[str, Any]) -> dict[str, Any]: ...
 
-    @actormethod(name="RotateDeviceToken")
+    @_turn_named(BannerBehaviour.rotate_device_token)
     async def call_rotate_device_token(self, data: dict[str, Any]) -> dict[str, Any]: ...
 
-    @actormethod(name="CheckDeviceToken")
+    @_turn_named(BannerBehaviour.check_device_token)
     async def call_check_device_token(self, data: dict[str, Any]) -> dict[str, Any]: ...
 
-    @actormethod(name="DeviceOnline")
+    @_turn_named(BannerBehaviour.device_online)
     async def call_device_online(self, data: dict[str, Any]) -> dict[str, Any]: ...
 
-    @actormethod(name="DeviceOffline")
+    @_turn_named(BannerBehaviour.device_offline)
     async def call_device_offline(self, data: dict[str, Any]) -> dict[str, Any]: ...
 
-    @actormethod(name="DeviceAck")
+    @_turn_named(BannerBehaviour.device_ack)
     async def call_device_ack(self, data: dict[str, Any]) -> dict[str, Any]: ...
 
-    @actormethod(name="Expire")
+    @_turn_named(BannerBehaviour.expire)
     async def call_expire(self, data: dict[str, Any]) -> dict[str, Any]: ...
 
 

@@ -13,6 +13,8 @@ from typing import Any, Literal
 
 import yaml
 
+from ...config import Settings
+
 COMPONENT_API_VERSION = "dapr.io/v1alpha1"
 _NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 #: Templated consumer ids that differ per sidecar, so every replica receives every event.
@@ -46,8 +48,8 @@ class Finding:
 class Expectations:
     """What this AirDisplay will do, to be matched by the Dapr set-up."""
 
-    pubsub: str = "pubsub"
-    topic: str = "banner-changes"
+    pubsub: str = Settings.default("dapr_pubsub")
+    topic: str = Settings.default("dapr_topic")
     app_port: int = 8000
     #: The port daprd was told the app listens on (APP_PORT / --app-port), when known.
     dapr_app_port: int | None = None

@@ -17,12 +17,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 from collections.abc import Awaitable, Callable
 
 from ...domain import BannerChanged
-from ...events import EventBus, change_to_json
+from ...events import EventBus, change_to_bytes
 from ._sidecar import Sidecar, SidecarUnreachable
 
 log = logging.getLogger("airdisplay.dapr.events")
@@ -81,7 +80,7 @@ class DaprEventBus(EventBus):
         await self._sidecar.close()  # the bus stops last (after the runtime): its flush is the last call
 
     async def _post(self, change: BannerChanged) -> bool:
-        body = json.dumps(change_to_json(change), separators=(",", ":")).encode()
+        body = change_to_bytes(change)  # around the banner's stored JSON: not serialised again
         try:
             status, answer = await self._sidecar.request("POST", self._path, body, limit=PUBLISH_TIMEOUT)
         except SidecarUnreachable as exc:

@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import hmac
 import logging
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dapr.actor.runtime.config import ActorRuntimeConfig
 from dapr.actor.runtime.runtime import ActorRuntime
@@ -27,10 +28,11 @@ from fastapi.responses import JSONResponse
 from redis.exceptions import RedisError
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from ...domain import Banner, BannerRules, SubmissionLog, SubmitOutcome
+from ...config import Settings
+from ...domain import Banner, BannerRules, SubmitOutcome
 from ...events import change_from_json
-from ..base import BannerRuntime
-from ..behaviour import Registration
+from ..base import BannerRuntime, RuntimeEndpoints, StorageUnavailable
+from ..behaviour import BannerBehaviour, Registration
 from ._actor import DAPR_ACTOR_TYPE, BannerActor
 from ._directory import RedisDirectory
 from ._events import DaprEventBus
@@ -40,13 +42,15 @@ from ._sidecar import Sidecar, SidecarActorClient, SidecarUnreachable
 from ._sweep import ExpirySweep
 from ._wire import ActorCallFailed, unwrap
 
+if TYPE_CHECKING:
+    from pydantic import SecretStr
+
+
 log = logging.getLogger("airdisplay.dapr")
 
 #: daprd's default HTTP port, and the names the components in deploy/dapr/components use.
-DEFAULT_DAPR_HTTP_PORT = 3500
-DEFAULT_PUBSUB = "pubsub"
-DEFAULT_TOPIC = "banner-changes"
-#: Routes daprd calls on the app; guarded by APP_API_TOKEN when it is set.
+#: Where the routes daprd calls live: the edge hands every path under them to this runtime's own app
+#: (`endpoints`), which refuses them without APP_API_TOKEN when it is set.
 DAPR_FACING_PREFIXES = ("/actors/", "/dapr/", "/events/")
 #: The SDK keeps every active actor object in the app's memory until daprd deactivates it; with Dapr's
 #: default idle timeout (1 h) that is every banner touched in the last hour. A minute keeps a banner in
@@ -66,8 +70,8 @@ class DaprRuntime(BannerRuntime):
         *,
         dapr_url: str,
         redis_url: str,
-        pubsub: str = DEFAULT_PUBSUB,
-        topic: str = DEFAULT_TOPIC,
+        pubsub: str = Settings.default("dapr_pubsub"),
+        topic: str = Settings.default("dapr_topic"),
         dapr_api_token: str | None = None,
         app_api_token: str | None = None,
         actor_client: DaprActorClientBase | None = None,
@@ -82,12 +86,35 @@ class DaprRuntime(BannerRuntime):
         self._actor_client = actor_client
         self._serializer = PlainJSONSerializer()
         self._running = False
+        self._endpoints: RuntimeEndpoints | None = None
         self.sweep = ExpirySweep(self.directory, self._expire)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> DaprRuntime:
+        def secret(value: SecretStr | None) -> str | None:
+            return value.get_secret_value() if value is not None else None
+
+        return cls(
+            settings.rules,
+            dapr_url=settings.dapr_url,
+            redis_url=settings.redis_url,
+            pubsub=settings.dapr_pubsub,
+            topic=settings.dapr_topic,
+            dapr_api_token=secret(settings.dapr_api_token),
+            app_api_token=secret(settings.app_api_token),
+        )
 
     # -- lifecycle ---------------------------------------------------------------------------------
 
-    def install(self, app: FastAPI) -> None:
-        """Add the routes daprd calls: actor hosting (SDK), the subscription, and the app-token guard."""
+    def endpoints(self) -> RuntimeEndpoints:
+        """The routes daprd calls (actor hosting, the subscription), behind the app-token guard if set."""
+        if self._endpoints is None:
+            self._endpoints = RuntimeEndpoints(self._daprd_facing_app(), DAPR_FACING_PREFIXES)
+        return self._endpoints
+
+    def _daprd_facing_app(self) -> ASGIApp:
+        """An app of its own for them: the SDK's DaprActor and DaprApp add their routes to a FastAPI app."""
+        app = FastAPI(openapi_url=None, docs_url=None, redoc_url=None)
         DaprActor(app)
         dapr_app = DaprApp(app)
         bus = self.event_bus
@@ -104,9 +131,18 @@ class DaprRuntime(BannerRuntime):
             return {"status": "SUCCESS"}
 
         if self.app_api_token:
-            app.add_middleware(AppTokenGuard, token=self.app_api_token)
+            return AppTokenGuard(app, token=self.app_api_token)
+        return app
 
     async def start(self) -> None:
+        await self.event_bus.start()
+        try:
+            await self._start_actors()
+        except BaseException:
+            await self.event_bus.stop()
+            raise
+
+    async def _start_actors(self) -> None:
         # Assigned on the instance, these win over the DAPR_* environment (dapr.conf.Settings).
         vars(sdk_settings).update(
             DAPR_HTTP_ENDPOINT=self.dapr_url,
@@ -138,16 +174,22 @@ class DaprRuntime(BannerRuntime):
     async def stop(self) -> None:
         self._running = False
         await self.sweep.stop()
-        await self.directory.close()  # the sidecar's pool stays open for the event bus's flush
+        await self.directory.close()
+        await self.event_bus.stop()  # last: its flush is the last call to daprd; it closes the sidecar's pool
 
     def is_ready(self) -> bool:
         return self._running
 
     # -- calls through daprd -----------------------------------------------------------------------
 
-    async def _call(self, banner_id: str, method: str, data: dict[str, Any] | None = None) -> Any:
+    async def _call(
+        self, banner_id: str, turn: Callable[..., Awaitable[object]], data: dict[str, Any] | None = None
+    ) -> Any:
+        """Run the BannerBehaviour turn `turn` on the banner's actor through daprd; its wire name is the
+        turn's name (_actor.py), so both runtimes call one set of operations."""
         if not self._running:
             raise ActorCallFailed("the Dapr runtime is not started")
+        method = turn.__name__
         path = f"/v1.0/actors/{DAPR_ACTOR_TYPE}/{banner_id}/method/{method}"
         try:
             status, body = await self.sidecar.request("PUT", path, self._serializer.serialize(data or {}))
@@ -158,14 +200,14 @@ class DaprRuntime(BannerRuntime):
         return unwrap(self._serializer.deserialize(body))
 
     async def create_banner(self, banner_id: str, name: str) -> Registration:
-        value = await self._call(banner_id, "Register", {"name": name})
+        value = await self._call(banner_id, BannerBehaviour.register, {"name": name})
         return Registration(Banner.model_validate(value["banner"]), value["device_token"])
 
     async def get_banner(self, banner_id: str) -> Banner:
-        return Banner.model_validate(await self._call(banner_id, "Get"))
+        return Banner.model_validate(await self._call(banner_id, BannerBehaviour.get))
 
     async def delete_banner(self, banner_id: str) -> None:
-        await self._call(banner_id, "Delete")
+        await self._call(banner_id, BannerBehaviour.delete)
 
     async def submit_message(
         self,
@@ -177,37 +219,41 @@ class DaprRuntime(BannerRuntime):
     ) -> SubmitOutcome:
         value = await self._call(
             banner_id,
-            "Submit",
+            BannerBehaviour.submit,
             {"text": text, "idempotency_key": idempotency_key, "expected_version": expected_version},
         )
-        return SubmitOutcome(Banner.model_validate(value["banner"]), SubmissionLog(), value["replayed"])
+        return SubmitOutcome(Banner.model_validate(value["banner"]), value["replayed"])
 
     async def clear_message(self, banner_id: str) -> Banner:
-        return Banner.model_validate(await self._call(banner_id, "Clear"))
+        return Banner.model_validate(await self._call(banner_id, BannerBehaviour.clear))
 
     async def rotate_device_token(self, banner_id: str) -> str:
-        return str(await self._call(banner_id, "RotateDeviceToken"))
+        return str(await self._call(banner_id, BannerBehaviour.rotate_device_token))
 
     async def authenticate_device(self, banner_id: str, token: str) -> Banner:
-        return Banner.model_validate(await self._call(banner_id, "CheckDeviceToken", {"token": token}))
+        return Banner.model_validate(
+            await self._call(banner_id, BannerBehaviour.check_device_token, {"token": token})
+        )
 
     async def device_online(self, banner_id: str) -> Banner:
-        return Banner.model_validate(await self._call(banner_id, "DeviceOnline"))
+        return Banner.model_validate(await self._call(banner_id, BannerBehaviour.device_online))
 
     async def device_offline(self, banner_id: str) -> Banner:
-        return Banner.model_validate(await self._call(banner_id, "DeviceOffline"))
+        return Banner.model_validate(await self._call(banner_id, BannerBehaviour.device_offline))
 
     async def device_ack(self, banner_id: str, display_version: int) -> Banner:
-        return Banner.model_validate(await self._call(banner_id, "DeviceAck", {"version": display_version}))
+        return Banner.model_validate(
+            await self._call(banner_id, BannerBehaviour.device_ack, {"version": display_version})
+        )
 
     async def list_banners(self, *, after: str | None, limit: int, search: str | None = None) -> list[Banner]:
         try:
             return await self.directory.page(after, limit, search)
-        except RedisError as exc:  # a 503 with Retry-After at the edge, like any storage trouble
-            raise ActorCallFailed(f"the fleet directory (Redis) is unavailable: {exc}") from None
+        except RedisError as exc:  # storage trouble: a 503 with Retry-After at the edge
+            raise StorageUnavailable(f"the fleet directory (Redis) is unavailable: {exc}") from None
 
     async def _expire(self, banner_id: str, message_id: str) -> None:
-        await self._call(banner_id, "Expire", {"message_id": message_id})
+        await self._call(banner_id, BannerBehaviour.expire, {"message_id": message_id})
 
 
 class AppTokenGuard:

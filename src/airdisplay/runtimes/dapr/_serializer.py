@@ -4,7 +4,11 @@ The SDK's DefaultJSONSerializer turns any string that looks like a duration or a
 into a timedelta or datetime on the way back, so a banner showing "5m" would come back as "0h5m0s0ms0μs".
 This one returns exactly the JSON that was sent. It still writes the two non-JSON types the SDK itself
 hands to the message serializer: timedelta (reminder and timer registration) as Dapr durations, and
-bytes (reminder data) as base64.
+bytes (reminder data) inside a value as base64.
+
+A value that is `bytes` itself is JSON encoded already and is written as it is: the SDK passes raw
+bodies so, and the banner actor stores its banner as the bytes of `model_dump_json` (the same bytes the
+embedded store keeps, and the same as the `json.dumps` of the dict written before them).
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ class PlainJSONSerializer(Serializer):
 
     def serialize(self, obj: object, custom_hook: Callable[[object], bytes] | None = None) -> bytes:
         if isinstance(obj, bytes):
-            return obj  # already serialized (the SDK passes raw bodies through)
+            return obj  # JSON already: a raw body from the SDK, or a state value from model_dump_json
         return json.dumps(obj, separators=(",", ":"), ensure_ascii=False, default=_encode_special).encode()
 
     def deserialize(
