@@ -72,8 +72,16 @@ class DaprEventBus(EventBus):
 
     async def stop(self) -> None:
         if self._sender is not None:
-            with contextlib.suppress(TimeoutError):
+            try:
                 await asyncio.wait_for(self._queue.join(), FLUSH_SECONDS)
+            except TimeoutError:
+                # Not lost: each banner's state is durable, and its next activation publishes it again.
+                log.warning(
+                    "stopping with %d banner event(s) daprd did not take within %g s; streams on other "
+                    "replicas see those banners again when they next change or activate",
+                    self._waiting,
+                    FLUSH_SECONDS,
+                )
             self._sender.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._sender
