@@ -89,6 +89,13 @@ class Settings(BaseSettings):
     )
     #: The web UI uses one per tab.
     max_streams_per_client: int = Field(50, ge=1, description="Open WebSocket/SSE streams per client address")
+    #: A link past it is closed with 1013 before its token is checked (api/routes/devices.py).
+    max_device_links: int = Field(
+        0,
+        ge=0,
+        description="Device links this process holds at most; past it a link is closed with 1013 (try "
+        "again later); 0: nine tenths of the connections the open-file limit leaves room for",
+    )
     #: Trusted proxies (forwarded_allow_ips) are not limited, nor, in Dapr mode, daprd on loopback.
     max_connections_per_client: int = Field(
         DEFAULT_MAX_CONNECTIONS_PER_CLIENT,

@@ -29,6 +29,7 @@ SAMPLES: dict[str, tuple[str, object]] = {
     "rate_limit_ipv6_prefix": ("48", 48),
     "max_streams_per_client": ("7", 7),
     "max_connections_per_client": ("0", 0),
+    "max_device_links": ("20000", 20000),
     "header_timeout": ("2.5", 2.5),
     "blocklist": ("words.txt", Path("words.txt")),
     "cors_origins": ("https://a.example https://b.example", ("https://a.example", "https://b.example")),

@@ -53,6 +53,11 @@ class ServiceMetrics:
             ["reason"],
             registry=self.registry,
         )
+        self.device_links_refused = Counter(
+            "airdisplay_device_links_refused",
+            "Device links closed with 1013: the process held as many as --max-device-links allows",
+            registry=self.registry,
+        )
         self.device_links_over_budget = Counter(
             "airdisplay_device_links_over_budget",
             "Device links closed with 4429: more frames than their budget",

@@ -89,7 +89,7 @@ def create_app(settings: Settings, runtime: BannerRuntime | None = None) -> Fast
     app.state.runtime = runtime
     app.state.bus = bus
     app.state.hub = StreamHub(bus)
-    app.state.devices = DeviceLinks(bus)
+    app.state.devices = DeviceLinks(bus, limit=settings.max_device_links)
     metrics = ServiceMetrics()
     app.state.access = access = AccessControl(settings, metrics)
     metrics.add_gauges(

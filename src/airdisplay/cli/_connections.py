@@ -149,6 +149,8 @@ class ConnectionGuard:
     def __init__(self, limits: ConnectionLimits, refused: Callable[[str], None] | None = None) -> None:
         self.limits = limits
         self.open = 0
+        #: Connections the open-file limit leaves room for (None: no limit), once `connection_guard` knows.
+        self.capacity: int | None = None
         # Counts per client as the stream limit does: an IPv6 client by its network (`ipv6_prefix`).
         self._per_client = ConnectionLimiter(max(limits.per_client, 1), ipv6_prefix=limits.ipv6_prefix)
         self._refused = refused or (lambda reason: None)
@@ -404,8 +406,9 @@ def connection_guard(settings: Settings, metrics: ServiceMetrics) -> ConnectionG
     """The guard of `airdisplay serve`, its refusals and open connections in `metrics`, once the open-file
     limit is raised and the room it leaves logged."""
     limits = ConnectionLimits.of(settings)
-    log_connection_capacity(limits.per_client)
+    capacity = log_connection_capacity(limits.per_client)
     refused = metrics.connections_refused
     guard = ConnectionGuard(limits, lambda reason: refused.labels(reason).inc())
+    guard.capacity = capacity
     metrics.add_gauges(lambda: {"connections_open": guard.open})
     return guard

@@ -16,6 +16,7 @@ from uvicorn.config import STARTUP_FAILURE
 from ..access import Blocklist, KeyRing, StartupKeyError, operator_notice
 from ..actors import SqliteStore, StoreError, StoreInUse, StoreLock
 from ..config import Settings
+from ..realtime import DeviceLinks
 from ..runtimes import RuntimeUnavailable
 from ..runtimes.embedded import DATABASE_FILE
 from ._common import (
@@ -94,6 +95,18 @@ def serve_settings(params: Mapping[str, object]) -> Settings:
     return settings_from(options)
 
 
+def limit_device_links(links: DeviceLinks, capacity: int | None) -> None:
+    """Without --max-device-links, links may take nine tenths of the room the open-file limit leaves, so
+    that a full fleet still leaves connections for the API and the page; logs the number."""
+    if not links.limit and capacity is not None:
+        links.limit = max(capacity * 9 // 10, 1)
+    if links.limit:
+        logging.getLogger("airdisplay").info(
+            "device links: at most %s; more are closed with 1013, try again later (--max-device-links)",
+            f"{links.limit:,}",
+        )
+
+
 def _serve(settings: Settings, *, notice: str | None) -> None:
     try:
         sockets = listen(settings.host, settings.port)
@@ -110,6 +123,7 @@ def _serve(settings: Settings, *, notice: str | None) -> None:
 
     app = create_app(settings)
     guard = connection_guard(settings, app.state.access.metrics)  # raises the open-file limit, logs room
+    limit_device_links(app.state.devices, guard.capacity)
     tune_garbage_collector()
     config = uvicorn.Config(
         app,

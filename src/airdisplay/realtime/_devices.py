@@ -63,11 +63,17 @@ class DeviceLink:
 class DeviceLinks:
     """The device links of this process, by banner id."""
 
-    def __init__(self, bus: EventBus) -> None:
+    def __init__(self, bus: EventBus, *, limit: int = 0) -> None:
         self._links: dict[str, DeviceLink] = {}
+        #: Links held at most (0: no limit); a banner's new link replacing its old one always fits.
+        self.limit = limit
         #: Counts `revoke` calls: a connect that sees it change while checking its token checks again.
         self.revocations = 0
         bus.subscribe(self._on_event)
+
+    def has_room(self, banner_id: str) -> bool:
+        """True if a link for the banner fits under the limit; replacing its own link always fits."""
+        return not self.limit or len(self._links) < self.limit or banner_id in self._links
 
     def attach(self, banner_id: str) -> DeviceLink:
         """A new link for the banner; an existing one is marked replaced and ended."""

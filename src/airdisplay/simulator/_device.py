@@ -16,6 +16,8 @@ from ._stats import FleetStats
 
 #: Close codes after which a real banner must not reconnect (docs/device-protocol.md).
 FINAL_CLOSE_CODES = {4400, 4401, 4404, 4409}
+#: The server holds its most device links (docs/device-protocol.md).
+CLOSE_TRY_AGAIN_LATER = 1013
 HEARTBEAT_SECONDS = 10.0
 RECONNECT_FIRST, RECONNECT_MAX = 1.0, 60.0
 
@@ -61,7 +63,8 @@ class SimulatedBanner:
                 await asyncio.sleep(wait)
             try:
                 code = await self._session()
-                delay = RECONNECT_FIRST
+                if code != CLOSE_TRY_AGAIN_LATER:  # a server that is full: back off further
+                    delay = RECONNECT_FIRST
             except (OSError, InvalidHandshake, InvalidStatus, TimeoutError):
                 code = None
                 self.stats.errors += 1

@@ -28,6 +28,8 @@ CLOSE_HEARTBEAT_TIMEOUT = 4408
 CLOSE_REPLACED = 4409
 #: 429 is HTTP's "too many requests".
 CLOSE_TOO_MANY_FRAMES = 4429
+#: WebSocket's own "try again later" (RFC 6455, IANA registry): the process holds its most device links.
+CLOSE_TRY_AGAIN_LATER = 1013
 TOKEN_REPLACED = "the device token was replaced: configure the new one"
 
 #: A link's frame budget, a token bucket. Firmware sends a heartbeat at least every 10 s and one ack per
@@ -74,6 +76,14 @@ async def device_connect(
 ) -> None:
     """A banner's own link: display frames out, acks and heartbeats in."""
     await websocket.accept()
+    if not links.has_room(banner_id):  # before the token check: a refused link costs no actor call
+        access.metrics.device_links_refused.inc()
+        await close_connection(
+            websocket,
+            CLOSE_TRY_AGAIN_LATER,
+            f"this server holds its most device links ({links.limit:,}); retry later",
+        )
+        return
     scheme, _, token = websocket.headers.get("authorization", "").partition(" ")
     token = token.strip()
     revocations = links.revocations
