@@ -71,9 +71,11 @@ def create_app(settings: Settings, runtime: BannerRuntime | None = None) -> Fast
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await runtime.start()  # and its event bus: the runtime owns it
+        links.start()
         try:
             yield
         finally:
+            await links.stop()
             await runtime.stop()
 
     app = AirDisplayAPI(
@@ -89,7 +91,12 @@ def create_app(settings: Settings, runtime: BannerRuntime | None = None) -> Fast
     app.state.runtime = runtime
     app.state.bus = bus
     app.state.hub = StreamHub(bus)
-    app.state.devices = DeviceLinks(bus, limit=settings.max_device_links)
+    app.state.devices = links = DeviceLinks(
+        bus,
+        limit=settings.max_device_links,
+        heartbeat_seconds=settings.device_timeout,
+        stall_seconds=settings.stall_seconds,
+    )
     metrics = ServiceMetrics()
     app.state.access = access = AccessControl(settings, metrics)
     metrics.add_gauges(

@@ -8,10 +8,15 @@ Failure rules:
 - A banner deleted while its device is connected ends the link (4404).
 - A new device token ends the link opened with the old one (`revoke`, 4401). Only this process's link:
   a link through another replica lasts until it reconnects.
+- One sweeper watches every link for silence (4408) and for frames left unsent (4008), instead of two
+  timer tasks a link: at 10,000 links each task and its coroutines were objects the garbage collector
+  scanned, and its pauses made the ack p99 (docs/benchmarks/results/devices_gc_profile.md).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import time
 
@@ -40,7 +45,7 @@ def display_frame(banner: Banner) -> str:
 class DeviceLink:
     """One connected device: its outbox and when it was last heard from."""
 
-    __slots__ = ("banner_id", "subscriber", "last_heard", "replaced", "deleted", "revoked")
+    __slots__ = ("banner_id", "subscriber", "last_heard", "replaced", "deleted", "revoked", "timed_out")
 
     def __init__(self, banner_id: str) -> None:
         self.banner_id = banner_id
@@ -49,6 +54,8 @@ class DeviceLink:
         self.replaced = False
         self.deleted = False
         self.revoked = False
+        #: Set by the sweeper: nothing heard for longer than the device timeout.
+        self.timed_out = False
 
     def heard(self) -> None:
         self.last_heard = time.monotonic()
@@ -63,10 +70,20 @@ class DeviceLink:
 class DeviceLinks:
     """The device links of this process, by banner id."""
 
-    def __init__(self, bus: EventBus, *, limit: int = 0) -> None:
+    def __init__(
+        self,
+        bus: EventBus,
+        *,
+        limit: int = 0,
+        heartbeat_seconds: float = 30.0,
+        stall_seconds: float = 10.0,
+    ) -> None:
         self._links: dict[str, DeviceLink] = {}
         #: Links held at most (0: no limit); a banner's new link replacing its old one always fits.
         self.limit = limit
+        self.heartbeat_seconds = heartbeat_seconds
+        self.stall_seconds = stall_seconds
+        self._sweeper: asyncio.Task[None] | None = None
         #: Counts `revoke` calls: a connect that sees it change while checking its token checks again.
         self.revocations = 0
         bus.subscribe(self._on_event)
@@ -102,6 +119,37 @@ class DeviceLinks:
 
     def __len__(self) -> int:
         return len(self._links)
+
+    def start(self) -> None:
+        """Start the sweeper (in the running event loop)."""
+        if self._sweeper is None:
+            self._sweeper = asyncio.get_running_loop().create_task(self._sweep(), name="device-link sweeper")
+
+    async def stop(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeper
+            self._sweeper = None
+
+    def sweep_once(self) -> None:
+        """End the links silent for longer than the heartbeat timeout, and those whose frames have waited
+        unsent for longer than the stall limit (their device stopped reading)."""
+        heartbeat, stall = self.heartbeat_seconds, self.stall_seconds
+        now = time.monotonic()
+        for link in list(self._links.values()):
+            if now - link.last_heard > heartbeat:
+                link.timed_out = True
+                link.subscriber.close()
+            elif link.subscriber.stalled_for() > stall:
+                link.subscriber.overflow()
+
+    async def _sweep(self) -> None:
+        # A quarter of the shorter limit (at most 5 s): a link ends at most 25% past its limit, as before.
+        period = min(self.heartbeat_seconds / 4, self.stall_seconds / 4, 5.0)
+        while True:
+            await asyncio.sleep(period)
+            self.sweep_once()
 
     def _on_event(self, event: Published) -> None:
         link = self._links.get(event.banner_id)

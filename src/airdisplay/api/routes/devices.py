@@ -16,7 +16,7 @@ from ...domain.exceptions import InvalidBannerId
 from ...realtime import DeviceLink, SubscriberState
 from ...runtimes import BannerRuntime
 from ..deps import Access, AppSettings, Devices, Runtime
-from .stream import CLOSE_SLOW_CONSUMER, FrameBudget, close_connection, error_frame, watch_stall
+from .stream import CLOSE_SLOW_CONSUMER, FrameBudget, close_connection, error_frame
 
 router = APIRouter(tags=["devices"])
 log = logging.getLogger("airdisplay.devices")
@@ -107,7 +107,7 @@ async def device_connect(
             outcome = CLOSE_UNAUTHORIZED, TOKEN_REPLACED
         else:
             link.show(await runtime.device_online(banner_id))
-            outcome = await _serve(websocket, runtime, link, settings.device_timeout, settings.stall_seconds)
+            outcome = await _serve(websocket, runtime, link, settings.device_timeout)
     finally:
         if links.detach(link) and not link.deleted:
             with contextlib.suppress(BannerNotFound):
@@ -134,15 +134,13 @@ async def _serve(
     runtime: BannerRuntime,
     link: DeviceLink,
     heartbeat_seconds: float,
-    stall_seconds: float,
 ) -> tuple[int, str] | None:
     """Run the link until it ends; returns the close code and reason to send, if any."""
     receiver = asyncio.create_task(_receive(websocket, runtime, link))
     tasks = {
         receiver: "receive",
         asyncio.create_task(_send(websocket, link)): "send",
-        asyncio.create_task(_watch_heartbeat(link, heartbeat_seconds)): "timeout",
-        asyncio.create_task(watch_stall(link.subscriber, stall_seconds)): "stall",
+        # Ends when the sweeper (realtime/_devices.py) ends the link: silence or frames left unsent.
         asyncio.create_task(link.subscriber.ended()): "ended",
     }
     try:
@@ -166,7 +164,7 @@ async def _serve(
         return CLOSE_UNKNOWN_BANNER, "the banner was deleted"
     if link.revoked:
         return CLOSE_UNAUTHORIZED, TOKEN_REPLACED
-    if "timeout" in reasons:
+    if link.timed_out:
         return CLOSE_HEARTBEAT_TIMEOUT, f"no heartbeat for {heartbeat_seconds:g} s"
     if link.subscriber.state is SubscriberState.OVERFLOWED:
         return CLOSE_SLOW_CONSUMER, "too slow: reconnect"
@@ -177,14 +175,6 @@ async def _send(websocket: WebSocket, link: DeviceLink) -> None:
     while True:
         for item in await link.subscriber.take():
             await websocket.send_text(item.frame)
-
-
-async def _watch_heartbeat(link: DeviceLink, heartbeat_seconds: float) -> None:
-    """Return once the device has been silent for longer than `heartbeat_seconds`."""
-    while True:
-        await asyncio.sleep(min(heartbeat_seconds / 4, 5.0))
-        if link.silent_for() > heartbeat_seconds:
-            return
 
 
 async def _receive(websocket: WebSocket, runtime: BannerRuntime, link: DeviceLink) -> None:
