@@ -6,8 +6,7 @@ from __future__ import annotations
 import contextlib
 import os
 import subprocess
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -15,8 +14,7 @@ import httpx
 import pytest
 
 from airdisplay.access import OPERATOR_MARKER, KeysFile, Role
-from tests.conftest import WAIT_LIMIT
-from tests.test_cli import AIRDISPLAY, free_port, stop, wait_ready
+from tests.conftest import AIRDISPLAY, bearer, free_port, stop, wait_ready, wait_until
 
 #: A client the trusted proxy forwards for: the address a real remote caller would have.
 REMOTE = {"X-Forwarded-For": "203.0.113.9"}
@@ -70,19 +68,6 @@ def keys_cli(data_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def eventually(probe: Callable[[], int], expected: int, *, what: str) -> None:
-    """Poll `probe` until it answers `expected` (the server reloads its keys within a second)."""
-    deadline = time.monotonic() + WAIT_LIMIT
-    while (last := probe()) != expected:
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what} (last answer {last})")
-        time.sleep(0.05)
-
-
-def bearer(key: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {key}"}
-
-
 @pytest.mark.slow
 def test_a_trusted_proxy_leaves_operator_routes_closed_without_a_key(tmp_path):
     """The proxy connects from loopback whoever its client is: no try-it-out mode behind it."""
@@ -94,7 +79,10 @@ def test_a_trusted_proxy_leaves_operator_routes_closed_without_a_key(tmp_path):
         created = keys_cli(tmp_path, "create", "--role", "operator")
         assert created.returncode == 0, created.stderr
         key = created.stdout.strip()
-        eventually(lambda: served.post_banner({**REMOTE, **bearer(key)}), 201, what="the new key in force")
+        with_key = {**REMOTE, **bearer(key)}
+        wait_until(
+            lambda: served.post_banner(with_key), lambda code: code == 201, what="the new key in force"
+        )
     assert "operator routes refuse everyone" in served.log and "--forwarded-allow-ips" in served.log
 
 
@@ -108,7 +96,7 @@ def test_losing_the_last_operator_key_on_a_running_server_locks_operator_routes(
             assert keys_cli(tmp_path, "revoke", record.id).returncode == 0
         else:
             (tmp_path / "keys.json").unlink()
-        eventually(lambda: served.metrics(bearer(key)), 401, what="the lost key refused")
+        wait_until(lambda: served.metrics(bearer(key)), lambda code: code == 401, what="the lost key refused")
         assert served.post_banner() == 401
         assert served.metrics() == 401
     assert "no operator key is left" in served.log
@@ -123,7 +111,7 @@ def test_a_restart_without_the_keys_file_stays_locked_until_allow_open(tmp_path)
         assert served.metrics() == 401
         reopened = keys_cli(tmp_path, "allow-open")
         assert reopened.returncode == 0 and "open again" in reopened.stderr
-        eventually(served.metrics, 200, what="operator routes open again")
+        wait_until(served.metrics, lambda code: code == 200, what="operator routes open again")
         assert served.post_banner() == 201
     assert "this data directory had one" in served.log and "airdisplay keys allow-open" in served.log
 

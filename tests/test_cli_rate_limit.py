@@ -6,7 +6,7 @@ import secrets
 
 import httpx
 
-from tests.test_cli import free_port, spawn, stop, wait_ready
+from tests.conftest import free_port, spawn, stop, wait_ready
 
 #: Random, as a server behind a proxy requires of an operator key.
 OPERATOR_KEY = secrets.token_hex(32)

@@ -23,13 +23,11 @@ import asyncio
 import contextlib
 import json
 import signal
-import socket
 import subprocess
 import sys
 import time
 import uuid
 from collections import defaultdict
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -37,6 +35,8 @@ from pathlib import Path
 import httpx
 import pytest
 import websockets
+
+from tests.conftest import eventually, free_port
 
 BANNERS = 20
 SUBMITTERS_PER_BANNER = 2
@@ -60,24 +60,8 @@ RACE_AGAIN_AFTER = MESSAGE_SECONDS + 1.0
 AIRDISPLAY = Path(sys.executable).with_name("airdisplay")
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def utcnow() -> datetime:
     return datetime.now(UTC)
-
-
-async def until(check: Callable[[], Awaitable[bool]], *, limit: float = WAIT, what: str) -> float:
-    """Wait until the async `check` holds; return how long that took; fail after `limit` seconds."""
-    started = time.monotonic()
-    while not await check():
-        if time.monotonic() - started > limit:
-            raise AssertionError(f"timed out after {limit}s waiting for {what}")
-        await asyncio.sleep(0.05)
-    return time.monotonic() - started
 
 
 @dataclass(frozen=True)
@@ -142,7 +126,7 @@ class Server:
                 except httpx.TransportError:
                     return False
 
-            await until(ready, what="the server to be ready")
+            await eventually(ready, limit=WAIT, what="the server to be ready")
         self.up.set()
 
     async def kill(self) -> None:
@@ -304,7 +288,9 @@ async def check_after_restart(server: Server, client: httpx.AsyncClient, load: L
             for b in banners.values()
         )
 
-    took = await until(nothing_overdue, limit=RESTART_GRACE, what="overdue expiries after a restart")
+    started = time.monotonic()
+    await eventually(nothing_overdue, limit=RESTART_GRACE, what="overdue expiries after a restart")
+    took = time.monotonic() - started
     latest = latest_acks(load.acks)
     banners, _, answered = await listing(client)
     for banner_id, ack in latest.items():
@@ -371,7 +357,7 @@ async def test_acknowledged_messages_survive_repeated_kill_9_under_load(tmp_path
                             task.result()  # a submitter's failed assertion ends the test at once
                     return len(load.acks) >= target
 
-                await until(reached, what=f"{target} acknowledged submits")
+                await eventually(reached, limit=WAIT, what=f"{target} acknowledged submits")
 
             overdue_waits = []
             for cycle, more in enumerate(ACKS_BEFORE_KILL):
@@ -383,7 +369,7 @@ async def test_acknowledged_messages_survive_repeated_kill_9_under_load(tmp_path
                     async def all_overdue(at: datetime = overdue_at) -> bool:
                         return utcnow() > at
 
-                    await until(all_overdue, what="the acknowledged messages to be overdue")
+                    await eventually(all_overdue, limit=WAIT, what="the acknowledged messages to be overdue")
                 await server.start()
                 overdue_waits.append(await check_after_restart(server, client, load))
             await acks_reach(len(load.acks) + ACKS_AFTER_LAST_RESTART)
@@ -398,7 +384,7 @@ async def test_acknowledged_messages_survive_repeated_kill_9_under_load(tmp_path
 
             last_expiry = max(ack.expires_at for ack in load.acks)
             wait = max((last_expiry - utcnow()).total_seconds(), 0) + RESTART_GRACE
-            await until(all_free, limit=wait, what="every message to expire")
+            await eventually(all_free, limit=wait, what="every message to expire")
             banners, _, answered = await listing(client)
             assert sorted(banners) == banner_ids
             check_final_state(load.acks, banners, answered)
@@ -408,7 +394,7 @@ async def test_acknowledged_messages_survive_repeated_kill_9_under_load(tmp_path
             async def subscriber_caught_up() -> bool:
                 return subscriber.versions == final_versions
 
-            await until(subscriber_caught_up, what="the subscriber to catch up")
+            await eventually(subscriber_caught_up, limit=WAIT, what="the subscriber to catch up")
             assert subscriber.backwards == [], "a banner's version went backwards on the stream"
 
         kills = len(ACKS_BEFORE_KILL)

@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from airdisplay.actors._lock import StoreLock
-from tests.test_cli import AIRDISPLAY, free_port, spawn, stop, wait_ready
+from tests.conftest import AIRDISPLAY, free_port, spawn, stop, wait_ready
 
 
 def airdisplay(*args: str) -> subprocess.CompletedProcess[str]:

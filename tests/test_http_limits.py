@@ -13,7 +13,6 @@ import select
 import signal
 import socket
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -24,8 +23,8 @@ import pytest
 
 from airdisplay.cli._connections import ConnectionGuard, ConnectionLimits
 from airdisplay.config import Settings
+from tests.conftest import AIRDISPLAY, SERVE_WAIT, free_port, wait_until
 
-AIRDISPLAY = [sys.executable, "-m", "airdisplay"]
 OTHER_CLIENT = "127.0.0.2"
 #: Longest a test waits for the server to act (close, answer); the deadlines under test are 1 s.
 WAIT = 20.0
@@ -84,9 +83,7 @@ def serve(tmp_path) -> Iterator[Callable[..., Server]]:
     started: list[subprocess.Popen[bytes]] = []
 
     def start(*args: str, preexec_fn: Callable[[], None] | None = None) -> Server:
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            port = int(sock.getsockname()[1])
+        port = free_port()
         proc = subprocess.Popen(
             [*AIRDISPLAY, "serve", "--port", str(port), "--data-dir", str(tmp_path / f"data-{port}"), *args],
             stdout=subprocess.PIPE,
@@ -95,16 +92,16 @@ def serve(tmp_path) -> Iterator[Callable[..., Server]]:
         )
         started.append(proc)
         server = Server(proc, port)
-        deadline = time.monotonic() + 30
-        while True:
+
+        def ready() -> bool:
             assert proc.poll() is None, proc.stdout.read().decode() if proc.stdout else ""
             try:
-                if server.get("/readyz", OTHER_CLIENT)[0] == 200:
-                    return server
+                return server.get("/readyz", OTHER_CLIENT)[0] == 200
             except OSError:
-                pass
-            assert time.monotonic() < deadline, "server did not become ready"
-            time.sleep(0.05)
+                return False
+
+        wait_until(ready, limit=SERVE_WAIT, what=f"the server on port {port} to be ready")
+        return server
 
     yield start
     for proc in started:
@@ -248,10 +245,13 @@ def test_a_client_at_its_connection_limit_is_refused_while_others_are_served(ser
         assert json.loads(body)["type"].endswith("/too-many-connections")
         assert server.get("/healthz", OTHER_CLIENT)[0] == 200
         websocket.close()
-        deadline = time.monotonic() + WAIT
-        while server.get("/healthz")[0] != 200:  # once the server saw the WebSocket go
-            assert time.monotonic() < deadline, "the closed WebSocket still counts"
-            time.sleep(0.05)
+        # Served once the server saw the WebSocket go.
+        wait_until(
+            lambda: server.get("/healthz")[0],
+            lambda status: status == 200,
+            limit=WAIT,
+            what="the closed WebSocket to stop counting",
+        )
         metrics = server.get("/metrics", OTHER_CLIENT)[2].decode()
         assert 'airdisplay_connections_refused_total{reason="too_many_connections"}' in metrics
         assert "airdisplay_connections_open" in metrics

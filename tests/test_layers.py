@@ -6,7 +6,8 @@ the store's API, not SQL of its own; and importing the runtime interface imports
 actor runtime nor the Dapr SDK (a runtime is imported when it is chosen, runtimes/__init__.py).
 
 The rules read the package that is imported (`airdisplay.__file__`), so they can be checked against
-another checkout: `PYTHONPATH=<checkout>/src pytest tests/test_layers.py`.
+another checkout: `PYTHONPATH=<checkout>/src pytest tests/test_layers.py`. The tests have a seam too: no
+module of tests/ imports a test module; what several use lives in a conftest.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import pytest
 import airdisplay
 
 PACKAGE = Path(airdisplay.__file__).parent
+TESTS = Path(__file__).resolve().parent
 
 
 def module_name(path: Path) -> str:
@@ -97,6 +99,27 @@ def test_onboarding_writes_through_the_store_not_sql_of_its_own():
         if isinstance(node, ast.Constant) and isinstance(node.value, str)
     ]
     assert not [text for text in strings if "actor_state" in text]
+
+
+def test_modules_of_the_tests_import_no_test_module():
+    """Helpers that several test modules use live in tests/conftest.py (or the conftest of the one package
+    that uses them): importing a test module ties it to another's tests and, for a fixture, needs a noqa."""
+    offending = set()
+    for path in sorted(TESTS.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                base = "." * node.level + (node.module or "")
+                names = [base, *(f"{base}.{alias.name}" for alias in node.names)]
+            else:
+                continue
+            offending.update(
+                f"{path.relative_to(TESTS.parent)}: {name}"
+                for name in names
+                if (name.startswith(("tests.", ".")) and any(p.startswith("test_") for p in name.split(".")))
+            )
+    assert not offending, "move what is shared to a conftest"
 
 
 #: Run in a fresh interpreter: which of the heavy modules `import airdisplay.runtimes` brings in.

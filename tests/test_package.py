@@ -13,10 +13,8 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
-import time
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +23,7 @@ import httpx
 import pytest
 from playwright.async_api import expect
 
-from tests.conftest import WAIT_LIMIT, skip_for_missing
+from tests.conftest import WAIT_LIMIT, free_port, skip_for_missing, wait_ready
 from tests.web.conftest import UI_TIMEOUT_MS, browser, open_fleet  # noqa: F401 - fixtures
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -175,12 +173,6 @@ def test_dapr_check_passes_on_the_components_the_package_carries(installed: Inst
     assert "look right" in done.stdout
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def _serve(installed: Installed, port: int, log: Path) -> subprocess.Popen[bytes]:
     """`airdisplay serve` of the installed package, from outside the checkout, its output in `log`."""
     with log.open("wb") as out:
@@ -193,28 +185,14 @@ def _serve(installed: Installed, port: int, log: Path) -> subprocess.Popen[bytes
         )
 
 
-def _wait_ready(proc: subprocess.Popen[bytes], url: str, log: Path) -> None:
-    deadline = time.monotonic() + WAIT_LIMIT * 2
-    while proc.poll() is None:
-        try:
-            if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        if time.monotonic() > deadline:
-            raise AssertionError(f"the installed server did not become ready: {log.read_text()}")
-        time.sleep(0.05)
-    raise AssertionError(f"the installed server exited with {proc.returncode}: {log.read_text()}")
-
-
 # open_fleet first: without Chromium the test skips before the package is built.
 async def test_the_installed_server_renders_the_fleet_in_chromium(open_fleet, installed: Installed) -> None:  # noqa: F811
-    port = _free_port()
+    port = free_port()
     url = f"http://127.0.0.1:{port}"
     log = installed.workdir / "serve.log"
     proc = _serve(installed, port, log)
     try:
-        await asyncio.to_thread(_wait_ready, proc, url, log)
+        await asyncio.to_thread(wait_ready, proc, url, limit=WAIT_LIMIT * 2, log=log)
         async with httpx.AsyncClient(base_url=url, timeout=WAIT_LIMIT) as client:
             for banner_id, name in [("n123ab", "Cessna N123AB"), ("d-eabc", "Piper D-EABC")]:
                 created = await client.post("/api/v1/banners", json={"id": banner_id, "name": name})

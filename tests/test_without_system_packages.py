@@ -14,9 +14,13 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-#: Tests that need each missing part, and the tests around them that need none (tests/dapr/test_dapr_host
-#: runs the app against the daprd double on the real Redis, and some of its tests need no Redis at all).
-SUBSET = ["tests/dapr/test_dapr_host.py", "tests/dapr/test_real_cluster.py", "tests/web/test_docs_page.py"]
+#: Tests that need each missing part, and the tests around them that need none (test_dapr_host runs the
+#: app against the daprd double on the real Redis, and some of its tests need no Redis at all).
+SUBSET = [
+    "tests/runtimes/dapr/test_dapr_host.py",
+    "tests/runtimes/dapr/test_real_cluster.py",
+    "tests/web/test_docs_page.py",
+]
 #: The subset takes ~5 s on a loaded 2-core machine.
 RUN_SECONDS = 50
 

@@ -12,7 +12,7 @@ import websockets
 from websockets.exceptions import InvalidStatus
 
 from airdisplay.access import KeysFile, Role
-from tests.conftest import WAIT_LIMIT
+from tests.conftest import bearer, eventually
 
 OPERATOR_ENV_KEY = "operator-key-from-the-environment"
 
@@ -25,22 +25,6 @@ OPERATOR_ROUTES = [
     ("GET", "/metrics", None),
 ]
 _ROUTE_IDS = [f"{m} {p}" for m, p, _ in OPERATOR_ROUTES]
-
-
-async def eventually(probe, check, *, what: str, limit: float = WAIT_LIMIT):
-    """Call the async `probe` until `check` holds for its result; return that result."""
-    deadline = asyncio.get_running_loop().time() + limit
-    while True:
-        value = await probe()
-        if check(value):
-            return value
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"timed out after {limit}s waiting for {what} (last: {value!r})")
-        await asyncio.sleep(0.05)
-
-
-def bearer(key: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {key}"}
 
 
 async def call(server, method: str, path: str, body: object = None, headers=None) -> httpx.Response:

@@ -8,28 +8,15 @@ import json
 from pathlib import Path
 
 import pytest
-import websockets
 from websockets.exceptions import ConnectionClosed
 
 from airdisplay.api.routes.devices import DEVICE_FRAME_BURST, DEVICE_FRAMES_PER_SECOND, FrameBudget
-from tests.api.test_stream import StreamClient
-from tests.conftest import eventually
+from tests.conftest import FRAME_WAIT, StreamClient, connect_device, eventually, recv
 
-FRAME_WAIT = 10.0
 DEVICE_DOC = Path(__file__).parents[2] / "docs" / "device-protocol.md"
 #: Frames a flooding test sends at most: 20 budgets' worth, so the link is over budget unless the server
 #: took (2,000 - 100) / 10 = 190 s to read them.
 FLOOD_FRAMES = 20 * DEVICE_FRAME_BURST
-
-
-async def connect_device(server, banner_id: str, token: str | None):
-    url = server.url.replace("http://", "ws://") + f"/api/v1/devices/{banner_id}/connect"
-    headers = {"Authorization": f"Bearer {token}"} if token is not None else {}
-    return await websockets.connect(url, additional_headers=headers)
-
-
-async def recv(ws) -> dict:
-    return json.loads(await asyncio.wait_for(ws.recv(), FRAME_WAIT))
 
 
 async def closed_with(ws) -> int:

@@ -8,14 +8,10 @@ import re
 
 import websockets
 
-from tests.conftest import eventually
+from tests.conftest import bearer, eventually
 
 YEAR_ONE = "0001-01-01T00:00:00"
 OPERATOR_KEY = "legacy-test-operator-key"
-
-
-def _bearer(key: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {key}"}
 
 
 async def test_legacy_list_and_get_use_the_demo_shape(server):
@@ -73,16 +69,16 @@ async def test_legacy_post_follows_the_submit_policy_like_v1(start_server):
     submit, so the demo page keeps working on a server with an operator key."""
     server = await start_server(api_key=OPERATOR_KEY)
     created = await server.client.post(
-        "/api/v1/banners", json={"id": "sparky", "name": "Sparky"}, headers=_bearer(OPERATOR_KEY)
+        "/api/v1/banners", json={"id": "sparky", "name": "Sparky"}, headers=bearer(OPERATOR_KEY)
     )
     assert created.status_code == 201
     assert (await server.client.post("/api/v1/banners", json={"id": "x", "name": "X"})).status_code == 401
     shown = await server.client.post("/banner/sparky", json={"message": "open like v1"})
     assert shown.status_code == 200 and shown.json()["message"] == "open like v1"
-    await server.client.delete("/api/v1/banners/sparky/message", headers=_bearer(OPERATOR_KEY))
-    bad = await server.client.post("/banner/sparky", json={"message": "x"}, headers=_bearer("dead-key"))
+    await server.client.delete("/api/v1/banners/sparky/message", headers=bearer(OPERATOR_KEY))
+    bad = await server.client.post("/banner/sparky", json={"message": "x"}, headers=bearer("dead-key"))
     assert bad.status_code == 401  # a key that is not valid is refused, as on every route
-    assert (await server.client.get("/banner/sparky", headers=_bearer("dead-key"))).status_code == 401
+    assert (await server.client.get("/banner/sparky", headers=bearer("dead-key"))).status_code == 401
     assert (await server.client.get("/banner/sparky")).json()["message"] == ""
 
 

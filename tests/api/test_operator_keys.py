@@ -17,7 +17,7 @@ from airdisplay.access import (
     key_bits,
 )
 from airdisplay.config import Settings
-from tests.api.test_access import bearer, eventually
+from tests.conftest import bearer, eventually
 
 NEW_BANNER = {"id": "k1", "name": "Keyed"}
 

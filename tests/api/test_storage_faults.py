@@ -8,7 +8,6 @@ import asyncio
 import itertools
 import os
 import sqlite3
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,7 +16,8 @@ import pytest
 
 from airdisplay.actors import _store
 from airdisplay.runtimes.embedded import DATABASE_FILE
-from tests.api.test_sse import sse
+from tests.api.conftest import sse
+from tests.conftest import eventually
 from tests.small_disk import fill, free_bytes, small_disk
 
 #: The store waits this long for a lock (PRAGMA busy_timeout in actors/_store.py) before giving up.
@@ -61,16 +61,16 @@ def disk(tmp_path) -> Iterator[Path]:
         yield mount
 
 
-async def wait_for_readiness(server, status: int, limit: float = READY_WAIT) -> httpx.Response:
-    """Poll /readyz until it answers `status`; fail after `limit` seconds."""
-    deadline = time.monotonic() + limit
-    while (response := await server.client.get("/readyz")).status_code != status:
-        if time.monotonic() > deadline:
-            raise AssertionError(
-                f"/readyz still answers {response.status_code}, not {status}: {response.text}"
-            )
-        await asyncio.sleep(0.02)
-    return response
+async def ready_again(server) -> None:
+    """Until /readyz answers 200 once more; fail after READY_WAIT seconds with its last answer."""
+
+    async def readiness() -> tuple[int, str]:
+        response = await server.client.get("/readyz")
+        return response.status_code, response.text
+
+    await eventually(
+        readiness, lambda answer: answer[0] == 200, limit=READY_WAIT, what="/readyz to answer 200 again"
+    )
 
 
 def assert_not_ready_for_a_full_disk(response: httpx.Response) -> None:
@@ -101,7 +101,7 @@ async def test_a_full_disk_answers_503_changes_nothing_and_recovers(start_server
         assert_not_ready_for_a_full_disk(await server.client.get("/readyz"))
     finally:
         filler.unlink()
-    await wait_for_readiness(server, 200)
+    await ready_again(server)
     shown = await server.client.post(f"/api/v1/banners/{refused_id}/message", json={"text": "space again"})
     assert shown.status_code == 201
     await server.stop()
@@ -151,7 +151,7 @@ async def test_space_freed_on_a_full_disk_shrinks_the_wal_before_writes_resume(
     assert wal.stat().st_size > HEADROOM // 2  # the WAL holds what filled the disk
 
     os.truncate(filler, filler.stat().st_size - FREED)
-    await wait_for_readiness(server, 200)
+    await ready_again(server)
     assert wal.stat().st_size < FREED  # checkpointed and truncated: its space is free again
     assert free_bytes(disk) > HEADROOM
     for banner_id in itertools.islice(waiting, 30):
@@ -191,7 +191,7 @@ async def test_a_server_restarted_on_a_full_disk_starts_read_only(start_server, 
     assert "airdisplay_store_writable 0.0" in (await server.client.get("/metrics")).text
 
     filler.unlink()
-    await wait_for_readiness(server, 200)
+    await ready_again(server)
     await server.create("r2")
     assert "airdisplay_store_writable 1.0" in (await server.client.get("/metrics")).text
     await server.stop()

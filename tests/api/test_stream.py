@@ -8,59 +8,17 @@ import socket
 from pathlib import Path
 
 import pytest
-import websockets
 from websockets.exceptions import ConnectionClosed
 
 from airdisplay.api.routes import stream as stream_route
 from airdisplay.api.routes.stream import FrameBudget
 from airdisplay.realtime import SubscriberState
-from tests.api.test_sse import slow_clients_cut_off
-from tests.conftest import eventually
+from tests.api.conftest import slow_clients_cut_off
+from tests.conftest import FRAME_WAIT, StreamClient, eventually
 
-FRAME_WAIT = 10.0
 REALTIME_DOC = Path(__file__).parents[2] / "docs" / "realtime.md"
 #: What uvicorn sends to every open WebSocket when the server stops (RFC 6455 7.4.1 "Service Restart").
 CLOSE_SERVICE_RESTART = 1012
-
-
-class StreamClient:
-    """A WebSocket client that reads frames as JSON and can wait for a particular one."""
-
-    def __init__(self, ws):
-        self.ws = ws
-        self.seen: list[dict] = []
-
-    @classmethod
-    async def connect(cls, server, query: str = "") -> StreamClient:
-        url = server.url.replace("http://", "ws://") + "/api/v1/stream" + query
-        return cls(await websockets.connect(url, max_size=2**22))
-
-    async def send(self, **frame) -> None:
-        await self.ws.send(json.dumps(frame))
-
-    async def next(self, *, skip_pings: bool = True) -> dict:
-        while True:
-            frame = json.loads(await asyncio.wait_for(self.ws.recv(), FRAME_WAIT))
-            self.seen.append(frame)
-            if not (skip_pings and frame["type"] == "ping"):
-                return frame
-
-    async def until(self, predicate) -> dict:
-        while True:
-            frame = await self.next()
-            if predicate(frame):
-                return frame
-
-    async def banner_frames(self, banner_id: str, count: int) -> list[dict]:
-        found = []
-        while len(found) < count:
-            frame = await self.next()
-            if frame["type"] == "banner" and frame["banner_id"] == banner_id:
-                found.append(frame)
-        return found
-
-    async def close(self) -> None:
-        await self.ws.close()
 
 
 @pytest.fixture

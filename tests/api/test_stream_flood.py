@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_cli import free_port, spawn, stop, wait_ready
+from tests.conftest import free_port, spawn, stop, wait_ready
 
 #: The largest subscription: 1,000 ids of 64 characters. Each `subscribed` reply lists them all (~67 KB).
 IDS = [f"{i:04d}" + "f" * 60 for i in range(1000)]

@@ -21,8 +21,7 @@ from airdisplay.cli import main
 from airdisplay.domain import Banner, BannerBusy, BannerChanged, ChangeKind, Message
 from airdisplay.events import change_from_json, change_to_json
 from airdisplay.runtimes.dapr._wire import error, unwrap
-from tests.api.test_devices import connect_device, recv
-from tests.api.test_stream import StreamClient
+from tests.conftest import StreamClient, connect_device, recv
 
 #: Anything that looks like an ISO 8601 time, with or without an offset.
 ANY_TIME = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?(?:Z|[+-]\d{2}:?\d{2})?")

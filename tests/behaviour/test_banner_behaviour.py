@@ -1,8 +1,8 @@
 """One behaviour suite, run against three runtimes, each behind a real uvicorn server in the test's loop:
 
 - embedded: banner actors in-process, state in SQLite under tmp_path;
-- dapr: the Dapr SDK host behind the daprd double of tests/dapr/double.py, with a real Redis for the fleet
-  directory;
+- dapr: the Dapr SDK host behind the daprd double of tests/runtimes/dapr/double.py, with a real Redis for
+  the fleet directory;
 - dapr-real: the same app behind a real daprd subprocess (built by `make dapr`) joined to the session's
   real placement + scheduler, with actor state, pub/sub and the fleet directory in a real Redis. It skips
   when the binaries are missing, and fails instead when CI is set.
@@ -16,15 +16,13 @@ from collections import Counter
 
 import pytest
 
-from tests.api.conftest import start_server  # noqa: F401 - the fixture
-from tests.api.test_devices import connect_device, recv
-from tests.api.test_stream import StreamClient
+from tests.conftest import StreamClient, connect_device, recv
 
 RUNTIMES = ["embedded", "dapr", "dapr-real"]
 
 
 @pytest.fixture(params=RUNTIMES)
-def start_service(request, start_server):  # noqa: F811
+def start_service(request, start_server):
     """Start a server on the parametrized runtime."""
 
     async def start(**settings):

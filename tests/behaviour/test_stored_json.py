@@ -18,16 +18,13 @@ from pydantic import BaseModel
 from airdisplay.actors._state import ActorStateManager, decode, encode
 from airdisplay.domain import (
     Banner,
-    BannerChanged,
     BannerRules,
-    ChangeKind,
     SubmissionLog,
     device_acknowledged,
     device_connected,
     register_banner,
     submit_message,
 )
-from airdisplay.events import change_from_json, change_to_bytes, change_to_json
 from airdisplay.runtimes import EmbeddedRuntime
 from airdisplay.runtimes.behaviour import BANNER_KEY, SUBMISSIONS_KEY, banner_of
 from airdisplay.runtimes.dapr._serializer import PlainJSONSerializer
@@ -151,18 +148,3 @@ async def test_dapr_state_serializer_passes_json_bytes_through_unchanged():
     assert b'"value":' + stored + b"}" in body  # the very bytes, not a re-encoding
     assert json.loads(body)[0]["request"]["value"] == banner.model_dump(mode="json")
     assert stored == dict_encoding(banner)  # the same bytes a dict value gave in Redis before
-
-
-@pytest.mark.parametrize("deleted", [False, True], ids=["changed", "deleted"])
-def test_a_change_goes_on_the_wire_around_the_bytes_it_carries(deleted):
-    banner = banners()[2]
-    stored = banner.model_dump_json().encode()
-    change = (
-        BannerChanged(ChangeKind.DELETED, banner.id, banner.version + 1, None, NOW)
-        if deleted
-        else BannerChanged(ChangeKind.MESSAGE_SHOWN, banner.id, banner.version, banner, NOW, stored)
-    )
-    wire = change_to_bytes(change)
-    assert json.loads(wire) == change_to_json(change)
-    assert change_from_json(wire) == change
-    assert (b'"banner":null' if deleted else b'"banner":' + stored + b",") in wire

@@ -7,14 +7,13 @@ import gc
 import io
 
 from airdisplay.simulator import Fleet, FleetStats, SimulationConfig, percentile
-from tests.api.conftest import start_server  # noqa: F401 - the fixture
 from tests.conftest import eventually
 
 OPERATOR_KEY = "operator-key-of-the-fleet-tests"
 REFUSAL_KEYS = ("rate_limited", "busy", "auth", "client_error", "server_error", "connection")
 
 
-async def test_simulated_fleet_connects_acknowledges_and_reconnects(start_server):  # noqa: F811
+async def test_simulated_fleet_connects_acknowledges_and_reconnects(start_server):
     server = await start_server(message_seconds=0.5)
     out = io.StringIO()
     config = SimulationConfig(
@@ -41,7 +40,7 @@ async def test_simulated_fleet_connects_acknowledges_and_reconnects(start_server
     assert len(acknowledged) == 20
 
 
-async def test_a_second_run_rekeys_existing_banners(start_server):  # noqa: F811
+async def test_a_second_run_rekeys_existing_banners(start_server):
     server = await start_server()
     config = SimulationConfig(url=server.url, banners=3, create=True, duration=0.2)
     await Fleet(config, out=io.StringIO()).run()
@@ -77,7 +76,7 @@ def test_progress_line_shows_refusals_by_kind():
     }
 
 
-async def test_rate_limited_submits_are_counted_and_explained(start_server):  # noqa: F811
+async def test_rate_limited_submits_are_counted_and_explained(start_server):
     server = await start_server(submit_rate=1, submit_burst=2)
     out = io.StringIO()
     config = SimulationConfig(url=server.url, banners=10, create=True, duration=1.0, submit_rate=20)
@@ -92,7 +91,7 @@ async def test_rate_limited_submits_are_counted_and_explained(start_server):  # 
     )
 
 
-async def test_an_operator_key_lifts_the_submit_limit(start_server):  # noqa: F811
+async def test_an_operator_key_lifts_the_submit_limit(start_server):
     server = await start_server(api_key=OPERATOR_KEY, submit_rate=1, submit_burst=2)
     config = SimulationConfig(
         url=server.url, banners=10, create=True, api_key=OPERATOR_KEY, duration=1.0, submit_rate=20
@@ -102,7 +101,7 @@ async def test_an_operator_key_lifts_the_submit_limit(start_server):  # noqa: F8
     assert summary["refused"] == 0
 
 
-async def test_a_busy_banner_is_refused_once_then_left_until_it_frees_up(start_server):  # noqa: F811
+async def test_a_busy_banner_is_refused_once_then_left_until_it_frees_up(start_server):
     server = await start_server(message_seconds=60)
     await server.create("sim-0")
     taken = await server.client.post("/api/v1/banners/sim-0/message", json={"text": "someone else's"})
@@ -114,7 +113,7 @@ async def test_a_busy_banner_is_refused_once_then_left_until_it_frees_up(start_s
     assert summary["skipped"] > 0  # the free_at of the 409 kept it from trying again
 
 
-async def test_a_rate_the_fleet_cannot_sustain_is_named(start_server):  # noqa: F811
+async def test_a_rate_the_fleet_cannot_sustain_is_named(start_server):
     server = await start_server(message_seconds=60)
     out = io.StringIO()
     config = SimulationConfig(url=server.url, banners=3, create=True, duration=0.5, submit_rate=5)
@@ -122,7 +121,7 @@ async def test_a_rate_the_fleet_cannot_sustain_is_named(start_server):  # noqa: 
     assert "3 banners busy 60 s per message sustain at most 0.05 submits/s" in out.getvalue()
 
 
-async def test_a_server_that_goes_away_counts_connection_refusals_and_leaks_no_task(start_server):  # noqa: F811
+async def test_a_server_that_goes_away_counts_connection_refusals_and_leaks_no_task(start_server):
     server = await start_server(message_seconds=0.2)
     unretrieved: list[dict[str, object]] = []
     asyncio.get_running_loop().set_exception_handler(lambda _loop, context: unretrieved.append(context))

@@ -13,8 +13,6 @@ import sys
 
 import pytest
 
-from tests.api.conftest import start_server  # noqa: F401 - the fixture
-
 SIMULATE = [sys.executable, "-m", "airdisplay", "simulate"]
 OPERATOR_KEY = "operator-key-of-the-simulator-tests"
 
@@ -64,7 +62,7 @@ async def test_no_server_is_one_line_and_exit_2():
     ids=["no key", "wrong key"],
 )
 async def test_create_without_a_valid_operator_key_is_one_line_and_exit_2(
-    start_server,  # noqa: F811
+    start_server,
     key,
     expected,
 ):
@@ -81,7 +79,7 @@ async def test_create_without_a_valid_operator_key_is_one_line_and_exit_2(
     assert listing.json()["items"] == []
 
 
-async def test_unregistered_banners_without_create_is_one_line_and_exit_2(start_server):  # noqa: F811
+async def test_unregistered_banners_without_create_is_one_line_and_exit_2(start_server):
     server = await start_server()
     code, out, err = await simulate("--url", server.url, "--banners", "20", "--duration", "1")
     assert code == 2
@@ -91,7 +89,7 @@ async def test_unregistered_banners_without_create_is_one_line_and_exit_2(start_
     assert re.search(r"banner sim-\d\d is not registered; pass --create", lines[0]), lines[0]
 
 
-async def test_ctrl_c_ends_the_run_with_its_report(start_server):  # noqa: F811
+async def test_ctrl_c_ends_the_run_with_its_report(start_server):
     server = await start_server()
     proc = await asyncio.create_subprocess_exec(
         *SIMULATE,

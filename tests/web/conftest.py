@@ -12,8 +12,7 @@ import pytest
 from playwright.async_api import Browser, ConsoleMessage, Dialog, Locator, Page, WebSocket, async_playwright
 
 from airdisplay.web import VENDOR_DIR
-from tests.api.conftest import RunningServer, start_server  # noqa: F401 - start_server is a fixture
-from tests.conftest import skip_for_missing
+from tests.conftest import RunningServer, skip_for_missing
 
 #: Playwright's own browser download cannot work on this network; Debian's Chromium (on PATH) is the browser.
 CHROMIUM = shutil.which("chromium")
@@ -37,8 +36,8 @@ PHONE = {"width": 390, "height": 844}
 
 
 @pytest.fixture
-def start_web_server(start_server) -> Callable[..., Awaitable[RunningServer]]:  # noqa: F811
-    """tests/api's start_server, with a test client that sends the operator key the page will be asked for."""
+def start_web_server(start_server) -> Callable[..., Awaitable[RunningServer]]:
+    """`start_server` (tests/conftest.py) with a test client that sends the operator key the page asks for."""
 
     async def start(**settings: Any) -> RunningServer:
         return await start_server(client_sends_key=True, **settings)

@@ -1,7 +1,8 @@
 """The banner actor hosted by the official Dapr Python SDK: the same BannerBehaviour, Dapr's Actor base.
 
 Pitfalls of the SDK (1.19) and of Dapr 1.18 handled here on purpose, each with its test named (the
-files are tests/dapr/test_dapr_host.py, on a daprd double, and tests/dapr/test_real_cluster.py):
+files are tests/runtimes/dapr/test_dapr_host.py, on a daprd double, and
+tests/runtimes/dapr/test_real_cluster.py):
 - A method that raises leaves its changes in the SDK's state cache, and the next turn saves them
   (manager.py clears the cache only for DaprInternalError). Every turn here clears the cache on failure
   (test_a_failed_turn_leaves_no_cached_partial_state_for_the_next_turn).

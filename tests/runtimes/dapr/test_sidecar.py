@@ -1,7 +1,7 @@
 """The client of daprd's HTTP API (runtimes/dapr/_sidecar.py) against a slow endpoint on a real port.
 
 The endpoint is a stand-in: a real daprd cannot be made to hold one chosen call unanswered. Calls to the
-real daprd are tested in tests/dapr/test_real_cluster.py.
+real daprd are tested in tests/runtimes/dapr/test_real_cluster.py.
 """
 
 from __future__ import annotations

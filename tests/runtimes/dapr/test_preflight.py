@@ -10,7 +10,6 @@ from dapr.clients.http.helpers import get_api_url
 
 from airdisplay.runtimes.dapr._local import free_port
 from airdisplay.runtimes.dapr._preflight import SIDECAR_WAIT_SECONDS
-from tests.api.conftest import start_server  # noqa: F401 - the fixture
 
 
 def test_serve_without_a_sidecar_says_so_in_one_line_and_exits_2(tmp_path):
@@ -35,7 +34,7 @@ def test_serve_without_a_sidecar_says_so_in_one_line_and_exits_2(tmp_path):
 
 
 async def test_the_sdk_calls_the_daprd_the_app_was_given_not_the_one_in_the_environment(
-    start_server,  # noqa: F811
+    start_server,
     monkeypatch,
 ):
     """DAPR_HTTP_PORT in the environment names another port; the SDK's own calls (state saves,

@@ -12,7 +12,7 @@ import pytest
 
 from airdisplay.runtimes.dapr._check import Expectations, check_dapr_setup, is_host_port
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 DEPLOY = REPO / "deploy" / "dapr"
 
 

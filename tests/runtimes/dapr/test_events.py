@@ -3,7 +3,7 @@
 The endpoint here is a stand-in: a real HTTP server in the test process that takes, refuses or holds each
 publish as a test tells it, so the sidecar client's real code (pool, timeouts, errors) runs and every
 attempt is seen. A real daprd cannot be made to refuse or stall one chosen publish on demand; its real
-publishing, through Redis to every replica, is tested in tests/dapr/test_real_cluster.py.
+publishing, through Redis to every replica, is tested in tests/runtimes/dapr/test_real_cluster.py.
 """
 
 from __future__ import annotations

@@ -1,9 +1,10 @@
 """The banner actor on the official Dapr SDK, driven through the app's own routes as daprd drives them.
 
-These use the daprd double of tests/dapr/double.py (the SDK's real ActorRuntime and DaprActor routes, the
-SDK's actor-client hook backed by an in-memory store and reminder scheduler, a per-actor turn lock) and a
-real Redis for the fleet directory: fast, and every call the app makes is recorded. The same behaviour on
-a real daprd, placement and scheduler: tests/dapr/test_real_cluster.py and the behaviour suite.
+These use the daprd double of tests/runtimes/dapr/double.py (the SDK's real ActorRuntime and DaprActor
+routes, the SDK's actor-client hook backed by an in-memory store and reminder scheduler, a per-actor turn
+lock) and a real Redis for the fleet directory: fast, and every call the app makes is recorded. The same
+behaviour on a real daprd, placement and scheduler: tests/runtimes/dapr/test_real_cluster.py and the
+behaviour suite.
 """
 
 from __future__ import annotations
@@ -19,13 +20,11 @@ from dapr.serializers import DefaultJSONSerializer
 
 from airdisplay.runtimes.behaviour import BannerBehaviour
 from airdisplay.runtimes.dapr import BannerActor, PlainJSONSerializer
-from tests.api.conftest import start_server  # noqa: F401 - the fixture
-from tests.api.test_stream import StreamClient
-from tests.conftest import eventually
+from tests.conftest import StreamClient, eventually
 
 
 @pytest.fixture
-async def dapr_server(start_server):  # noqa: F811
+async def dapr_server(start_server):
     return await start_server(runtime="dapr", message_seconds=60)
 
 
@@ -84,7 +83,7 @@ async def test_calls_go_through_the_sidecar_and_events_come_back_over_pubsub(dap
     assert kinds == ["created", "message_shown"]
 
 
-async def test_expiry_is_a_one_shot_reminder(start_server):  # noqa: F811
+async def test_expiry_is_a_one_shot_reminder(start_server):
     server = await start_server(runtime="dapr", message_seconds=0.3)
     await server.create("b1")
     shown = (await server.client.post("/api/v1/banners/b1/message", json={"text": "brief"})).json()
@@ -96,7 +95,7 @@ async def test_expiry_is_a_one_shot_reminder(start_server):  # noqa: F811
     await eventually(lambda: not server.daprd.reminders, what="the one-shot reminder to be gone")
 
 
-async def test_a_reminder_delivered_four_times_expires_the_message_once(start_server):  # noqa: F811
+async def test_a_reminder_delivered_four_times_expires_the_message_once(start_server):
     server = await start_server(runtime="dapr", message_seconds=0.3)
     server.daprd.reminder_deliveries = 4  # daprd retries a reminder up to 3 times
     await server.create("b1")
@@ -141,7 +140,7 @@ async def test_pubsub_delivery_route_fans_out_and_drops_malformed_events(dapr_se
     assert again.json() == {"status": "SUCCESS"}
 
 
-async def test_daprd_facing_routes_need_the_app_token_when_one_is_set(start_server, monkeypatch):  # noqa: F811
+async def test_daprd_facing_routes_need_the_app_token_when_one_is_set(start_server, monkeypatch):
     server = await start_server(runtime="dapr", app_api_token="from-daprd")
     token = {"dapr-api-token": "from-daprd"}
     # The double does not send the token, so drive the guarded routes directly.

@@ -1,7 +1,8 @@
 """A stand-in for daprd, for fast tests of the app's side of the Dapr contract (a real daprd takes a
-second to start and hides what the app sent it). The real thing runs in tests/dapr/test_real_cluster.py
-and in the behaviour suite's dapr-real runtime; only they show placement, the Scheduler's timing and
-retries, the Redis state store and pub/sub, failover and the SDK's real HTTP client.
+second to start and hides what the app sent it). The real thing runs in
+tests/runtimes/dapr/test_real_cluster.py and in the behaviour suite's dapr-real runtime; only they show
+placement, the Scheduler's timing and retries, the Redis state store and pub/sub, failover and the SDK's
+real HTTP client.
 
 It plays daprd's two sides, as the real sidecar does:
 - towards the SDK inside the app, an in-process `DaprActorClientBase` (the SDK's own hook for its actor

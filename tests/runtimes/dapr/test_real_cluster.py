@@ -4,7 +4,7 @@
 
 The shared cluster (message 6 s) serves the tests that leave it as it was; tests that kill, stop or
 restart processes get a cluster of their own. Without the binaries these tests skip locally and fail in
-CI (tests/dapr/conftest.py).
+CI (tests/runtimes/dapr/conftest.py).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import subprocess
 import time
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -28,6 +28,7 @@ import websockets
 
 from airdisplay.runtimes.dapr._local import LocalDapr, free_port
 from airdisplay.runtimes.dapr._sweep import GRACE_SECONDS, SWEEP_SECONDS
+from tests.conftest import eventually, wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
 
@@ -58,18 +59,15 @@ class RedisProcess:
             + ["--appendonly", "yes", "--appendfsync", "always", "--dir", str(self.workdir)],
             stdout=subprocess.DEVNULL,
         )
-        deadline = time.monotonic() + 10
-        while True:
+
+        def answers() -> bool:
+            ping = ["redis-cli", "-p", str(self.port), "ping"]
             try:
-                if subprocess.run(
-                    ["redis-cli", "-p", str(self.port), "ping"], capture_output=True, timeout=2
-                ).stdout.startswith(b"PONG"):
-                    return
+                return subprocess.run(ping, capture_output=True, timeout=2).stdout.startswith(b"PONG")
             except subprocess.TimeoutExpired:
-                pass
-            if time.monotonic() > deadline:
-                raise TimeoutError("redis-server did not start")
-            time.sleep(0.05)
+                return False
+
+        wait_until(answers, limit=10, what=f"redis-server on port {self.port} to answer PING")
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -129,20 +127,6 @@ async def submit(
     return await http.post(f"{base}/api/v1/banners/{banner_id}/message", json={"text": text}, headers=headers)
 
 
-async def until(predicate: Callable[[], object], limit: float, what: str) -> float:
-    """Poll an async or sync predicate until it is true; the seconds it took."""
-    start = time.monotonic()
-    while True:
-        result = predicate()
-        if asyncio.iscoroutine(result):
-            result = await result
-        if result:
-            return time.monotonic() - start
-        if time.monotonic() - start > limit:
-            raise AssertionError(f"timed out after {limit} s waiting for {what}")
-        await asyncio.sleep(0.05)
-
-
 class Stream:
     """A WebSocket client of /api/v1/stream that records every banner frame it gets."""
 
@@ -200,8 +184,10 @@ async def test_expiry_fires_through_the_scheduler_once_and_both_replicas_see_it(
         shown = (await submit(http, b.url, banner, "brief")).json()
         expires_at = datetime.fromisoformat(shown["message"]["expires_at"]).timestamp()
         for stream in streams:
-            await until(
-                lambda s=stream: s.of(banner, "message_expired"), SHARED_MESSAGE_SECONDS + 15, "expiry"
+            await eventually(
+                lambda s=stream: s.of(banner, "message_expired"),
+                limit=SHARED_MESSAGE_SECONDS + 15,
+                what="expiry",
             )
         lateness = time.time() - expires_at
         await asyncio.sleep(1.5)  # room for a second, wrong expiry to show up
@@ -224,12 +210,14 @@ async def test_a_websocket_on_one_replica_sees_every_change_made_through_the_oth
     await create(http, b.url, banner)
     stream = await Stream.open(a.url, [banner])
     try:
-        await until(lambda: stream.of(banner), 10, "the snapshot")
+        await eventually(lambda: stream.of(banner), limit=10, what="the snapshot")
         versions = [(await submit(http, b.url, banner, "one")).json()["version"]]
         versions.append((await http.delete(f"{b.url}/api/v1/banners/{banner}/message")).json()["version"])
         versions.append((await submit(http, b.url, banner, "two")).json()["version"])
         versions.append((await http.delete(f"{b.url}/api/v1/banners/{banner}/message")).json()["version"])
-        await until(lambda: stream.of(banner)[-1]["version"] == versions[-1], 15, "the last change on A")
+        await eventually(
+            lambda: stream.of(banner)[-1]["version"] == versions[-1], limit=15, what="the last change on A"
+        )
         seen = [(f["kind"], f["version"]) for f in stream.of(banner)]
         assert seen[0] == ("snapshot", 1)
         assert seen[1:] == list(
@@ -276,14 +264,14 @@ async def test_device_channel_works_through_a_replica_whose_daprd_does_not_host_
                 body["device"]["online"] and body["device"]["displayed_version"] == display["version"]
             )
 
-        await until(acknowledged, 15, "the ack, seen through A")
+        await eventually(acknowledged, limit=15, what="the ack, seen through A")
     finally:
         await device.close()
 
     async def offline() -> bool:
         return not (await http.get(f"{a.url}/api/v1/banners/{banner}")).json()["device"]["online"]
 
-    await until(offline, 15, "the banner offline after its link closed")
+    await eventually(offline, limit=15, what="the banner offline after its link closed")
 
 
 async def test_a_message_whose_reminder_is_gone_is_expired_by_the_sweep(cluster, http):
@@ -300,7 +288,9 @@ async def test_a_message_whose_reminder_is_gone_is_expired_by_the_sweep(cluster,
     async def cleared() -> bool:
         return (await http.get(f"{b.url}/api/v1/banners/{banner}")).json()["message"] is None
 
-    await until(cleared, SHARED_MESSAGE_SECONDS + GRACE_SECONDS + 2 * SWEEP_SECONDS + 10, "the sweep")
+    await eventually(
+        cleared, limit=SHARED_MESSAGE_SECONDS + GRACE_SECONDS + 2 * SWEEP_SECONDS + 10, what="the sweep"
+    )
     late = time.time() - expires_at
     assert late >= GRACE_SECONDS, "expired before the grace: the reminder was not really gone"
     assert late <= GRACE_SECONDS + SWEEP_SECONDS + 3
@@ -436,7 +426,9 @@ async def test_kill_9_of_a_replica_under_load_loses_nothing_and_its_banners_answ
 
         workers = [asyncio.create_task(load(banner)) for banner in ids]
         try:
-            await until(lambda: len(acked) >= 30, 60, "30 acknowledged submits before the kill")
+            await eventually(
+                lambda: len(acked) >= 30, limit=60, what="30 acknowledged submits before the kill"
+            )
             own.kill(0)
             killed_at = time.monotonic()
 
@@ -444,10 +436,13 @@ async def test_kill_9_of_a_replica_under_load_loses_nothing_and_its_banners_answ
                 replies = await asyncio.gather(*(http.get(f"{b.url}/api/v1/banners/{i}") for i in ids))
                 return all(r.status_code == 200 for r in replies)
 
-            failover = await until(all_answer, 60, "every banner answering through B")
+            await eventually(all_answer, limit=60, what="every banner answering through B")
+            failover = time.monotonic() - killed_at
             acked_at_kill = len(acked)
-            await until(
-                lambda: len(acked) >= acked_at_kill + 20, 60, "20 more acknowledged submits through B"
+            await eventually(
+                lambda: len(acked) >= acked_at_kill + 20,
+                limit=60,
+                what="20 more acknowledged submits through B",
             )
         finally:
             stop.set()
@@ -466,7 +461,7 @@ async def test_kill_9_of_a_replica_under_load_loses_nothing_and_its_banners_answ
             replies = await asyncio.gather(*(http.get(f"{b.url}/api/v1/banners/{i}") for i in ids))
             return all(r.json()["message"] is None for r in replies)
 
-        await until(all_clear, bound, "every acknowledged message expired")
+        await eventually(all_clear, limit=bound, what="every acknowledged message expired")
         shown_ids = {f["banner"]["message"]["id"] for f in stream.frames if f["kind"] == "message_shown"}
         await stream.close()
         lost = [x for x in acked if x.message_id not in shown_ids]
@@ -511,7 +506,11 @@ async def test_stop_everything_and_start_again_keeps_banners_messages_and_pendin
                 replies = await asyncio.gather(*(http.get(f"{a.url}/api/v1/banners/{i}") for i in ids))
                 return all(r.json()["message"] is None for r in replies)
 
-            await until(all_expired, max(0.0, last_due - time.time()) + 10, "the expiries after the restart")
+            await eventually(
+                all_expired,
+                limit=max(0.0, last_due - time.time()) + 10,
+                what="the expiries after the restart",
+            )
             late = time.time() - last_due
             assert late < 5, f"the expiries came {late:.1f} s late: the sweep, not the Scheduler, fired them"
     finally:
