@@ -38,10 +38,13 @@ def change_from_json(data: dict[str, Any] | str | bytes) -> BannerChanged:
     if not isinstance(data, dict):
         raise ValueError("a banner change must be a JSON object")
     banner = data.get("banner")
-    return BannerChanged(
-        kind=ChangeKind(data["kind"]),
-        banner_id=str(data["banner_id"]),
-        version=int(data["version"]),
-        banner=None if banner is None else Banner.model_validate(banner),
-        at=datetime.fromisoformat(data["at"]),
-    )
+    try:
+        return BannerChanged(
+            kind=ChangeKind(data["kind"]),
+            banner_id=str(data["banner_id"]),
+            version=int(data["version"]),
+            banner=None if banner is None else Banner.model_validate(banner),
+            at=datetime.fromisoformat(data["at"]),
+        )
+    except (KeyError, TypeError) as exc:  # a field missing, or of the wrong type (null, a list, ...)
+        raise ValueError(f"a banner change needs kind, banner_id, version and at: {exc!r}") from None
