@@ -342,3 +342,25 @@ async def test_scheduler_pages_reminders_instead_of_loading_all(tmp_path):
         assert len(set(fired_order)) == 200  # each exactly once
     finally:
         await host.stop()
+
+
+async def test_a_pinned_actor_stays_in_memory_while_idle_and_leaves_once_unpinned(tmp_path):
+    host, _ = make_host(tmp_path, idle_timeout=0.05)
+    await host.start()
+    try:
+        await host.call("counter", "kept", Counter.increment)
+        await host.call("counter", "marker", Counter.increment)
+        host.pin("counter", "kept")
+        # The marker leaving memory shows that sweeps past the idle timeout ran.
+        await eventually(lambda: host.active_count == 1, what="the unpinned actor to be deactivated")
+        for _ in range(3):  # and again, after the pinned one was passed over and moved to the end
+            await host.call("counter", "marker", Counter.increment)
+            await eventually(lambda: host.active_count == 1, what="the unpinned actor to leave again")
+        activations = host.activations
+        assert await host.call("counter", "kept", Counter.read) == 1
+        assert host.activations == activations  # still in memory: no activation
+        host.unpin("counter", "kept")
+        await eventually(lambda: host.active_count == 0, what="the unpinned actor to be deactivated")
+        assert host.pinned_count == 0
+    finally:
+        await host.stop()

@@ -85,6 +85,10 @@ class ActorHost:
         self._types: dict[str, tuple[ActorFactory, frozenset[object]]] = {}
         self._batching: dict[str, ReminderBatching] = {}
         self._active: Activations = OrderedDict()
+        #: Actors kept in memory however long they are idle (`pin`), by key.
+        self._pinned: set[tuple[str, str]] = set()
+        #: Activations so far (state read from the store and on_activate run).
+        self.activations = 0
         self._scheduler = ReminderScheduler(
             store, self._fire_reminders, clock=clock, page_size=reminder_page_size or PAGE_SIZE
         )
@@ -148,6 +152,19 @@ class ActorHost:
     @property
     def active_count(self) -> int:
         return len(self._active)
+
+    @property
+    def pinned_count(self) -> int:
+        return len(self._pinned)
+
+    def pin(self, actor_type: str, actor_id: str) -> None:
+        """Keep the actor in memory while pinned, however long it is idle (it is activated on its next
+        call as usual): for an actor called often but irregularly, such as a banner with a device linked."""
+        self._pinned.add((actor_type, actor_id))
+
+    def unpin(self, actor_type: str, actor_id: str) -> None:
+        """Let the actor leave memory again once idle; nothing if it was not pinned."""
+        self._pinned.discard((actor_type, actor_id))
 
     @property
     def reminders_in_memory(self) -> int:
@@ -228,6 +245,7 @@ class ActorHost:
             await actor.on_activate()
         except Exception as exc:
             raise ActivationFailed(f"activating {actor_type}/{actor_id} failed: {exc}") from exc
+        self.activations += 1
         act.actor = actor
         act.status = ActivationStatus.ACTIVE
 
@@ -380,13 +398,24 @@ class ActorHost:
                 await asyncio.sleep(0)
 
     def _idle_keys(self, cutoff: float, limit: int) -> list[tuple[str, str]]:
-        """Up to `limit` actors last used before `cutoff` that nobody is calling, least recent first."""
+        """Up to `limit` actors last used before `cutoff` that nobody is calling, least recent first.
+
+        Pinned actors met on the way count as used now (moved to the end), so each is passed over once per
+        idle timeout rather than at every sweep."""
         idle: list[tuple[str, str]] = []
+        pinned, kept = self._pinned, []
         for key, act in self._active.items():
             if act.last_used > cutoff or len(idle) == limit:
                 break  # ordered by last use: the rest are more recent
-            if act.waiting == 0 and not act.lock.locked():
+            if key in pinned:
+                kept.append(act)
+            elif act.waiting == 0 and not act.lock.locked():
                 idle.append(key)
+        if kept:
+            now = time.monotonic()
+            for act in kept:
+                act.last_used = now
+                self._active.move_to_end(act.key)
         return idle
 
     async def _deactivate(self, key: tuple[str, str]) -> None:

@@ -134,6 +134,7 @@ class EmbeddedRuntime(BannerRuntime):
     def gauges(self) -> dict[str, float]:
         return {
             "actors_active": self.host.active_count,
+            "actors_pinned": self.host.pinned_count,
             "reminders_in_memory": self.host.reminders_in_memory,
             "store_writable": 0.0 if self.host.store.write_refusal else 1.0,
         }
@@ -169,9 +170,14 @@ class EmbeddedRuntime(BannerRuntime):
         return await self._call(banner_id, BannerActor.check_device_token, token)
 
     async def device_online(self, banner_id: str) -> Banner:
-        return await self._call(banner_id, BannerActor.device_online)
+        """The banner stays in memory while its device is linked: its acks then cost no activation (a
+        read of the store) each, where the 2 s idle timeout let it go between two messages."""
+        banner = await self._call(banner_id, BannerActor.device_online)
+        self.host.pin(BANNER_ACTOR_TYPE, banner_id)
+        return banner
 
     async def device_offline(self, banner_id: str) -> Banner:
+        self.host.unpin(BANNER_ACTOR_TYPE, banner_id)
         return await self._call(banner_id, BannerActor.device_offline)
 
     async def device_ack(self, banner_id: str, display_version: int) -> Banner:
@@ -182,6 +188,7 @@ class EmbeddedRuntime(BannerRuntime):
 
     async def delete_banner(self, banner_id: str) -> None:
         await self._call(banner_id, BannerActor.delete)
+        self.host.unpin(BANNER_ACTOR_TYPE, banner_id)
 
     async def submit_message(
         self,
