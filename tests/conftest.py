@@ -240,6 +240,17 @@ def wait_ready(
     wait_until(ready, limit=limit, what=f"{url}/readyz to answer 200" + (f" (log: {log})" if log else ""))
 
 
+def refused_line(*args: str, env: dict[str, str]) -> str:
+    """Run `airdisplay serve ARGS` expecting it to refuse to start: exit 2 with one line; that line."""
+    result = subprocess.run(
+        [*AIRDISPLAY, "serve", *args], env=env, capture_output=True, text=True, timeout=30
+    )
+    assert result.returncode == 2
+    lines = (result.stderr + result.stdout).strip().splitlines()
+    assert len(lines) == 1, lines
+    return lines[0]
+
+
 def stop(proc: subprocess.Popen[bytes]) -> str:
     """SIGTERM, then its output."""
     if proc.poll() is None:

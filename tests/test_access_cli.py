@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from airdisplay.access import OPERATOR_MARKER, KeysFile, Role
-from tests.conftest import AIRDISPLAY, bearer, free_port, stop, wait_ready, wait_until
+from tests.conftest import AIRDISPLAY, bearer, free_port, refused_line, stop, wait_ready, wait_until
 
 #: A client the trusted proxy forwards for: the address a real remote caller would have.
 REMOTE = {"X-Forwarded-For": "203.0.113.9"}
@@ -183,16 +183,7 @@ def test_an_unusable_start_up_key_stops_start_up_with_one_line_naming_the_option
     data_dir = tmp_path / "data"
     if env.get("AIRDISPLAY_OPERATOR_KEY") == SUBMITTER:
         env = {"AIRDISPLAY_OPERATOR_KEY": KeysFile(data_dir).create(Role.SUBMITTER)[1]}
-    result = subprocess.run(
-        [*AIRDISPLAY, "serve", "--port", str(free_port()), "--data-dir", str(data_dir), *args],
-        env=clean_env(**env),
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
-    assert result.returncode == 2
-    lines = (result.stderr + result.stdout).strip().splitlines()
-    assert len(lines) == 1, lines
-    assert lines[0].startswith("airdisplay: error: Invalid value for '--operator-key'")
-    assert expected in lines[0]
+    line = refused_line("--port", str(free_port()), "--data-dir", str(data_dir), *args, env=clean_env(**env))
+    assert line.startswith("airdisplay: error: Invalid value for '--operator-key'")
+    assert expected in line
     assert not (data_dir / OPERATOR_MARKER).exists()  # a start that failed records no key
