@@ -21,6 +21,7 @@ from ..web import STATIC_DIR
 from ._access import AccessControl
 from ._headers import SecurityHeaders
 from ._limits import BodySizeLimit
+from ._loop_watch import LoopWatch
 from ._metrics import ServiceMetrics
 from ._openapi import install_openapi
 from ._submit import SubmitFastPath
@@ -72,9 +73,11 @@ def create_app(settings: Settings, runtime: BannerRuntime | None = None) -> Fast
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await runtime.start()  # and its event bus: the runtime owns it
         links.start()
+        loop_watch.start()
         try:
             yield
         finally:
+            await loop_watch.stop()
             await links.stop()
             await runtime.stop()
 
@@ -98,12 +101,14 @@ def create_app(settings: Settings, runtime: BannerRuntime | None = None) -> Fast
         stall_seconds=settings.stall_seconds,
     )
     metrics = ServiceMetrics()
+    loop_watch = LoopWatch(metrics.registry)
     app.state.access = access = AccessControl(settings, metrics)
     metrics.add_gauges(
         lambda: {
             **runtime.gauges(),
             "streams_open": access.streams.open_streams(),
             "device_links": len(app.state.devices),
+            **loop_watch.gauges(),
         }
     )
     install_problem_handlers(app)
