@@ -104,10 +104,50 @@ def fanout_chart(results: Mapping[str, Any], out: Path) -> Path | None:
     return _save(fig, out / "fanout.png")
 
 
+def devices_chart(results: Mapping[str, Any], out: Path) -> Path | None:
+    rows = [row for row in results["rows"] if row["simulator"]["round_trip_ms"]["p99"] is not None]
+    if not rows:
+        return None
+    links = [row["banners"] for row in rows]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.4))
+    for key, label, colour in (
+        ("round_trip_ms", "ack round trip", "#1f6feb"),
+        ("delivery_ms", "delivery", "#0a3069"),
+    ):
+        left.plot(
+            links, [row["simulator"][key]["p99"] for row in rows], marker="o", color=colour, label=label
+        )
+    left.axhline(100, color="#cf222e", linestyle="--", linewidth=1, label="target: ack p99 100 ms")
+    left.axhline(50, color="#d4a72c", linestyle="--", linewidth=1, label="target: delivery p99 50 ms")
+    left.set_title("p99 at 20 submits/s", fontsize=10)
+    left.set_xlabel("linked banners")
+    left.set_ylabel("ms")
+    left.legend(fontsize=7)
+    left.grid(alpha=0.3)
+    right.plot(links, [row["server_rss_mb"] for row in rows], marker="o", color="#1f6feb", label="server RSS")
+    right.plot(
+        links,
+        [row["server_rss_empty_mb"] + 20 * row["banners"] / 1024 for row in rows],
+        color="#cf222e",
+        linestyle="--",
+        linewidth=1,
+        label="target: 20 KB a link",
+    )
+    right.legend(fontsize=7)
+    right.set_title("Server memory", fontsize=10)
+    right.set_xlabel("linked banners")
+    right.set_ylabel("MB")
+    for x, row in zip(links, rows, strict=True):
+        right.annotate(f"{row['kb_per_link']:.0f} KB a link", (x, row["server_rss_mb"]), fontsize=7)
+    right.grid(alpha=0.3)
+    return _save(fig, out / "devices.png")
+
+
 #: Scenario name -> the chart it gets.
 CHARTS = {
     "submit_vs_bare": submit_chart,
     "alternatives": alternatives_chart,
     "expiries": expiries_chart,
     "fanout": fanout_chart,
+    "devices": devices_chart,
 }

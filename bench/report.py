@@ -69,7 +69,11 @@ SCENARIOS = (
     Scenario("expiries", "Expiry waves", ("--banners", "5000", "--display-seconds", "5")),
     Scenario("sqlite_batch", "SQLite upserts per transaction", ("--rows", "2000", "--repeats", "1")),
     Scenario("fanout", "WebSocket fan-out", ("--clients", "1,100", "--seconds", "3")),
-    Scenario("devices", "Simulated device fleet", ("--sizes", "200", "--seconds", "5", "--settle", "2")),
+    Scenario(
+        "devices",
+        "Simulated device fleet",
+        ("--sizes", "200", "--seconds", "5", "--settle", "2", "--storm-sizes", "200"),
+    ),
     Scenario("dapr_compare", "Embedded runtime vs Dapr", ("--quick",), in_default_run=False),
 )
 

@@ -40,6 +40,31 @@ async def test_simulated_fleet_connects_acknowledges_and_reconnects(start_server
     assert len(acknowledged) == 20
 
 
+async def test_a_storm_drops_every_link_and_reports_when_each_banner_showed_again(start_server):
+    server = await start_server(message_seconds=60)
+    out = io.StringIO()
+    config = SimulationConfig(
+        url=server.url, banners=30, create=True, duration=3.0, storm_after=0.3, down_seconds=1.0
+    )
+    summary = await Fleet(config, out=out).run()
+    storm = summary["storm"]
+    assert storm["dropped"] == 30
+    assert storm["restored"] == 30  # every banner got its display again after coming back
+    assert 0 < storm["restored_p50_s"] <= storm["restored_max_s"] < 3.0
+    assert summary["errors"] == 0 and summary["links_refused"] == 0 and summary["connected"] == 30
+    assert "storm: dropped all 30 links" in out.getvalue()
+
+
+async def test_links_the_server_refuses_with_1013_are_counted(start_server):
+    server = await start_server(max_device_links=2)
+    summary = await Fleet(
+        SimulationConfig(url=server.url, banners=3, create=True, duration=1.5), out=io.StringIO()
+    ).run()
+    assert summary["connected"] == 2
+    assert summary["links_refused"] >= 1 and summary["errors"] == 0
+    assert "storm" not in summary
+
+
 async def test_a_second_run_rekeys_existing_banners(start_server):
     server = await start_server()
     config = SimulationConfig(url=server.url, banners=3, create=True, duration=0.2)

@@ -70,6 +70,13 @@ _LIMITS = {
     "--down-seconds", type=float, default=5.0, show_default=True, help="How long dropped links stay down."
 )
 @click.option(
+    "--storm-after",
+    type=click.FloatRange(min=0),
+    default=None,
+    help="Seconds into the run when every link drops at once, each coming back within --down-seconds "
+    "(a reconnect storm); the summary says how soon each banner showed its display again.",
+)
+@click.option(
     "--settle",
     type=float,
     default=0.0,
@@ -92,6 +99,7 @@ def simulate(
     drop_every: float | None,
     drop_fraction: float,
     down_seconds: float,
+    storm_after: float | None,
     settle: float,
     report: Path | None,
 ) -> None:
@@ -126,6 +134,7 @@ def simulate(
         drop_every=drop_every,
         drop_fraction=drop_fraction,
         down_seconds=down_seconds,
+        storm_after=storm_after,
         settle_seconds=settle,
     )
     try:

@@ -46,6 +46,8 @@ class SimulatedBanner:
         self._ws: websockets.ClientConnection | None = None
         self._closing: set[asyncio.Task[None]] = set()  # held, or the loop may drop them half-way
         self.stopped = False
+        #: When a storm dropped this link (perf_counter), until its first display after coming back.
+        self.dropped_at: float | None = None
 
     def drop(self, seconds: float) -> None:
         """Cut the link now and stay away for `seconds`."""
@@ -63,11 +65,13 @@ class SimulatedBanner:
                 await asyncio.sleep(wait)
             try:
                 code = await self._session()
-                if code != CLOSE_TRY_AGAIN_LATER:  # a server that is full: back off further
+                if code == CLOSE_TRY_AGAIN_LATER:  # a server that is full: back off further
+                    self.stats.links_refused += 1
+                else:
                     delay = RECONNECT_FIRST
-            except (OSError, InvalidHandshake, InvalidStatus, TimeoutError):
+            except (OSError, InvalidHandshake, InvalidStatus, TimeoutError) as exc:
                 code = None
-                self.stats.errors += 1
+                self.stats.link_failed(exc)
             if code in FINAL_CLOSE_CODES:
                 self.stats.errors += 1
                 return
@@ -99,7 +103,11 @@ class SimulatedBanner:
     async def _show(self, ws: websockets.ClientConnection, frame: dict[str, object]) -> None:
         self.stats.displays += 1
         self.showing = frame
-        self.on_display(self.banner_id, frame, time.perf_counter())
+        at = time.perf_counter()
+        if self.dropped_at is not None:
+            self.stats.restored.append(at - self.dropped_at)
+            self.dropped_at = None
+        self.on_display(self.banner_id, frame, at)
         if self.ack_delay:
             await asyncio.sleep(self.ack_delay)
         await ws.send(json.dumps({"type": "ack", "version": frame["version"]}))

@@ -47,6 +47,9 @@ class SimulationConfig:
     drop_every: float | None = None
     drop_fraction: float = 0.1
     down_seconds: float = 5.0
+    #: Seconds into the run (after settling) when every link drops at once, each coming back at a random
+    #: moment within `down_seconds`: a reconnect storm; the summary says when each banner showed again.
+    storm_after: float | None = None
     #: Pause between "all connected" and the submit load, so the connect wave's online turns and first
     #: acks (two durable writes per banner) are not measured as delivery lag.
     settle_seconds: float = 0.0
@@ -148,6 +151,8 @@ class Fleet:
             workers.append(asyncio.create_task(self._submit_load()))
         if self.config.drop_every:
             workers.append(asyncio.create_task(self._drop_periodically()))
+        if self.config.storm_after is not None:
+            workers.append(asyncio.create_task(self._storm_later(self.config.storm_after)))
         loop = asyncio.get_running_loop()
         handled = []
         for signum, handler in ((signal.SIGUSR1, self.drop_some), (signal.SIGINT, self.stop)):
@@ -175,6 +180,19 @@ class Fleet:
         for device in random.sample(self.devices, count):
             device.drop(self.config.down_seconds)
         self._say(f"dropped {count} links for {self.config.down_seconds:g} s")
+
+    def storm(self) -> None:
+        """Drop every link now; each comes back at a random moment within `down_seconds`."""
+        dropped_at = time.perf_counter()
+        for device in self.devices:
+            device.dropped_at = dropped_at
+            device.drop(random.uniform(0, self.config.down_seconds))
+        self.stats.storm_dropped += len(self.devices)
+        self._say(f"storm: dropped all {len(self.devices)} links, back within {self.config.down_seconds:g} s")
+
+    async def _storm_later(self, seconds: float) -> None:
+        await asyncio.sleep(seconds)
+        self.storm()
 
     async def _drop_periodically(self) -> None:
         assert self.config.drop_every is not None

@@ -56,6 +56,13 @@ class FleetStats:
     skipped: int = 0
     #: Device links that failed to connect or were closed for good.
     errors: int = 0
+    #: Those failures by kind: the exception's name, with the HTTP status for a refused handshake.
+    errors_by_kind: dict[str, int] = field(default_factory=dict)
+    #: Links the server closed with 1013 (it holds its most device links); they back off and retry.
+    links_refused: int = 0
+    #: Links a storm dropped (`Fleet.storm`), and the seconds from the drop to each one's first display.
+    storm_dropped: int = 0
+    restored: list[float] = field(default_factory=list)
     #: Seconds from a submit's 201 request start to the display frame reaching the banner.
     delivery: list[float] = field(default_factory=list)
     #: Seconds from a submit's request start until the banner's ack is visible on the event stream.
@@ -70,6 +77,14 @@ class FleetStats:
         kind = refusal_kind(status)
         self.refusals[kind] += 1
         return kind
+
+    def link_failed(self, exc: BaseException) -> None:
+        """Count a link that could not connect."""
+        response = getattr(exc, "response", None)
+        status = getattr(response, "status_code", None)
+        kind = type(exc).__name__ + (f" {status}" if status is not None else "")
+        self.errors += 1
+        self.errors_by_kind[kind] = self.errors_by_kind.get(kind, 0) + 1
 
     def line(self, rates: dict[str, float]) -> str:
         lag = percentile(self.delivery[-500:], 50)
@@ -99,6 +114,8 @@ class FleetStats:
             "skipped": self.skipped,
             "reconnects": self.reconnects,
             "errors": self.errors,
+            "errors_by_kind": dict(self.errors_by_kind),
+            "links_refused": self.links_refused,
             "delivery_ms": {
                 "p50": ms(self.delivery, 50),
                 "p99": ms(self.delivery, 99),
@@ -110,4 +127,18 @@ class FleetStats:
                 "mean": round(statistics.fmean(self.round_trip) * 1000, 2) if self.round_trip else None,
                 "n": len(self.round_trip),
             },
+            **({"storm": self._storm()} if self.storm_dropped else {}),
+        }
+
+    def _storm(self) -> dict[str, object]:
+        def seconds(q: float) -> float | None:
+            value = percentile(self.restored, q)
+            return None if value is None else round(value, 2)
+
+        return {
+            "dropped": self.storm_dropped,
+            "restored": len(self.restored),
+            "restored_p50_s": seconds(50),
+            "restored_p99_s": seconds(99),
+            "restored_max_s": seconds(100),
         }
