@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import resource
 import select
+import shutil
 import signal
 import socket
 import subprocess
@@ -22,6 +23,7 @@ from pathlib import Path
 import pytest
 
 from airdisplay.cli._connections import ConnectionGuard, ConnectionLimits
+from airdisplay.cli._uvicorn import LISTEN_BACKLOG
 from airdisplay.config import Settings
 from tests.conftest import AIRDISPLAY, SERVE_WAIT, free_port, wait_until
 
@@ -296,3 +298,17 @@ def test_the_limit_counts_ipv6_clients_by_network_and_spares_proxies_and_daprd()
     assert embedded.admit("127.0.0.1") and not embedded.admit("127.0.0.1")
     unlimited = ConnectionGuard(ConnectionLimits.of(Settings(max_connections_per_client=0)))
     assert all(unlimited.admit("192.0.2.1") for _ in range(5))
+
+
+def test_the_listen_queue_holds_a_reconnecting_fleet(serve):
+    """A fleet reconnecting at once arrives faster than one process accepts: with uvicorn's backlog of
+    2,048 a storm of 10,000 device links overflowed the kernel's accept queue and 1-3% of them failed
+    (bench/devices.py). The server asks for LISTEN_BACKLOG, which Linux caps at net.core.somaxconn."""
+    if shutil.which("ss") is None:
+        pytest.skip("needs ss (Debian's iproute2) to read a listening socket's backlog")
+    server = serve()
+    listing = subprocess.run(
+        ["ss", "-ltnH", f"sport = :{server.port}"], capture_output=True, text=True, check=True
+    ).stdout.split()
+    somaxconn = int(Path("/proc/sys/net/core/somaxconn").read_text())
+    assert int(listing[2]) == min(somaxconn, LISTEN_BACKLOG)  # Send-Q of a listening socket: its backlog

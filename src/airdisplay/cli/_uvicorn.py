@@ -19,6 +19,10 @@ WS_MAX_FRAME = 256 * 1024
 #: the method and the HTTP version. websockets' own limit is 8 KiB, and uvicorn answers nothing at all to a
 #: handshake over it (a stream's `?banners=` with 1,000 ids of 64 characters is 65,000 bytes).
 WS_MAX_REQUEST_LINE = MAX_WEBSOCKET_TARGET + 64
+#: Connections the kernel queues for accept(). A fleet reconnecting at once arrives faster than one process
+#: accepts: uvicorn's 2,048 overflowed in a storm of 10,000 device links (bench/devices.py). Linux caps it
+#: at net.core.somaxconn (4,096 by default).
+LISTEN_BACKLOG = 65_535
 #: In-flight requests get this long to finish on SIGTERM/Ctrl+C before streams are cut.
 SHUTDOWN_GRACE_SECONDS = 5
 
@@ -106,6 +110,7 @@ def uvicorn_options(guard: ConnectionGuard | None = None) -> dict[str, Any]:
         # links (bench/devices.py); our frames are small, and compressing them costs more than it saves.
         "ws_per_message_deflate": False,
         "ws_max_size": WS_MAX_FRAME,
+        "backlog": LISTEN_BACKLOG,
         # Open SSE streams would otherwise hold a graceful shutdown forever.
         "timeout_graceful_shutdown": SHUTDOWN_GRACE_SECONDS,
     }
