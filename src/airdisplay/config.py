@@ -150,6 +150,11 @@ class Settings(BaseSettings):
         "api/_submit.py)",
     )
     access_log: bool = Field(False, description="Log every request and WebSocket connection")
+    log_format: Literal["text", "json"] = Field(
+        "text",
+        description="Log lines as text for a terminal, or one JSON object a line (time, level, logger, "
+        "message, banner_id where known) for a log collector",
+    )
     max_body_bytes: Annotated[int, Option(hidden=True)] = Field(
         DEFAULT_MAX_BODY_BYTES, ge=256, description="Request bodies above this many bytes are refused (413)"
     )

@@ -16,6 +16,7 @@ from uvicorn.config import STARTUP_FAILURE
 from ..access import Blocklist, KeyRing, StartupKeyError, operator_notice
 from ..actors import SqliteStore, StoreError, StoreInUse, StoreLock
 from ..config import Settings
+from ..logs import configure_logging
 from ..realtime import DeviceLinks
 from ..runtimes import RuntimeUnavailable
 from ..runtimes.embedded import DATABASE_FILE
@@ -45,11 +46,11 @@ from ._uvicorn import QuietWebSockets, Server, listen, tune_garbage_collector, u
 )
 def serve(**params: object) -> None:
     """Run the AirDisplay service (embedded runtime: one process, one SQLite file)."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("httpx").setLevel(logging.WARNING)  # a line per call to daprd otherwise
+    configure_logging()  # text until the options say otherwise: an error in them is a line for a person
     with contextlib.ExitStack() as held:  # the data directory's lock, for the life of the server
         try:
             settings = serve_settings(params)
+            configure_logging(settings.log_format)
             start_up_key = settings.operator_key.get_secret_value() if settings.operator_key else None
             keys = KeyRing(settings.data_dir, start_up_key, record=False)  # the app's own records the key
             settings.check_exposure(has_operator_key=keys.has_operator)
@@ -131,6 +132,8 @@ def _serve(settings: Settings, *, notice: str | None) -> None:
         port=settings.port,
         access_log=settings.access_log,
         log_level="info",
+        # uvicorn's own handlers write text; without them its lines reach the root logger's (JSON) handler.
+        log_config=None if settings.log_format == "json" else uvicorn.config.LOGGING_CONFIG,
         proxy_headers=settings.forwarded_allow_ips is not None,
         forwarded_allow_ips=settings.forwarded_allow_ips,
         **uvicorn_options(guard),

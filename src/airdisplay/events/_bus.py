@@ -7,6 +7,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 
 from ..domain import BannerChanged
+from ..logs import about
 from ._frames import Published
 
 log = logging.getLogger("airdisplay.events")
@@ -44,7 +45,12 @@ class EventBus(ABC):
             try:
                 handler(event)
             except Exception:
-                log.exception("event handler failed for %s v%s", event.banner_id, event.version)
+                log.exception(
+                    "event handler failed for %s v%s",
+                    event.banner_id,
+                    event.version,
+                    extra=about(event.banner_id),
+                )
 
 
 class InProcessEventBus(EventBus):

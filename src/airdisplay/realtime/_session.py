@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 
 from ..domain import Banner, BannerNotFound, check_banner_id
 from ..events import banner_frame
+from ..logs import about
 from ..runtimes import BannerRuntime
 from ._hub import StreamHub
 from ._subscriber import Subscriber
@@ -90,7 +91,7 @@ class StreamSession:
                 frame = banner_frame("missing", banner_id, 0, None, now)
                 self.subscriber.offer(banner_id, 0, frame, resets=stale_life and bool(claimed))
             else:
-                log.warning("snapshot of %s failed: %s", banner_id, result)
+                log.warning("snapshot of %s failed: %s", banner_id, result, extra=about(banner_id))
 
 
 def _checked(banner_ids: Iterable[str]) -> list[str]:

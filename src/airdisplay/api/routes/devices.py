@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from ...domain import BannerNotFound, DeviceTokenInvalid, UnknownDisplayVersion, check_banner_id
 from ...domain.exceptions import InvalidBannerId
+from ...logs import about
 from ...realtime import DeviceLink, SubscriberState
 from ...runtimes import BannerRuntime
 from ..deps import Access, AppSettings, Devices, Runtime
@@ -113,7 +114,9 @@ async def device_connect(
             with contextlib.suppress(BannerNotFound):
                 await runtime.device_offline(banner_id)
     if outcome is not None and outcome[0] == CLOSE_TOO_MANY_FRAMES:
-        log.warning("device link of banner %s closed: over its frame budget", banner_id)
+        log.warning(
+            "device link of banner %s closed: over its frame budget", banner_id, extra=about(banner_id)
+        )
         access.metrics.device_links_over_budget.inc()
     elif outcome is not None and outcome[0] == CLOSE_SLOW_CONSUMER:
         access.metrics.slow_clients.labels("device").inc()

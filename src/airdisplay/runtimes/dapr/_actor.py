@@ -42,6 +42,7 @@ from dapr.actor.id import ActorId
 from dapr.actor.runtime.context import ActorRuntimeContext
 
 from ...domain import Banner, BannerChanged, BannerRules, ChangeKind, DomainError
+from ...logs import about
 from ..behaviour import BANNER_KEY, BannerBehaviour
 from ._directory import RedisDirectory, stamp_of
 from ._events import DaprEventBus
@@ -159,7 +160,13 @@ class BannerActor(BannerBehaviour, Actor, BannerActorInterface, Remindable):
                 elif gone is not None:
                     await self._directory.delete(change.banner_id, gone[0], change.version, gone[1])
             except Exception as exc:  # Redis down: the state is saved, the caller must still hear so
-                log.warning("the fleet directory missed %s v%s: %s", change.banner_id, change.version, exc)
+                log.warning(
+                    "the fleet directory missed %s v%s: %s",
+                    change.banner_id,
+                    change.version,
+                    exc,
+                    extra=about(change.banner_id),
+                )
 
         await self._bus.send(change, record)
 
@@ -184,6 +191,7 @@ class BannerActor(BannerBehaviour, Actor, BannerActorInterface, Remindable):
                         banner.id,
                         banner.version,
                         recorded,
+                        extra=about(banner.id),
                     )
                     await self._settle(change, None)
             elif recorded is not None and recorded[3]:
@@ -191,10 +199,19 @@ class BannerActor(BannerBehaviour, Actor, BannerActorInterface, Remindable):
                 deleted = BannerChanged(
                     ChangeKind.DELETED, str(self.id), version + 1, None, datetime.now(UTC)
                 )
-                log.info("banner %s: deleted, but still listed; recording the deletion", self.id)
+                log.info(
+                    "banner %s: deleted, but still listed; recording the deletion",
+                    self.id,
+                    extra=about(str(self.id)),
+                )
                 await self._settle(deleted, (life, name))
         except Exception as exc:  # never keep a banner from activating over this
-            log.warning("banner %s: could not compare the directory with its state: %s", self.id, exc)
+            log.warning(
+                "banner %s: could not compare the directory with its state: %s",
+                self.id,
+                exc,
+                extra=about(str(self.id)),
+            )
 
     async def register_reminder(
         self,

@@ -19,6 +19,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 
+from ...logs import about
 from ._directory import RedisDirectory
 
 log = logging.getLogger("airdisplay.dapr.sweep")
@@ -62,7 +63,7 @@ class ExpirySweep:
                 await self._expire(banner.id, banner.message.id)
                 asked += 1
             except Exception as exc:  # one banner's trouble must not stop the round
-                log.warning("expiry sweep could not expire %s: %s", banner.id, exc)
+                log.warning("expiry sweep could not expire %s: %s", banner.id, exc, extra=about(banner.id))
         if asked:
             log.info("expiry sweep expired %d message(s) whose reminder did not", asked)
         return asked
