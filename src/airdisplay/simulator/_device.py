@@ -48,6 +48,8 @@ class SimulatedBanner:
         self.stopped = False
         #: When a storm dropped this link (perf_counter), until its first display after coming back.
         self.dropped_at: float | None = None
+        #: The server closed this banner's last link with 1013: it holds its most links (it backs off).
+        self.refused = False
 
     def drop(self, seconds: float) -> None:
         """Cut the link now and stay away for `seconds`."""
@@ -65,7 +67,8 @@ class SimulatedBanner:
                 await asyncio.sleep(wait)
             try:
                 code = await self._session()
-                if code == CLOSE_TRY_AGAIN_LATER:  # a server that is full: back off further
+                self.refused = code == CLOSE_TRY_AGAIN_LATER
+                if self.refused:  # a server that is full: back off further
                     self.stats.links_refused += 1
                 else:
                     delay = RECONNECT_FIRST
@@ -84,6 +87,7 @@ class SimulatedBanner:
         headers = {"Authorization": f"Bearer {self.token}"}
         async with websockets.connect(self.url, additional_headers=headers, open_timeout=30) as ws:
             self._ws = ws
+            self.refused = False
             self.stats.connected += 1
             self.stats.connects += 1
             beat = asyncio.create_task(self._beat(ws))

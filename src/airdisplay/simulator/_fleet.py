@@ -132,7 +132,12 @@ class Fleet:
         for device in self.devices:
             self._tasks.append(asyncio.create_task(device.run()))
             await asyncio.sleep(interval)
-        while self.stats.connected < len(self.devices) and time.monotonic() - started < 120:
+        while time.monotonic() - started < 120:
+            refused = sum(device.refused for device in self.devices)
+            if self.stats.connected + refused >= len(self.devices):
+                if refused:  # the server is told its limit and says so: no use waiting for more
+                    self._say(f"the server refused {refused} links: it holds its most device links (1013)")
+                break
             self._say(self.stats.line(self._rates()))
             await asyncio.sleep(1.0)
         self._say(

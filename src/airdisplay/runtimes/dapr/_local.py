@@ -17,6 +17,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -46,9 +47,29 @@ def missing_binaries(bin_dir: Path | None = None) -> list[str]:
 
 
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    return free_ports(1)[0]
+
+
+def free_ports(count: int, taken: Iterable[int] = ()) -> list[int]:
+    """`count` distinct free ports, none of them in `taken`. All are held open until every one is picked:
+    one at a time, the kernel may hand out a port it just gave (an app once got its daprd's metrics port
+    and answered a POST with daprd's metrics)."""
+    held: list[socket.socket] = []
+    ports: list[int] = []
+    avoid = set(taken)
+    try:
+        while len(ports) < count:
+            sock = socket.socket()
+            held.append(sock)
+            sock.bind(("127.0.0.1", 0))
+            port = int(sock.getsockname()[1])
+            if port not in avoid:
+                avoid.add(port)
+                ports.append(port)
+    finally:
+        for sock in held:
+            sock.close()
+    return ports
 
 
 def write_components(redis_url: str, target: Path) -> None:
@@ -118,7 +139,7 @@ class LocalDapr:
             return {str(k): int(v) for k, v in json.loads(path.read_text()).items()}
         names = ["placement", "placement_health", "placement_metrics", "placement_raft", "scheduler"]
         names += ["scheduler_health", "scheduler_metrics", "etcd_client", "etcd_peer"]
-        ports = {name: free_port() for name in names}
+        ports = dict(zip(names, free_ports(len(names)), strict=True))
         self.workdir.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(ports))
         return ports
@@ -221,7 +242,7 @@ class LocalDapr:
         `ports` (HTTP, gRPC, internal gRPC, metrics) default to free ones; `resources` to the work dir's
         components; the log is `<name>.log` (default `daprd-<app_id>`) in the logs dir.
         """
-        http, grpc, internal, metrics = ports or (free_port(), free_port(), free_port(), free_port())
+        http, grpc, internal, metrics = ports or free_ports(4, taken=[app_port, *self.ports.values()])
         self.logs.mkdir(parents=True, exist_ok=True)
         daprd = self._spawn(
             name or f"daprd-{app_id}",
@@ -246,8 +267,7 @@ class LocalDapr:
     def _replica_ports(self, index: int) -> Replica:
         names = [f"{kind}_{index}" for kind in ("app", "http", "grpc", "internal", "metrics")]
         if names[0] not in self.ports:
-            for name in names:
-                self.ports[name] = free_port()
+            self.ports.update(zip(names, free_ports(len(names), taken=self.ports.values()), strict=True))
             if self.base_port:
                 self.ports[names[0]] = self.base_port + index
             (self.workdir / "ports.json").write_text(json.dumps(self.ports))
