@@ -25,6 +25,9 @@ import resource
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -149,42 +152,61 @@ def wait_for_line(proc: subprocess.Popen[bytes], log: Path, text: str, timeout: 
         time.sleep(0.1)
 
 
-def measure_load(size: int, args: argparse.Namespace, tmp: str, limit: int) -> dict[str, Any]:
-    server = start_server(size, tmp, 1, limit)
-    report, log = Path(tmp) / f"report-{size}.json", Path(tmp) / f"simulate-{size}.log"
+@dataclass
+class FleetRun:
+    """A server for a fleet and `airdisplay simulate` against it (see `fleet_run`)."""
+
+    server: ServerProcess
+    simulator: subprocess.Popen[bytes]
+    log: Path
+    report: Path
+    #: The server's RSS once ready, before any banner exists.
+    rss_empty_mb: float
+
+    def wait_for(self, text: str) -> None:
+        wait_for_line(self.simulator, self.log, text)
+
+    def summary(self) -> dict[str, Any]:
+        """The simulator's summary (once it has ended)."""
+        summary: dict[str, Any] = json.loads(self.report.read_text())
+        return summary
+
+
+@contextmanager
+def fleet_run(
+    name: str, size: int, tmp: str, limit: int, message_seconds: float, *options: str
+) -> Iterator[FleetRun]:
+    """Start a server and `size` simulated banners with `options`; at the end wait for the simulator
+    (killed if it outlives its timeout) and stop the server."""
+    server = start_server(size, tmp, message_seconds, limit)
     try:
         server.wait_ready()
         rss_empty = rss_mb(server.pid)
-        proc = simulate(
-            server,
-            size,
-            report,
-            log,
-            "--submit-rate",
-            str(args.submit_rate),
-            "--duration",
-            str(args.seconds),
-            "--settle",
-            str(args.settle),
-        )
+        report, log = Path(tmp) / f"{name}-{size}.json", Path(tmp) / f"{name}-{size}.log"
+        run = FleetRun(server, simulate(server, size, report, log, *options), log, report, rss_empty)
         try:
-            wait_for_line(proc, log, "running for")
-            before, rss_linked = LoopFigures(server), rss_mb(server.pid)
-            time.sleep(max(args.seconds - 0.5, 0.1))
-            after = LoopFigures(server)
-            proc.wait(timeout=600)
+            yield run
+            run.simulator.wait(timeout=600)
         finally:
-            if proc.poll() is None:
-                proc.kill()
+            if run.simulator.poll() is None:
+                run.simulator.kill()
     finally:
         server.stop()
-    summary = json.loads(report.read_text())
+
+
+def measure_load(size: int, args: argparse.Namespace, tmp: str, limit: int) -> dict[str, Any]:
+    options = ["--submit-rate", str(args.submit_rate), "--duration", str(args.seconds)]
+    with fleet_run("load", size, tmp, limit, 1, *options, "--settle", str(args.settle)) as run:
+        run.wait_for("running for")
+        before, rss_linked = LoopFigures(run.server), rss_mb(run.server.pid)
+        time.sleep(max(args.seconds - 0.5, 0.1))
+        after = LoopFigures(run.server)
     return {
         "banners": size,
-        "simulator": summary,
+        "simulator": run.summary(),
         "server_rss_mb": rss_linked,
-        "server_rss_empty_mb": rss_empty,
-        "kb_per_link": (rss_linked - rss_empty) * 1024 / size,
+        "server_rss_empty_mb": run.rss_empty_mb,
+        "kb_per_link": (rss_linked - run.rss_empty_mb) * 1024 / size,
         "longest_stall_ms": after.longest_since(before),
         "stalls_over_50ms": after.over_since(before, 0.05),
     }
@@ -192,41 +214,20 @@ def measure_load(size: int, args: argparse.Namespace, tmp: str, limit: int) -> d
 
 def measure_storm(size: int, tmp: str, limit: int) -> dict[str, Any]:
     """Connect `size` links, then drop them all; each comes back within STORM_SPREAD seconds."""
-    server = start_server(size, tmp, 60, limit)
-    report, log = Path(tmp) / f"storm-{size}.json", Path(tmp) / f"storm-{size}.log"
     storm_after, settle = 5.0, 5.0
-    try:
-        server.wait_ready()
-        proc = simulate(
-            server,
-            size,
-            report,
-            log,
-            "--submit-rate",
-            "5",  # some banners show a message when the storm hits
-            "--settle",
-            str(settle),
-            "--storm-after",
-            str(storm_after),
-            "--down-seconds",
-            str(STORM_SPREAD),
-            "--duration",
-            str(storm_after + STORM_SPREAD + 20),
-        )
-        try:
-            wait_for_line(proc, log, "storm:")
-            before, cpu_before = LoopFigures(server), cpu_seconds(server.pid)
-            proc.wait(timeout=600)
-            after, cpu_after = LoopFigures(server), cpu_seconds(server.pid)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-    finally:
-        server.stop()
-    summary = json.loads(report.read_text())
+    options = [
+        *("--submit-rate", "5"),  # some banners show a message when the storm hits
+        *("--settle", str(settle), "--storm-after", str(storm_after)),
+        *("--down-seconds", str(STORM_SPREAD), "--duration", str(storm_after + STORM_SPREAD + 20)),
+    ]
+    with fleet_run("storm", size, tmp, limit, 60, *options) as run:
+        run.wait_for("storm:")
+        before, cpu_before = LoopFigures(run.server), cpu_seconds(run.server.pid)
+        run.simulator.wait(timeout=600)
+        after, cpu_after = LoopFigures(run.server), cpu_seconds(run.server.pid)
     return {
         "banners": size,
-        "simulator": summary,
+        "simulator": run.summary(),
         "server_cpu_s": cpu_after - cpu_before,
         "longest_stall_ms": after.longest_since(before),
     }
