@@ -4,7 +4,9 @@ Everything a client waits for (an ack, a display frame, a response) waits for th
 longest stall bounds the tail of every latency. The watch sleeps `interval` at a time and records how late
 each wake-up comes (`airdisplay_event_loop_lag_seconds`, and the longest since start); a `gc.callbacks`
 hook records each collection's pause by generation (`airdisplay_gc_pause_seconds`). Cost: one wake-up
-every 10 ms and a histogram update, about 0.3% of a core.
+every 10 ms and a histogram update, 1.9% of a core (measured: 10 s of an otherwise idle uvloop used
+0.19 s of CPU with the watch, 0.0002 s without). A stall is seen to within the interval: one that starts
+between two wake-ups is reported up to 10 ms short.
 """
 
 from __future__ import annotations
