@@ -7,6 +7,7 @@ import gc
 import io
 
 from airdisplay.simulator import Fleet, FleetStats, SimulationConfig, percentile
+from airdisplay.simulator._stats import link_failure
 from tests.conftest import eventually
 
 OPERATOR_KEY = "operator-key-of-the-fleet-tests"
@@ -71,6 +72,15 @@ async def test_a_second_run_rekeys_existing_banners(start_server):
     await Fleet(config, out=io.StringIO()).run()
     again = await Fleet(SimulationConfig(url=server.url, banners=3, duration=0.2), out=io.StringIO()).run()
     assert again["errors"] == 0 and again["connected"] == 3
+
+
+def test_every_failed_link_is_counted_under_its_kind():
+    stats = FleetStats(banners=3)
+    for failure in (TimeoutError(), ConnectionRefusedError(), TimeoutError(), 4401):
+        stats.link_failed(link_failure(failure))
+    summary = stats.summary()
+    assert summary["errors"] == 4 == sum(summary["errors_by_kind"].values())
+    assert summary["errors_by_kind"] == {"TimeoutError": 2, "ConnectionRefusedError": 1, "closed 4401": 1}
 
 
 def test_percentile_by_nearest_rank():

@@ -12,7 +12,7 @@ from collections.abc import Callable
 import websockets
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
-from ._stats import FleetStats
+from ._stats import FleetStats, link_failure
 
 #: Close codes after which a real banner must not reconnect (docs/device-protocol.md).
 FINAL_CLOSE_CODES = {4400, 4401, 4404, 4409}
@@ -74,9 +74,9 @@ class SimulatedBanner:
                     delay = RECONNECT_FIRST
             except (OSError, InvalidHandshake, InvalidStatus, TimeoutError) as exc:
                 code = None
-                self.stats.link_failed(exc)
+                self.stats.link_failed(link_failure(exc))
             if code in FINAL_CLOSE_CODES:
-                self.stats.errors += 1
+                self.stats.link_failed(link_failure(code))
                 return
             if self.down_until <= time.monotonic():
                 await asyncio.sleep(delay * random.uniform(0.5, 1.0))

@@ -30,6 +30,15 @@ def refusal_kind(status: int | None) -> str:
     return "server_error" if status >= 500 else "client_error"
 
 
+def link_failure(failure: BaseException | int) -> str:
+    """The kind of a failed link: the exception's name, with the HTTP status of a refused handshake, or the
+    close code after which a banner must not reconnect."""
+    if isinstance(failure, int):
+        return f"closed {failure}"
+    status = getattr(getattr(failure, "response", None), "status_code", None)
+    return type(failure).__name__ + (f" {status}" if status is not None else "")
+
+
 def percentile(samples: list[float], q: float) -> float | None:
     """The q-th percentile (0-100) of `samples` by nearest rank, or None when there are none."""
     if not samples:
@@ -56,7 +65,7 @@ class FleetStats:
     skipped: int = 0
     #: Device links that failed to connect or were closed for good.
     errors: int = 0
-    #: Those failures by kind: the exception's name, with the HTTP status for a refused handshake.
+    #: Those failures by kind (`link_failure`).
     errors_by_kind: dict[str, int] = field(default_factory=dict)
     #: Links the server closed with 1013 (it holds its most device links); they back off and retry.
     links_refused: int = 0
@@ -78,11 +87,8 @@ class FleetStats:
         self.refusals[kind] += 1
         return kind
 
-    def link_failed(self, exc: BaseException) -> None:
-        """Count a link that could not connect."""
-        response = getattr(exc, "response", None)
-        status = getattr(response, "status_code", None)
-        kind = type(exc).__name__ + (f" {status}" if status is not None else "")
+    def link_failed(self, kind: str) -> None:
+        """Count a link that could not connect or was closed for good (`link_failure` names the kind)."""
         self.errors += 1
         self.errors_by_kind[kind] = self.errors_by_kind.get(kind, 0) + 1
 
