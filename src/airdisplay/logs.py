@@ -1,7 +1,8 @@
 """How the server logs: plain lines for a terminal (the default), or one JSON object a line for a collector.
 
 JSON lines carry `time` (UTC, ISO 8601, milliseconds), `level`, `logger` and `message`, plus `banner_id`
-when the line is about one banner (`extra=about(banner_id)` at the call) and `exception` with the
+when the line is about one banner (`extra=about(banner_id)` at the call), `trace_id` and `span_id` when
+tracing is on and the line is logged inside a span (airdisplay/tracing.py), and `exception` with the
 traceback when there is one. uvicorn's own lines (start-up, access log) go through the same handler.
 """
 
@@ -12,6 +13,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from pythonjsonlogger.json import JsonFormatter
+
+from . import tracing
 
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
@@ -40,6 +43,8 @@ class JsonLines(JsonFormatter):
             .replace("+00:00", "Z")
         )
         super().add_fields(log_data, record, message)
+        if tracing.enabled:
+            log_data.update(tracing.log_ids())
 
 
 def configure_logging(log_format: str = "text", level: int = logging.INFO) -> None:

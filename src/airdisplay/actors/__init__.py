@@ -8,6 +8,7 @@ from ._lock import StoreLock
 from ._records import ReminderRecord
 from ._state import ActorStateManager
 from ._state import encode as encode_state
+from ._stats import RuntimeStats
 from ._store import Durability, SqliteStore, field_index_sql
 from .exceptions import (
     ActivationFailed,
@@ -33,6 +34,7 @@ __all__ = [
     "ReminderEffect",
     "ReminderRecord",
     "RuntimeClosed",
+    "RuntimeStats",
     "SqliteStore",
     "StateImport",
     "StoreError",

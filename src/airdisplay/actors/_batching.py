@@ -22,11 +22,13 @@ import logging
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 
+from .. import tracing
 from ._activation import Activation, Activations
 from ._actor import ActivationStatus
 from ._records import ReminderBatchWrite, ReminderRecord
 from ._scheduler import ReminderScheduler
 from ._store import SqliteStore
+from ._traces import ReminderTraces, fired_span
 
 log = logging.getLogger("airdisplay.actors")
 
@@ -89,8 +91,10 @@ class ReminderBatches:
         clock: Callable[[], float],
         event_sink: EventSink | None,
         deactivate: Callable[[tuple[str, str]], Awaitable[None]],
+        reminder_traces: ReminderTraces | None = None,
     ) -> None:
         self._active = active
+        self._reminder_traces: ReminderTraces = {} if reminder_traces is None else reminder_traces
         self._store = store
         self._scheduler = scheduler
         self._clock = clock
@@ -191,13 +195,19 @@ class ReminderBatches:
         for claim in handled:
             record, effect = claim.record, claim.effect
             self._scheduler.committed(record.actor_type, record.actor_id, (), (), fired=record)
+            if tracing.enabled and (effect is None or not effect.events or sink is None):
+                self._reminder_traces.pop(record.key, None)  # no firing span to take it
             if effect is None:
                 continue
             if claim.resident:
                 claim.act.ctx.state.apply_stored(effect.state_set, effect.state_removed)
             if effect.events and sink is not None:
                 try:
-                    sink(record.actor_type, record.actor_id, list(effect.events))
+                    if tracing.enabled:
+                        with fired_span(record, self._reminder_traces):
+                            sink(record.actor_type, record.actor_id, list(effect.events))
+                    else:
+                        sink(record.actor_type, record.actor_id, list(effect.events))
                 except Exception:
                     log.exception("event sink failed for %s/%s", record.actor_type, record.actor_id)
         self._release_claims(handled)

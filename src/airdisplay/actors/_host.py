@@ -37,13 +37,16 @@ from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import Concatenate, ParamSpec, TypeVar, cast
 
+from .. import tracing
 from ._activation import Activation, Activations
 from ._actor import ActivationStatus, Actor, ActorContext
 from ._batching import Claim, EventSink, ReminderBatches, ReminderBatching
 from ._records import ReminderRecord, TurnWrite
 from ._scheduler import PAGE_SIZE, ReminderScheduler
 from ._state import ActorStateManager
+from ._stats import RuntimeStats
 from ._store import SqliteStore
+from ._traces import fired_span, remember_traces
 from .exceptions import ActivationFailed, RuntimeClosed, UnknownActorMethod, UnknownActorType
 
 log = logging.getLogger("airdisplay.actors")
@@ -89,8 +92,16 @@ class ActorHost:
         self._pinned: set[tuple[str, str]] = set()
         #: Activations so far (state read from the store and on_activate run).
         self.activations = 0
+        self.stats = RuntimeStats()
+        store.stats = self.stats
+        #: With tracing on: the trace that set each reminder, for its firing's trace to link to.
+        self._reminder_traces: dict[tuple[str, str, str], object] = {}
         self._scheduler = ReminderScheduler(
-            store, self._fire_reminders, clock=clock, page_size=reminder_page_size or PAGE_SIZE
+            store,
+            self._fire_reminders,
+            clock=clock,
+            page_size=reminder_page_size or PAGE_SIZE,
+            lateness=self.stats.reminder_lateness.observe,
         )
         self._batches = ReminderBatches(
             self._active,
@@ -99,6 +110,7 @@ class ActorHost:
             clock=clock,
             event_sink=event_sink,
             deactivate=self._deactivate,
+            reminder_traces=self._reminder_traces,
         )
         self._sweeper: asyncio.Task[None] | None = None
         self._running = False
@@ -195,11 +207,13 @@ class ActorHost:
             name = getattr(method, "__qualname__", method)
             raise UnknownActorMethod(f"actor type {actor_type!r} has no method {name!r}")
         act = await self._acquire(actor_type, actor_id)
+        started = time.perf_counter()
         try:
             # The method is one of the class's, so the actor is an A (the type's factory builds it).
             return await self._turn(act, lambda actor: method(cast(A, actor), *args, **kwargs))
         finally:
             self._release(act)
+            self.stats.turn_timer(method).observe(time.perf_counter() - started)
 
     def _type(self, actor_type: str) -> tuple[ActorFactory, frozenset[object]]:
         try:
@@ -285,7 +299,11 @@ class ActorHost:
             return result
         pending = self._store.write(write)
         try:
-            await asyncio.shield(pending)
+            if tracing.here():
+                with tracing.span("actor.commit", attributes={"actor.type": ctx.actor_type}):
+                    await asyncio.shield(pending)
+            else:
+                await asyncio.shield(pending)
         except asyncio.CancelledError:
             # The write lands or fails as a whole whatever happens to the caller; follow it first.
             with contextlib.suppress(Exception):
@@ -308,6 +326,8 @@ class ActorHost:
         self._scheduler.committed(
             ctx.actor_type, ctx.actor_id, write.reminders_set, write.reminders_removed, write.fired, next_due
         )
+        if tracing.enabled:
+            remember_traces(self._reminder_traces, write)
         events = ctx.take_events()
         ctx.end_turn(committed=True)
         if events and self._event_sink is not None:
@@ -371,7 +391,11 @@ class ActorHost:
             def call(actor: Actor) -> Awaitable[None]:
                 return actor.receive_reminder(record.name, record.data, timedelta(0), period)
 
-            await self._turn(act, call, fired=record)
+            if tracing.enabled:
+                with fired_span(record, self._reminder_traces):
+                    await self._turn(act, call, fired=record)
+            else:
+                await self._turn(act, call, fired=record)
         finally:
             self._release(act)
 

@@ -62,8 +62,11 @@ class ReminderScheduler:
         page_size: int = PAGE_SIZE,
         max_in_flight: int = MAX_IN_FLIGHT,
         batch_size: int = BATCH_SIZE,
+        lateness: Callable[[float], None] | None = None,
     ) -> None:
         self._store = store
+        #: Told how late (seconds after due) each reminder fires: a metric.
+        self._lateness = lateness
         self._fire = fire
         self._clock = clock
         self._page_size = page_size
@@ -195,6 +198,8 @@ class ReminderScheduler:
                     del self._scheduled[record.key]
                     self._in_flight[record.key] = record
                     batch.append(record)
+                    if self._lateness is not None:
+                        self._lateness(now - record.due_at)
                 if batch:
                     self._firing += len(batch)
                     task = asyncio.create_task(self._fire_batch(batch))

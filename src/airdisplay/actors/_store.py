@@ -44,6 +44,7 @@ from typing import Any, Literal, NamedTuple
 
 from ._bulk import StateImport
 from ._records import ReminderBatchWrite, ReminderRecord, TurnWrite
+from ._stats import RuntimeStats
 from ._transactions import T, Write, actors_changed, apply_batch, transaction, write_fault
 from .exceptions import StoreError, StoreReadOnly
 
@@ -126,6 +127,13 @@ class SqliteStore:
         # Set by the writer thread (by `open` before it starts), read anywhere: one reference, no lock.
         self._refusal: str | None = None
         self._next_probe = 0.0
+        #: Where the writer thread records each group commit's time and size (set by the host).
+        self.stats: RuntimeStats | None = None
+
+    @property
+    def queued_writes(self) -> int:
+        """Writes waiting for the writer thread (approximate: read without a lock)."""
+        return self._queue.qsize()
 
     @property
     def write_refusal(self) -> str | None:
@@ -480,6 +488,7 @@ class SqliteStore:
             if self._refusal is not None:
                 loop.call_soon_threadsafe(_fail_all, futures, StoreReadOnly(self._refusal))
                 continue
+            started = time.perf_counter()
             try:
                 results = self._commit(conn, functools.partial(apply_batch, writes=writes))
             except StoreError as exc:
@@ -489,6 +498,9 @@ class SqliteStore:
                 loop.call_soon_threadsafe(_fail_all, futures, error)
             else:
                 loop.call_soon_threadsafe(_settle_all, futures, results)
+                if self.stats is not None:
+                    self.stats.commit_seconds.observe(time.perf_counter() - started)
+                    self.stats.commit_writes.observe(len(items))
 
     def _commit(self, conn: sqlite3.Connection, apply: Callable[[sqlite3.Connection], T]) -> T:
         """Run `apply` in one transaction; on a write fault reclaim the WAL and try once more, then refuse."""

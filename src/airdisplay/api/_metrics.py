@@ -8,11 +8,36 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 
-from prometheus_client import CollectorRegistry, Counter, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    ProcessCollector,
+    disable_created_metrics,
+    generate_latest,
+)
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from ..realtime import Subscriber
+
 Gauges = Callable[[], dict[str, float]]
+
+
+# No `*_created` series beside every counter and histogram: they doubled the page and no dashboard reads
+# them. A process-wide switch of prometheus_client; this package is its only user in the server.
+disable_created_metrics()  # type: ignore[no-untyped-call]
+
+#: What each gauge read at scrape time means (docs/observability.md has them all).
+GAUGE_HELP = {
+    "actors_active": "Banner actors in memory now (activated, not yet idle long enough to leave)",
+    "actors_pinned": "Banner actors kept in memory because their device is linked",
+    "reminders_in_memory": "Reminders (message expiries) the scheduler holds in memory, due soonest",
+    "store_writable": "1 while the store takes writes, 0 while it refuses them (disk full, failing disk)",
+    "store_queued_writes": "Turn writes waiting for the writer thread's next group commit",
+    "streams_open": "WebSocket and SSE streams open now",
+    "device_links": "Device links open now",
+    "event_loop_longest_stall_seconds": "The longest the event loop ran late since start",
+}
 
 
 class _GaugeCollector(Collector):
@@ -21,7 +46,7 @@ class _GaugeCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         for name, value in sorted(self._read().items()):
-            yield GaugeMetricFamily(f"airdisplay_{name}", name.replace("_", " "), value=value)
+            yield GaugeMetricFamily(f"airdisplay_{name}", GAUGE_HELP.get(name, name), value=value)
 
 
 class ServiceMetrics:
@@ -29,6 +54,8 @@ class ServiceMetrics:
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=False)
+        # process_resident_memory_bytes, process_cpu_seconds_total, process_open_fds (links need them).
+        ProcessCollector(registry=self.registry)
         self.messages = Counter(
             "airdisplay_messages",
             "Message submits by outcome",
@@ -63,6 +90,13 @@ class ServiceMetrics:
             "Device links closed with 4429: more frames than their budget",
             registry=self.registry,
         )
+        self.coalesced = Counter(
+            "airdisplay_outbox_coalesced",
+            "Times a connection's outbox kept only the newest frame per banner because its client fell "
+            "behind (lossless for state), by channel: websocket, sse, device",
+            ["channel"],
+            registry=self.registry,
+        )
         self.slow_clients = Counter(
             "airdisplay_slow_clients_cut_off",
             "Connections ended because their client stopped reading for stall_seconds or fell too far behind "
@@ -70,6 +104,10 @@ class ServiceMetrics:
             ["channel"],
             registry=self.registry,
         )
+
+    def outbox(self, channel: str, send_buffer: int) -> Subscriber:
+        """A subscriber for a connection of `channel` (websocket, sse) whose coalescing is counted."""
+        return Subscriber(send_buffer, coalesce_count=self.coalesced.labels(channel).inc)
 
     def add_gauges(self, read: Gauges) -> None:
         self.registry.register(_GaugeCollector(read))

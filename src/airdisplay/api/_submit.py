@@ -152,6 +152,15 @@ def submitted_response(outcome: SubmitOutcome) -> Response:
     return response
 
 
+class _SubmitRoute:
+    """What the router would have put in the scope as the request's route: its template."""
+
+    path = "/api/v1/banners/{banner_id}/message"
+
+
+SUBMIT_ROUTE = _SubmitRoute()
+
+
 class SubmitFastPath:
     """Serve well-formed `POST /api/v1/banners/{id}/message` requests without FastAPI's machinery.
 
@@ -193,6 +202,8 @@ class SubmitFastPath:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send, banner_id: str) -> None:
         scope["app"] = self.api
+        scope["route"] = SUBMIT_ROUTE  # for metrics and spans (api/_observe.py), as the router would
+        scope["path_params"] = {"banner_id": banner_id}
         request = Request(scope, receive)
         try:
             outcome = await self._submit(request, banner_id, _headers(scope), receive)

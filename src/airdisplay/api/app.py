@@ -23,6 +23,7 @@ from ._headers import SecurityHeaders
 from ._limits import BodySizeLimit
 from ._loop_watch import LoopWatch
 from ._metrics import ServiceMetrics
+from ._observe import HttpObserver
 from ._openapi import install_openapi
 from ._submit import SubmitFastPath
 from .problems import install_problem_handlers
@@ -37,6 +38,8 @@ class RuntimeRoute(BaseRoute):
     def __init__(self, endpoints: RuntimeEndpoints) -> None:
         self.app = endpoints.app
         self.prefixes = endpoints.prefixes
+        #: The route's name in metrics and spans, when the runtime's own router names none.
+        self.path = "|".join(f"{prefix}*" for prefix in endpoints.prefixes)
 
     def matches(self, scope: Scope) -> tuple[Match, Scope]:
         if scope["type"] == "http" and scope["path"].startswith(self.prefixes):
@@ -51,11 +54,20 @@ class RuntimeRoute(BaseRoute):
 
 
 class AirDisplayAPI(FastAPI):
-    """FastAPI with the submit fast path in front of its middleware stack (api/_submit.py)."""
+    """FastAPI with the submit fast path in front of its middleware stack (api/_submit.py), and every HTTP
+    request measured (and traced, when tracing is on) around both (api/_observe.py)."""
 
     fast_submit: SubmitFastPath | None = None
+    observer: HttpObserver | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.observer is not None and scope["type"] == "http":
+            await self.observer(scope, receive, send)
+        else:
+            await self.serve(scope, receive, send)
+
+    async def serve(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """The app without the observer."""
         fast = self.fast_submit
         if fast is not None:
             banner_id = fast.handles(scope)
@@ -94,15 +106,18 @@ def create_app(settings: Settings, runtime: BannerRuntime | None = None) -> Fast
     app.state.runtime = runtime
     app.state.bus = bus
     app.state.hub = StreamHub(bus)
+    metrics = ServiceMetrics()
     app.state.devices = links = DeviceLinks(
         bus,
         limit=settings.max_device_links,
         heartbeat_seconds=settings.device_timeout,
         stall_seconds=settings.stall_seconds,
+        coalesce_count=metrics.coalesced.labels("device").inc,
     )
-    metrics = ServiceMetrics()
     loop_watch = LoopWatch(metrics.registry)
     app.state.access = access = AccessControl(settings, metrics)
+    for collector in runtime.collectors():
+        metrics.registry.register(collector)
     metrics.add_gauges(
         lambda: {
             **runtime.gauges(),
@@ -138,4 +153,5 @@ def create_app(settings: Settings, runtime: BannerRuntime | None = None) -> Fast
     app.add_middleware(SecurityHeaders)
     if settings.submit_fast_path:
         app.fast_submit = SubmitFastPath(app, settings.max_body_bytes, cors=bool(settings.cors_origins))
+    app.observer = HttpObserver(app.serve, metrics.registry)
     return app

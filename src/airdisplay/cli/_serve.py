@@ -13,6 +13,7 @@ import uvicorn
 from pydantic import ValidationError
 from uvicorn.config import STARTUP_FAILURE
 
+from .. import tracing
 from ..access import Blocklist, KeyRing, StartupKeyError, operator_notice
 from ..actors import SqliteStore, StoreError, StoreInUse, StoreLock
 from ..config import Settings
@@ -51,6 +52,9 @@ def serve(**params: object) -> None:
         try:
             settings = serve_settings(params)
             configure_logging(settings.log_format)
+            if tracing.configure_tracing():
+                held.callback(tracing.shutdown)  # exports the spans still buffered at exit
+                logging.getLogger("airdisplay").info("tracing: on, configured by the OTEL_* variables")
             start_up_key = settings.operator_key.get_secret_value() if settings.operator_key else None
             keys = KeyRing(settings.data_dir, start_up_key, record=False)  # the app's own records the key
             settings.check_exposure(has_operator_key=keys.has_operator)
@@ -76,7 +80,7 @@ def serve(**params: object) -> None:
         except StoreInUse as exc:
             advice = "stop it first, or give this server another --data-dir"
             _fail(data_dir_in_use(settings.data_dir, exc.pid, advice))
-        except (ValueError, StoreError, RuntimeUnavailable) as exc:
+        except (ValueError, StoreError, RuntimeUnavailable) as exc:  # TracingConfigError is a ValueError
             _fail(str(exc))
         notice = operator_notice(
             keys,

@@ -12,6 +12,7 @@ from ._subscriber import (
     SubscriberOverflow,
     SubscriberState,
 )
+from ._traces import delivered
 
 __all__ = [
     "DEFAULT_SEND_BUFFER",
@@ -27,5 +28,6 @@ __all__ = [
     "SubscriberOverflow",
     "SubscriberState",
     "TooManyBanners",
+    "delivered",
     "display_frame",
 ]

@@ -19,10 +19,15 @@ import asyncio
 import contextlib
 import json
 import time
+from collections.abc import Callable
 
+from opentelemetry.trace import SpanContext
+
+from .. import tracing
 from ..domain import Banner, format_time
 from ..events import EventBus, Published
-from ._subscriber import Subscriber
+from ._subscriber import Outgoing, Subscriber
+from ._traces import delivered, offered
 
 #: Display frames buffered per device before coalescing; a device needs only the newest display.
 DEVICE_SEND_BUFFER = 4
@@ -45,11 +50,23 @@ def display_frame(banner: Banner) -> str:
 class DeviceLink:
     """One connected device: its outbox and when it was last heard from."""
 
-    __slots__ = ("banner_id", "subscriber", "last_heard", "replaced", "deleted", "revoked", "timed_out")
+    __slots__ = (
+        "banner_id",
+        "subscriber",
+        "last_heard",
+        "replaced",
+        "deleted",
+        "revoked",
+        "timed_out",
+        "shown_trace",
+    )
 
-    def __init__(self, banner_id: str) -> None:
+    def __init__(self, banner_id: str, coalesce_count: Callable[[], None] | None = None) -> None:
         self.banner_id = banner_id
-        self.subscriber = Subscriber(DEVICE_SEND_BUFFER)
+        self.subscriber = Subscriber(DEVICE_SEND_BUFFER, coalesce_count=coalesce_count)
+        #: With tracing on: the display version last written to the device and its delivery span, so
+        #: the device's ack of it joins that trace.
+        self.shown_trace: tuple[int, SpanContext] | None = None
         self.last_heard = time.monotonic()
         self.replaced = False
         self.deleted = False
@@ -64,7 +81,20 @@ class DeviceLink:
         return time.monotonic() - self.last_heard
 
     def show(self, banner: Banner) -> None:
-        self.subscriber.offer(self.banner_id, banner.display_version, display_frame(banner))
+        version = banner.display_version
+        if self.subscriber.offer(self.banner_id, version, display_frame(banner)) and tracing.enabled:
+            offered(self.subscriber, self.banner_id, version, tracing.current())
+
+    def sent(self, item: Outgoing) -> None:
+        """`item` was written to the device (called with tracing on)."""
+        span = delivered(self.subscriber, item, "device")
+        if span is not None:
+            self.shown_trace = (item.version, span)
+
+    def ack_trace(self, display_version: int) -> SpanContext | None:
+        """The delivery span of the display the device acknowledges, if traced."""
+        shown = self.shown_trace
+        return shown[1] if shown is not None and shown[0] == display_version else None
 
 
 class DeviceLinks:
@@ -77,7 +107,9 @@ class DeviceLinks:
         limit: int = 0,
         heartbeat_seconds: float = 30.0,
         stall_seconds: float = 10.0,
+        coalesce_count: Callable[[], None] | None = None,
     ) -> None:
+        self._coalesce_count = coalesce_count
         self._links: dict[str, DeviceLink] = {}
         #: Links held at most (0: no limit); a banner's new link replacing its old one always fits.
         self.limit = limit
@@ -98,7 +130,7 @@ class DeviceLinks:
         if old is not None:
             old.replaced = True
             old.subscriber.close()
-        link = self._links[banner_id] = DeviceLink(banner_id)
+        link = self._links[banner_id] = DeviceLink(banner_id, self._coalesce_count)
         return link
 
     def revoke(self, banner_id: str) -> None:

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from opentelemetry.trace import SpanContext
+
+from .. import tracing
 from ..events import EventBus, Published
 from ._subscriber import Subscriber
+from ._traces import offered
 
 
 class StreamHub:
@@ -45,6 +49,9 @@ class StreamHub:
         return found
 
     def _on_event(self, event: Published) -> None:
+        if tracing.enabled:
+            self._on_traced_event(event, tracing.current())
+            return
         watchers = self._by_banner.get(event.banner_id)
         if watchers:
             frame = event.frame  # serialised once, shared by every subscriber
@@ -54,3 +61,13 @@ class StreamHub:
             legacy = event.legacy
             for subscriber in self._firehose:
                 subscriber.offer(event.banner_id, event.version, legacy, resets=event.resets)
+
+    def _on_traced_event(self, event: Published, trace: SpanContext | None) -> None:
+        """`_on_event` with tracing on: each queued frame notes the change's trace (realtime/_traces.py)."""
+        banner_id, version = event.banner_id, event.version
+        for subscriber in self._by_banner.get(banner_id, ()):
+            if subscriber.offer(banner_id, version, event.frame, resets=event.resets):
+                offered(subscriber, banner_id, version, trace)
+        for subscriber in self._firehose:
+            if subscriber.offer(banner_id, version, event.legacy, resets=event.resets):
+                offered(subscriber, banner_id, version, trace)

@@ -26,6 +26,7 @@ import enum
 import itertools
 import time
 from collections import deque
+from collections.abc import Callable
 from typing import NamedTuple
 
 
@@ -79,6 +80,8 @@ class Subscriber:
         "max_bytes",
         "state",
         "coalesced",
+        "coalesce_count",
+        "_traces",
         "_banners",
         "_control",
         "_serials",
@@ -95,8 +98,13 @@ class Subscriber:
         limit: int = DEFAULT_SEND_BUFFER,
         max_pending: int = DEFAULT_MAX_PENDING,
         max_bytes: int = DEFAULT_MAX_BYTES,
+        coalesce_count: Callable[[], None] | None = None,
     ) -> None:
         self.limit = limit
+        #: Called at each coalescing (a metric's counter).
+        self.coalesce_count = coalesce_count
+        #: With tracing on: per banner, the newest traced frame queued (version, trace, when queued, ns).
+        self._traces: dict[str, tuple[int, object, int]] | None = None
         self.max_pending = max(limit, max_pending)
         self.max_bytes = max_bytes
         #: Monotonic time since when queued frames have waited for the sender, None when none wait.
@@ -147,6 +155,22 @@ class Subscriber:
         self._wake()
         return True
 
+    def trace(self, banner_id: str, version: int, trace: object) -> None:
+        """Note the trace of the banner frame just queued (tracing on): its delivery joins that trace."""
+        if self._traces is None:
+            self._traces = {}
+        self._traces[banner_id] = (version, trace, time.time_ns())
+
+    def traced(self, item: Outgoing) -> tuple[object, int] | None:
+        """The trace of a banner frame just sent and when it was queued (ns), if it had one."""
+        if self._traces is None or item.banner_id is None:
+            return None
+        found = self._traces.get(item.banner_id)
+        if found is None or found[0] > item.version:
+            return None
+        del self._traces[item.banner_id]
+        return (found[1], found[2]) if found[0] == item.version else None
+
     def control(self, frame: str, kind: str | None = None) -> None:
         """Queue a control frame (ack, ping, error), sent before pending banner frames; one with a `kind`
         replaces a queued frame of that kind."""
@@ -176,6 +200,8 @@ class Subscriber:
         self._bytes = self._count_bytes()
         self._coalesce_at = max(self.limit, min(2 * len(self._banners), self.max_pending))
         self.coalesced += 1
+        if self.coalesce_count is not None:
+            self.coalesce_count()
         if len(self._banners) > self.max_pending or self._bytes > self.max_bytes:
             self.overflow()
 

@@ -11,6 +11,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from prometheus_client.registry import Collector
 from starlette.types import ASGIApp
 
 from ..domain import Banner, BannerChanged, SubmitOutcome
@@ -128,6 +129,10 @@ class BannerRuntime(ABC):
         """Figures about the runtime's load for the metrics endpoint (name: value)."""
         return {}
 
+    def collectors(self) -> list[Collector]:
+        """The runtime's own metrics (histograms) for the metrics endpoint."""
+        return []
+
     def add_listener(self, listener: ChangeListener) -> None:
         """Call `listener` with every committed change this process hears of (after it is durable)."""
 
@@ -135,3 +140,14 @@ class BannerRuntime(ABC):
             listener(event.change)
 
         self.event_bus.subscribe(forward)
+
+
+def traced_version(result: object) -> int | None:
+    """The banner version a turn's result shows (a Banner, or an outcome holding one; or either as the
+    JSON object a Dapr actor answers with), for its span."""
+    if isinstance(result, dict):
+        banner = result.get("banner", result)
+        version = banner.get("version") if isinstance(banner, dict) else None
+    else:
+        version = getattr(getattr(result, "banner", result), "version", None)
+    return version if isinstance(version, int) else None

@@ -13,6 +13,9 @@ from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Concatenate, ParamSpec, TypeVar
 
+from prometheus_client.registry import Collector
+
+from .. import tracing
 from ..actors import (
     DEFAULT_IDLE_TIMEOUT,
     ActivationFailed,
@@ -29,7 +32,7 @@ from ..actors import (
 )
 from ..domain import Banner, BannerChanged, BannerRules, SubmitOutcome
 from ..events import InProcessEventBus
-from .base import BannerRuntime, RuntimeNotRunning, StorageUnavailable
+from .base import BannerRuntime, RuntimeNotRunning, StorageUnavailable, traced_version
 from .behaviour import BANNER_KEY, EXPIRE_REMINDER, BannerBehaviour, Registration
 
 if TYPE_CHECKING:
@@ -137,7 +140,11 @@ class EmbeddedRuntime(BannerRuntime):
             "actors_pinned": self.host.pinned_count,
             "reminders_in_memory": self.host.reminders_in_memory,
             "store_writable": 0.0 if self.host.store.write_refusal else 1.0,
+            "store_queued_writes": self.host.store.queued_writes,
         }
+
+    def collectors(self) -> list[Collector]:
+        return [self.host.stats.registry]
 
     def _on_events(self, actor_type: str, actor_id: str, events: list[object]) -> None:
         for event in events:
@@ -153,6 +160,23 @@ class EmbeddedRuntime(BannerRuntime):
         **kwargs: P.kwargs,
     ) -> T:
         """Run `turn` (a BannerBehaviour method) on the banner's actor; the host's errors as the runtime's."""
+        if tracing.here():
+            with tracing.span(f"banner {turn.__name__}", attributes={"banner.id": banner_id}) as span:
+                result = await self._call_host(banner_id, turn, *args, **kwargs)
+                version = traced_version(result)
+                if version is not None:
+                    span.set_attribute("banner.version", version)
+                return result
+        return await self._call_host(banner_id, turn, *args, **kwargs)
+
+    async def _call_host(
+        self,
+        banner_id: str,
+        turn: Callable[Concatenate[BannerActor, P], Awaitable[T]],
+        /,
+        *args: P.args,
+        **kwargs: P.kwargs,
+    ) -> T:
         try:
             return await self.host.call(BANNER_ACTOR_TYPE, banner_id, turn, *args, **kwargs)
         except RuntimeClosed as exc:

@@ -14,12 +14,14 @@ import contextlib
 import json
 import shutil
 import subprocess
+import threading
 import time
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
@@ -77,7 +79,10 @@ class RedisProcess:
 
 @contextlib.contextmanager
 def running_cluster(
-    workdir: Path, message_seconds: float, redis: RedisProcess | None = None
+    workdir: Path,
+    message_seconds: float,
+    redis: RedisProcess | None = None,
+    app_env: dict[str, str] | None = None,
 ) -> Iterator[LocalDapr]:
     own_redis = redis is None
     redis = redis or RedisProcess(workdir / "redis")
@@ -85,7 +90,7 @@ def running_cluster(
         redis.start()
     # The submit rate limit is per client address, and every request here comes from 127.0.0.1.
     serve_args = ("--message-seconds", str(message_seconds), "--submit-rate", "0")
-    cluster = LocalDapr(workdir, redis.url, serve_args=serve_args)
+    cluster = LocalDapr(workdir, redis.url, serve_args=serve_args, app_env=app_env or {})
     try:
         cluster.start()
         yield cluster
@@ -527,3 +532,110 @@ async def test_stop_everything_and_start_again_keeps_banners_messages_and_pendin
             assert late < 5, f"the expiries came {late:.1f} s late: the sweep, not the Scheduler, fired them"
     finally:
         redis.stop()
+
+
+# -- tracing across replicas -------------------------------------------------------------------------
+
+
+class OtlpCollector:
+    """A stand-in OpenTelemetry collector: takes OTLP/HTTP trace exports and keeps their spans (no
+    collector is installed here; the exports themselves are the replicas' real ones)."""
+
+    def __init__(self) -> None:
+        from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+        self.spans: list[tuple[str, object]] = []  # (service.name, span)
+        collector = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                request = ExportTraceServiceRequest.FromString(
+                    self.rfile.read(int(self.headers["Content-Length"]))
+                )
+                for resource_spans in request.resource_spans:
+                    service = next(
+                        a.value.string_value
+                        for a in resource_spans.resource.attributes
+                        if a.key == "service.name"
+                    )
+                    for scope_spans in resource_spans.scope_spans:
+                        collector.spans.extend((service, span) for span in scope_spans.spans)
+                self.send_response(200)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, format: str, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def in_trace(self, trace_id: str) -> list[tuple[str, object]]:
+        wanted = bytes.fromhex(trace_id)
+        return [(service, span) for service, span in list(self.spans) if span.trace_id == wanted]
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+async def test_a_trace_started_by_a_client_crosses_daprd_to_the_other_replicas_websocket(
+    dapr_bin, tmp_path, http
+):
+    """Replica 0 takes the submit with the client's traceparent; replica 1's WebSocket client gets the
+    change through Dapr pub/sub. Both replicas export over OTLP; every span named here is in the client's
+    trace, so daprd carried it on the actor call and on the publish."""
+    trace_id = "0af7651916cd43dd8448eb211c80319c"
+    collector = OtlpCollector()
+    env = {
+        "OTEL_EXPORTER_OTLP_ENDPOINT": collector.endpoint,
+        "OTEL_BSP_SCHEDULE_DELAY": "100",  # ms: export soon after each span, not every 5 s
+    }
+    try:
+        with running_cluster(tmp_path, 60, app_env=env) as cluster:
+            a, b = cluster.members
+            banner = new_id("traced")
+            await create(http, a.url, banner)
+            stream = await Stream.open(b.url, [banner])
+            try:
+                await eventually(lambda: stream.of(banner), limit=10, what="the snapshot on replica 1")
+                shown = await submit(
+                    http, a.url, banner, "traced", traceparent=f"00-{trace_id}-b7ad6b7169203331-01"
+                )
+                assert shown.status_code == 201
+                await eventually(
+                    lambda: stream.of(banner, "message_shown"), limit=10, what="the change on replica 1"
+                )
+
+                def names() -> set[str]:
+                    return {span.name for _, span in collector.in_trace(trace_id)}
+
+                wanted = {
+                    "POST /api/v1/banners/{banner_id}/message",  # replica 0, the client's request
+                    "banner submit",  # replica 0's call through its daprd
+                    "turn submit",  # the replica daprd placed the actor on
+                    "actor.commit",
+                    "deliver websocket",  # replica 1, after pub/sub
+                }
+                await eventually(lambda: wanted <= names(), limit=15, what=f"the spans {wanted}")
+            finally:
+                await stream.close()
+    finally:
+        collector.close()
+    spans = collector.in_trace(trace_id)
+    request = next(s for _, s in spans if s.name == "POST /api/v1/banners/{banner_id}/message")
+    assert request.parent_span_id == bytes.fromhex("b7ad6b7169203331")
+    turn = next(s for _, s in spans if s.name == "turn submit")
+    call = next(s for _, s in spans if s.name == "banner submit")
+    # The actor's side is a child of the actor-method request daprd made, itself a child of the call.
+    hosting = next(s for _, s in spans if s.span_id == turn.parent_span_id)
+    assert hosting.name.startswith("PUT /actors/") and hosting.parent_span_id == call.span_id
+    # The delivery on replica 1 hangs under the request daprd made to deliver the published change there.
+    delivery = next(s for _, s in spans if s.name == "deliver websocket")
+    subscription = next(s for _, s in spans if s.span_id == delivery.parent_span_id)
+    assert subscription.name.startswith("POST /events/")

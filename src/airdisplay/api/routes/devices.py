@@ -11,6 +11,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
+from ... import tracing
 from ...domain import BannerNotFound, DeviceTokenInvalid, UnknownDisplayVersion, check_banner_id
 from ...domain.exceptions import InvalidBannerId
 from ...logs import about
@@ -178,6 +179,8 @@ async def _send(websocket: WebSocket, link: DeviceLink) -> None:
     while True:
         for item in await link.subscriber.take():
             await websocket.send_text(item.frame)
+            if tracing.enabled:
+                link.sent(item)
 
 
 async def _receive(websocket: WebSocket, runtime: BannerRuntime, link: DeviceLink) -> None:
@@ -212,9 +215,25 @@ async def _receive(websocket: WebSocket, runtime: BannerRuntime, link: DeviceLin
             link.heard()
             if isinstance(frame, AckFrame):
                 try:
-                    await runtime.device_ack(link.banner_id, frame.version)
+                    if tracing.enabled:
+                        await _traced_ack(runtime, link, frame.version)
+                    else:
+                        await runtime.device_ack(link.banner_id, frame.version)
                 except UnknownDisplayVersion as exc:
                     link.subscriber.control(error_frame(str(exc)))
+
+
+async def _traced_ack(runtime: BannerRuntime, link: DeviceLink, version: int) -> None:
+    """The ack's turn in a span under the display's delivery span: the device's ack ends the trace of the
+    message it shows (a new trace when that display was not traced)."""
+    shown = link.ack_trace(version)
+    with tracing.span(
+        "device ack",
+        parent=shown,
+        new_trace=shown is None,
+        attributes={"banner.id": link.banner_id, "banner.display_version": version},
+    ):
+        await runtime.device_ack(link.banner_id, version)
 
 
 async def _flush(websocket: WebSocket, link: DeviceLink) -> None:

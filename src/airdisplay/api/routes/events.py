@@ -25,8 +25,15 @@ from sse_starlette import EventSourceResponse, ServerSentEvent
 from sse_starlette.sse import SendTimeoutError
 from starlette.types import Receive, Scope, Send
 
+from ... import tracing
 from ...config import Settings
-from ...realtime import StreamSession, Subscriber, SubscriberClosed, SubscriberOverflow, TooManyBanners
+from ...realtime import (
+    StreamSession,
+    SubscriberClosed,
+    SubscriberOverflow,
+    TooManyBanners,
+    delivered,
+)
 from .._access import AccessControl
 from .._metrics import ServiceMetrics
 from .._openapi import KEY_PROBLEMS, STREAM_PROBLEMS
@@ -68,7 +75,7 @@ async def banner_events(
     known = _known(last_event_id)
     return await _stream(
         request,
-        StreamSession(hub, runtime, Subscriber(settings.send_buffer)),
+        StreamSession(hub, runtime, access.metrics.outbox("sse", settings.send_buffer)),
         [banner_id],
         known,
         settings,
@@ -93,7 +100,7 @@ async def fleet_events(
     known = _known(last_event_id)
     return await _stream(
         request,
-        StreamSession(hub, runtime, Subscriber(settings.send_buffer)),
+        StreamSession(hub, runtime, access.metrics.outbox("sse", settings.send_buffer)),
         banner_ids,
         known,
         settings,
@@ -205,3 +212,6 @@ class _EventStream(EventSourceResponse):
             )
             if chunk:
                 yield chunk
+                if tracing.enabled:  # written: the stream asks for the next chunk only after that
+                    for item in items:
+                        delivered(subscriber, item, "sse")

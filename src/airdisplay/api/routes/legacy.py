@@ -10,7 +10,6 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ...domain import BANNER_ID_PATTERN
 from ...events import legacy_banner_json
-from ...realtime import Subscriber
 from .._openapi import JSON_BODY_PROBLEMS, KEY_PROBLEMS, SUBMIT_PROBLEMS
 from .._submit import submit_flow
 from ..deps import Access, AppSettings, Hub, JsonBody, KeyChecked, Runtime, Submitter
@@ -84,7 +83,7 @@ async def legacy_ws(websocket: WebSocket, hub: Hub, settings: AppSettings, acces
     release = await access.accept_stream(websocket)
     if release is None:
         return
-    subscriber = Subscriber(settings.send_buffer)
+    subscriber = access.metrics.outbox("websocket", settings.send_buffer)
     hub.watch_all(subscriber)
     try:
         receiver = asyncio.create_task(_ignore_input(websocket))

@@ -23,6 +23,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Query, WebSocket, WebSocketDisconnect
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
+from ... import tracing
 from ...domain import DomainError, format_time
 from ...realtime import (
     MAX_BANNERS_PER_CONNECTION,
@@ -31,6 +32,7 @@ from ...realtime import (
     SubscriberClosed,
     SubscriberState,
     TooManyBanners,
+    delivered,
 )
 from .._metrics import ServiceMetrics
 from ..deps import Access, AppSettings, Hub, Runtime
@@ -151,6 +153,8 @@ async def pump(websocket: WebSocket, subscriber: Subscriber) -> None:
     while True:
         for item in await subscriber.take():
             await websocket.send_text(item.frame)
+            if tracing.enabled:
+                delivered(subscriber, item, "websocket")
 
 
 async def ping_every(subscriber: Subscriber, seconds: float) -> None:
@@ -217,7 +221,7 @@ async def stream(
     release = await access.accept_stream(websocket)
     if release is None:
         return
-    subscriber = Subscriber(settings.send_buffer)
+    subscriber = access.metrics.outbox("websocket", settings.send_buffer)
     session = StreamSession(hub, runtime, subscriber)
     try:
         if banners:

@@ -33,6 +33,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
@@ -40,7 +41,10 @@ from typing import Any, TypeVar
 from dapr.actor import Actor, ActorInterface, Remindable, actormethod
 from dapr.actor.id import ActorId
 from dapr.actor.runtime.context import ActorRuntimeContext
+from opentelemetry.trace import SpanContext
 
+from ... import tracing
+from ...actors import RuntimeStats
 from ...domain import Banner, BannerChanged, BannerRules, ChangeKind, DomainError
 from ...logs import about
 from ..behaviour import BANNER_KEY, BannerBehaviour
@@ -54,6 +58,23 @@ log = logging.getLogger("airdisplay.dapr.actor")
 DAPR_ACTOR_TYPE = "BannerActor"
 #: State key of the kind of the banner's last change, for publishing it again after a crash.
 LAST_CHANGE_KEY = "last_change"
+
+#: With tracing on: the trace of the turn that set each reminder of this replica's actors, by (banner id,
+#: reminder name), for its firing to link to. In memory, and capped: a reminder whose actor moved to
+#: another replica, or was unregistered, leaves an entry until the oldest are dropped.
+_REMINDER_SETTERS: OrderedDict[tuple[str, str], SpanContext] = OrderedDict()
+REMINDER_SETTERS_KEPT = 100_000
+
+
+def _remember_setter(key: tuple[str, str]) -> None:
+    found = tracing.current()
+    if found is None:
+        return
+    _REMINDER_SETTERS[key] = found
+    _REMINDER_SETTERS.move_to_end(key)
+    if len(_REMINDER_SETTERS) > REMINDER_SETTERS_KEPT:
+        _REMINDER_SETTERS.popitem(last=False)
+
 
 _Method = TypeVar("_Method", bound=Callable[..., Awaitable[dict[str, Any]]])
 
@@ -112,9 +133,11 @@ class BannerActor(BannerBehaviour, Actor, BannerActorInterface, Remindable):
         rules: BannerRules,
         bus: DaprEventBus,
         directory: RedisDirectory,
+        stats: RuntimeStats | None = None,
     ) -> None:
         super().__init__(ctx, actor_id)
         self.rules = rules
+        self._stats = stats or RuntimeStats()
         self._bus = bus
         self._directory = directory
         self._events: list[object] = []
@@ -127,8 +150,19 @@ class BannerActor(BannerBehaviour, Actor, BannerActorInterface, Remindable):
     def publish(self, event: object) -> None:
         self._events.append(event)
 
-    async def _turn(self, action: Callable[[], Awaitable[object]]) -> dict[str, Any]:
-        """Run one turn: all or nothing for state, events only after the state is saved."""
+    async def _turn(self, action: Callable[[], Awaitable[object]], method: str) -> dict[str, Any]:
+        """Run one turn (of BannerBehaviour's `method`): all or nothing for state, events only after the
+        state is saved."""
+        started = time.perf_counter()
+        try:
+            if tracing.here():
+                with tracing.span(f"turn {method}", attributes={"banner.id": self.id.id}):
+                    return await self._run_turn(action)
+            return await self._run_turn(action)
+        finally:
+            self._stats.turn_seconds.labels(method).observe(time.perf_counter() - started)
+
+    async def _run_turn(self, action: Callable[[], Awaitable[object]]) -> dict[str, Any]:
         self._events = []
         try:
             value = await action()
@@ -144,7 +178,13 @@ class BannerActor(BannerBehaviour, Actor, BannerActorInterface, Remindable):
             await self._state_manager.set_state(LAST_CHANGE_KEY, changes[-1].kind.value)
         elif changes and await self._state_manager.contains_state(LAST_CHANGE_KEY):
             await self._state_manager.remove_state(LAST_CHANGE_KEY)  # deleted: nothing of it stays
-        await self._state_manager.save_state()
+        saving = time.perf_counter()
+        if tracing.here():
+            with tracing.span("actor.commit", attributes={"actor.type": DAPR_ACTOR_TYPE}):
+                await self._state_manager.save_state()
+        else:
+            await self._state_manager.save_state()
+        self._stats.commit_seconds.observe(time.perf_counter() - saving)
         gone = self._deleting
         for change in changes:
             await self._settle(change, None if gone is None else (stamp_of(gone.created_at), gone.name))
@@ -225,6 +265,8 @@ class BannerActor(BannerBehaviour, Actor, BannerActorInterface, Remindable):
         """The SDK's, with the due time rounded up to whole seconds (Dapr 1.18 truncates fractions)."""
         whole = timedelta(seconds=math.ceil(due_time.total_seconds()))
         await Actor.register_reminder(self, name, state, whole, period, ttl, failure_policy)
+        if tracing.enabled:
+            _remember_setter((self.id.id, name))
 
     # -- the interface -----------------------------------------------------------------------------
 
@@ -233,10 +275,10 @@ class BannerActor(BannerBehaviour, Actor, BannerActorInterface, Remindable):
             registration = await self.register(str(data.get("name", "")))
             return {"banner": banner_value(registration.banner), "device_token": registration.device_token}
 
-        return await self._turn(run)
+        return await self._turn(run, "register")
 
     async def call_get(self, data: dict[str, Any]) -> dict[str, Any]:
-        return await self._turn(lambda: self._as_value(self.get()))
+        return await self._turn(lambda: self._as_value(self.get()), "get")
 
     async def call_submit(self, data: dict[str, Any]) -> dict[str, Any]:
         async def run() -> object:
@@ -247,10 +289,10 @@ class BannerActor(BannerBehaviour, Actor, BannerActorInterface, Remindable):
             )
             return {"banner": banner_value(outcome.banner), "replayed": outcome.replayed}
 
-        return await self._turn(run)
+        return await self._turn(run, "submit")
 
     async def call_clear(self, data: dict[str, Any]) -> dict[str, Any]:
-        return await self._turn(lambda: self._as_value(self.clear()))
+        return await self._turn(lambda: self._as_value(self.clear()), "clear")
 
     async def call_delete(self, data: dict[str, Any]) -> dict[str, Any]:
         async def run() -> object:
@@ -259,24 +301,28 @@ class BannerActor(BannerBehaviour, Actor, BannerActorInterface, Remindable):
             return None
 
         try:
-            return await self._turn(run)
+            return await self._turn(run, "delete")
         finally:
             self._deleting = None
 
     async def call_rotate_device_token(self, data: dict[str, Any]) -> dict[str, Any]:
-        return await self._turn(self.rotate_device_token)
+        return await self._turn(self.rotate_device_token, "rotate_device_token")
 
     async def call_check_device_token(self, data: dict[str, Any]) -> dict[str, Any]:
-        return await self._turn(lambda: self._as_value(self.check_device_token(str(data.get("token", "")))))
+        return await self._turn(
+            lambda: self._as_value(self.check_device_token(str(data.get("token", "")))), "check_device_token"
+        )
 
     async def call_device_online(self, data: dict[str, Any]) -> dict[str, Any]:
-        return await self._turn(lambda: self._as_value(self.device_online()))
+        return await self._turn(lambda: self._as_value(self.device_online()), "device_online")
 
     async def call_device_offline(self, data: dict[str, Any]) -> dict[str, Any]:
-        return await self._turn(lambda: self._as_value(self.device_offline()))
+        return await self._turn(lambda: self._as_value(self.device_offline()), "device_offline")
 
     async def call_device_ack(self, data: dict[str, Any]) -> dict[str, Any]:
-        return await self._turn(lambda: self._as_value(self.device_ack(int(data.get("version", 0)))))
+        return await self._turn(
+            lambda: self._as_value(self.device_ack(int(data.get("version", 0)))), "device_ack"
+        )
 
     async def call_expire(self, data: dict[str, Any]) -> dict[str, Any]:
         """The sweep's expiry: take message `message_id` off only if its time is up (and it still shows)."""
@@ -287,7 +333,7 @@ class BannerActor(BannerBehaviour, Actor, BannerActorInterface, Remindable):
                 await self.expire(str(data.get("message_id", "")))
             return None
 
-        return await self._turn(run)
+        return await self._turn(run, "expire")
 
     async def receive_reminder(
         self,
@@ -298,7 +344,18 @@ class BannerActor(BannerBehaviour, Actor, BannerActorInterface, Remindable):
         ttl: timedelta | None = None,
     ) -> None:
         """Reminder delivery (at least once). A failure raises so that daprd retries it."""
-        await self._turn(lambda: BannerBehaviour.receive_reminder(self, name, state, due_time, period))
+
+        def fire() -> Awaitable[None]:
+            return BannerBehaviour.receive_reminder(self, name, state, due_time, period)
+
+        if not tracing.enabled:
+            await self._turn(fire, "receive_reminder")
+            return
+        setter = _REMINDER_SETTERS.pop((self.id.id, name), None)
+        with tracing.span(
+            f"reminder {name}", links=[setter] if setter else (), attributes={"banner.id": self.id.id}
+        ):
+            await self._turn(fire, "receive_reminder")
 
     @staticmethod
     async def _as_value(pending: Awaitable[Any]) -> object:

@@ -122,6 +122,8 @@ class LocalDapr:
     base_port: int = 0
     #: Extra `airdisplay serve` options for every replica.
     serve_args: tuple[str, ...] = ()
+    #: Extra environment for every replica (OTEL_* for tracing, say).
+    app_env: dict[str, str] = field(default_factory=dict)
     bin_dir: Path = field(default_factory=dapr_bin_dir)
     app_id: str = APP_ID
     members: list[Replica] = field(default_factory=list)
@@ -223,7 +225,7 @@ class LocalDapr:
                 *("--redis-url", self.redis_url, "--data-dir", str(self.workdir / f"replica-{index}")),
                 *self.serve_args,
             ],
-            env={"DAPR_HTTP_PORT": str(replica.http_port)},
+            env={**self.app_env, "DAPR_HTTP_PORT": str(replica.http_port)},
         )
         return replica
 

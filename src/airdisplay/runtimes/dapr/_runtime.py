@@ -25,13 +25,17 @@ from dapr.conf import settings as sdk_settings
 from dapr.ext.fastapi import DaprActor, DaprApp
 from fastapi import Body, FastAPI
 from fastapi.responses import JSONResponse
+from opentelemetry.trace import SpanKind
+from prometheus_client.registry import Collector
 from redis.exceptions import RedisError
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from ... import tracing
+from ...actors import RuntimeStats
 from ...config import Settings
 from ...domain import Banner, BannerRules, SubmitOutcome
 from ...events import change_from_json
-from ..base import BannerRuntime, RuntimeEndpoints, StorageUnavailable
+from ..base import BannerRuntime, RuntimeEndpoints, StorageUnavailable, traced_version
 from ..behaviour import BannerBehaviour, Registration
 from ._actor import DAPR_ACTOR_TYPE, BannerActor
 from ._directory import RedisDirectory
@@ -88,6 +92,8 @@ class DaprRuntime(BannerRuntime):
         self._running = False
         self._endpoints: RuntimeEndpoints | None = None
         self.sweep = ExpirySweep(self.directory, self._expire)
+        #: Turns of the actors this replica hosts, and their state saves.
+        self.stats = RuntimeStats()
 
     @classmethod
     def from_settings(cls, settings: Settings) -> DaprRuntime:
@@ -163,7 +169,7 @@ class DaprRuntime(BannerRuntime):
             message_serializer=self._serializer,
             state_serializer=self._serializer,
             actor_factory=lambda ctx, actor_id: BannerActor(
-                ctx, actor_id, self.rules, self.event_bus, self.directory
+                ctx, actor_id, self.rules, self.event_bus, self.directory, self.stats
             ),
             actor_client=client,
         )
@@ -180,6 +186,9 @@ class DaprRuntime(BannerRuntime):
     def is_ready(self) -> bool:
         return self._running
 
+    def collectors(self) -> list[Collector]:
+        return [self.stats.registry]
+
     # -- calls through daprd -----------------------------------------------------------------------
 
     async def _call(
@@ -190,6 +199,18 @@ class DaprRuntime(BannerRuntime):
         if not self._running:
             raise ActorCallFailed("the Dapr runtime is not started")
         method = turn.__name__
+        if tracing.here():
+            with tracing.span(
+                f"banner {method}", kind=SpanKind.CLIENT, attributes={"banner.id": banner_id}
+            ) as span:
+                result = await self._invoke(banner_id, method, data)
+                version = traced_version(result)
+                if version is not None:
+                    span.set_attribute("banner.version", version)
+                return result
+        return await self._invoke(banner_id, method, data)
+
+    async def _invoke(self, banner_id: str, method: str, data: dict[str, Any] | None) -> Any:
         path = f"/v1.0/actors/{DAPR_ACTOR_TYPE}/{banner_id}/method/{method}"
         try:
             status, body = await self.sidecar.request("PUT", path, self._serializer.serialize(data or {}))

@@ -18,6 +18,8 @@ import aiohttp
 from dapr.clients.base import DaprActorClientBase
 from dapr.clients.exceptions import DaprInternalError
 
+from ... import tracing
+
 #: daprd answers in milliseconds; a call stuck this long means daprd or Redis is gone.
 CALL_TIMEOUT = 30.0
 #: Connections kept open to daprd: enough for the turns and requests in flight at once on one replica.
@@ -59,6 +61,9 @@ class Sidecar:
                 connector=aiohttp.TCPConnector(limit=POOL_SIZE),
             )
         headers = {"Content-Type": "application/json"} if body is not None else None
+        if tracing.enabled:  # the trace goes on through daprd (actor calls, publishes): docs/observability.md
+            headers = dict(headers or {})
+            tracing.inject_into(headers)
         try:
             async with self._session.request(
                 method,
