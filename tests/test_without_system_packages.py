@@ -1,4 +1,5 @@
-"""The suite on a machine without redis-server, Chromium or Dapr's binaries, as a non-root developer has it.
+"""The suite on a machine without redis-server, Chromium, Prometheus or Dapr's binaries, as a non-root
+developer has it.
 
 Their tests must skip and say why, and leave nothing behind that fails a later test: a socket opened before
 a skip once surfaced as a ResourceWarning (an error here) in whichever test the garbage collector ran in.
@@ -20,13 +21,14 @@ SUBSET = [
     "tests/runtimes/dapr/test_dapr_host.py",
     "tests/runtimes/dapr/test_real_cluster.py",
     "tests/web/test_docs_page.py",
+    "tests/test_monitoring.py",
 ]
 #: The subset takes ~5 s on a loaded 2-core machine.
 RUN_SECONDS = 50
 
 
 @pytest.mark.slow
-def test_tests_needing_redis_chromium_or_dapr_skip_cleanly_without_them(tmp_path: Path) -> None:
+def test_tests_needing_redis_chromium_prometheus_or_dapr_skip_cleanly_without_them(tmp_path: Path) -> None:
     env = {key: value for key, value in os.environ.items() if key != "CI"}
     # Only the venv's own commands: no redis-server, chromium or go on this PATH.
     env["PATH"] = str(Path(sys.executable).parent)
@@ -44,4 +46,5 @@ def test_tests_needing_redis_chromium_or_dapr_skip_cleanly_without_them(tmp_path
     assert "redis-server is not installed" in report
     assert "no Chromium" in report
     assert "not found in" in report and "run `make dapr`" in report
+    assert "no promtool" in report and "no prometheus" in report
     assert " passed" in report  # the tests that need none of them still ran
