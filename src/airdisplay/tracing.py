@@ -210,10 +210,11 @@ def span(
     """A span, current while the block runs: a child of `parent` if given, of a new trace if `new_trace`,
     else of the running code's span (ask `here()` first on a hot path).
 
-    A new trace (`new_trace`, or no running span) is kept as the sampling ratio says; a trace left out
-    yields an invalid span, and nothing under the block makes a span either."""
+    A new trace (`new_trace`, or no running span) is kept as the sampling ratio says, or always when it
+    links to a kept one (an expiry of a traced submit); a trace left out yields an invalid span, and
+    nothing under the block makes a span either."""
     starts = parent is None and (new_trace or not trace.get_current_span().get_span_context().is_valid)
-    if starts and (_DROPPED.get() or not begin()):
+    if starts and not links and (_DROPPED.get() or not begin()):
         token = _DROPPED.set(True)
         try:
             yield INVALID_SPAN
@@ -222,19 +223,25 @@ def span(
         return
     if parent is not None:
         ctx = trace.set_span_in_context(NonRecordingSpan(parent))
-    elif new_trace:
+    elif starts:
         ctx = otel_context.Context()
     else:
         ctx = None
-    with _tracer.start_as_current_span(
-        name,
-        context=ctx,
-        kind=kind,
-        attributes=attributes,
-        links=[Link(link) for link in links],
-        start_time=start_ns,
-    ) as opened:
-        yield opened
+    # A kept span inside work left out (daprd's reminder call, say): what runs in it is traced.
+    kept = _DROPPED.set(False) if _DROPPED.get() else None
+    try:
+        with _tracer.start_as_current_span(
+            name,
+            context=ctx,
+            kind=kind,
+            attributes=attributes,
+            links=[Link(link) for link in links],
+            start_time=start_ns,
+        ) as opened:
+            yield opened
+    finally:
+        if kept is not None:
+            _DROPPED.reset(kept)
 
 
 def inject_into(headers: MutableMapping[str, str]) -> None:

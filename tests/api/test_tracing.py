@@ -258,3 +258,14 @@ def test_the_sampling_ratio_comes_from_the_otel_sampler_variables(environ, ratio
 def test_a_sampler_it_cannot_honour_is_refused_by_name(environ):
     with pytest.raises(tracing.TracingConfigError, match="OTEL_TRACES_SAMPLER"):
         tracing.sampling_ratio(environ)
+
+
+async def test_the_expiry_of_a_kept_trace_is_kept_whatever_the_ratio(none_sampled, start_server):
+    server = await start_server(message_seconds=0.5)
+    await server.create("b1")
+    sampled = {"traceparent": f"00-{TRACE_ID}-{CLIENT_SPAN}-01"}
+    response = await server.client.post("/api/v1/banners/b1/message", json={"text": "a"}, headers=sampled)
+    assert response.status_code == 201
+    expiry = await eventually(lambda: named(none_sampled, "reminder expire"), what="the expiry's span")
+    submit = one(none_sampled, "banner submit")
+    assert [link.context.span_id for link in expiry[0].links] == [submit.context.span_id]
