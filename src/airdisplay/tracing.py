@@ -13,9 +13,9 @@ Off, it costs one test of `enabled` at each point below, and nothing else (no sp
 On, whether a trace is kept is decided once, where it begins (a request without a sampled `traceparent`,
 an expiry, a device's ack), by one random draw against the sampling ratio, before any span exists; a
 request left out runs with a mark in its context and makes no span at all. Letting the SDK's sampler
-decide instead (a non-recording span per request, and its context) cost 10-20% of the submit path's CPU at
-1% sampling; this way it costs under the noise (bench/tracing_cost.py, docs/observability.md). Under a kept
-trace every span is kept (the SDK samples parent-based, always on).
+decide instead (a non-recording span per request, and its context) cost 19% of the submit path's CPU at
+1% sampling; this way 3-13% in five runs whose method cannot tell apart less than ~5% (bench/tracing_cost.py,
+docs/observability.md). Under a kept trace every span is kept (the SDK samples parent-based, always on).
 
 Switched on by any of `OTEL_TRACES_EXPORTER` (`otlp` or `console`; `none` is off),
 `OTEL_EXPORTER_OTLP_ENDPOINT` or `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`, unless `OTEL_SDK_DISABLED=true`.
