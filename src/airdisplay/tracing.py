@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import os
 import random
-import time
 from collections.abc import Iterator, Mapping, MutableMapping, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar, Token
@@ -161,7 +160,7 @@ def begin() -> bool:
 
 
 def dropped() -> Token[bool]:
-    """Mark the running context as left out of tracing (undo with `_DROPPED.reset(token)`)."""
+    """Mark the running context as left out of tracing (undo with `undrop(token)`)."""
     return _DROPPED.set(True)
 
 
@@ -170,14 +169,12 @@ def undrop(token: Token[bool]) -> None:
 
 
 def here() -> bool:
-    """True if a span begun now, under the running one, is kept: tracing is on, the running work was not
-    left out, and its span (if any) is sampled; where no trace runs yet, the ratio decides."""
+    """False if a span begun now could not be kept: tracing is off, the running work was left out, or its
+    span is not sampled. Where no trace runs yet it is True, and `span` makes the one draw that decides."""
     if not enabled or _DROPPED.get():
         return False
     found = trace.get_current_span().get_span_context()
-    if found.is_valid:
-        return bool(found.trace_flags.sampled)
-    return begin()
+    return not found.is_valid or bool(found.trace_flags.sampled)
 
 
 def current() -> SpanContext | None:
@@ -258,7 +255,3 @@ def parent_from(headers: Mapping[str, str]) -> SpanContext | None:
     """The span context a `traceparent` header names, if valid."""
     found = trace.get_current_span(extract(headers)).get_span_context()
     return found if found.is_valid else None
-
-
-def now_ns() -> int:
-    return time.time_ns()

@@ -269,3 +269,20 @@ async def test_the_expiry_of_a_kept_trace_is_kept_whatever_the_ratio(none_sample
     expiry = await eventually(lambda: named(none_sampled, "reminder expire"), what="the expiry's span")
     submit = one(none_sampled, "banner submit")
     assert [link.context.span_id for link in expiry[0].links] == [submit.context.span_id]
+
+
+async def test_a_trace_begun_outside_a_request_is_decided_by_one_draw(spans, start_server, monkeypatch):
+    """`here()` lets the call through and `span` draws once: two draws would keep ratio squared."""
+    server = await start_server()
+    await server.create("b1")
+    draws = []
+    real_begin = tracing.begin
+
+    def counted() -> bool:
+        draws.append(1)
+        return real_begin()
+
+    monkeypatch.setattr(tracing, "begin", counted)
+    await server.runtime.get_banner("b1")  # no request around it: a new trace begins at the call
+    assert len(draws) == 1
+    assert named(spans, "banner get")

@@ -24,7 +24,6 @@ from typing import Any
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.trace import NonRecordingSpan, Span, SpanContext, SpanKind, Status, StatusCode
-from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from prometheus_client import CollectorRegistry, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -36,7 +35,6 @@ LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"})
 #: The label of a request no route took (a 404 or 405 from the router).
 UNMATCHED = "unmatched"
-_W3C = TraceContextTextMapPropagator()
 
 
 class HttpObserver:
@@ -124,10 +122,7 @@ def _client_parent(headers: list[tuple[bytes, bytes]]) -> SpanContext | None:
     for name, value in headers:
         if name == b"traceparent" or name == b"tracestate":
             carrier[name.decode()] = value.decode("latin-1")
-    if not carrier:
-        return None
-    found = trace.get_current_span(_W3C.extract(carrier)).get_span_context()
-    return found if found.is_valid else None
+    return tracing.parent_from(carrier) if carrier else None
 
 
 def _in_context(parent: SpanContext) -> otel_context.Context:
