@@ -195,8 +195,7 @@ class ReminderBatches:
         for claim in handled:
             record, effect = claim.record, claim.effect
             self._scheduler.committed(record.actor_type, record.actor_id, (), (), fired=record)
-            if tracing.enabled and (effect is None or not effect.events or sink is None):
-                self._reminder_traces.pop(record.key, None)  # no firing span to take it
+            setter = self._reminder_traces.pop(record.key, None) if tracing.enabled else None
             if effect is None:
                 continue
             if claim.resident:
@@ -204,7 +203,7 @@ class ReminderBatches:
             if effect.events and sink is not None:
                 try:
                     if tracing.enabled:
-                        with fired_span(record, self._reminder_traces):
+                        with fired_span(record, setter):
                             sink(record.actor_type, record.actor_id, list(effect.events))
                     else:
                         sink(record.actor_type, record.actor_id, list(effect.events))

@@ -46,7 +46,7 @@ from ._scheduler import PAGE_SIZE, ReminderScheduler
 from ._state import ActorStateManager
 from ._stats import RuntimeStats
 from ._store import SqliteStore
-from ._traces import fired_span, remember_traces
+from ._traces import ReminderTraces, fired_span, remember_traces
 from .exceptions import ActivationFailed, RuntimeClosed, UnknownActorMethod, UnknownActorType
 
 log = logging.getLogger("airdisplay.actors")
@@ -95,7 +95,7 @@ class ActorHost:
         self.stats = RuntimeStats()
         store.stats = self.stats
         #: With tracing on: the trace that set each reminder, for its firing's trace to link to.
-        self._reminder_traces: dict[tuple[str, str, str], object] = {}
+        self._reminder_traces: ReminderTraces = {}
         self._scheduler = ReminderScheduler(
             store,
             self._fire_reminders,
@@ -392,7 +392,7 @@ class ActorHost:
                 return actor.receive_reminder(record.name, record.data, timedelta(0), period)
 
             if tracing.enabled:
-                with fired_span(record, self._reminder_traces):
+                with fired_span(record, self._reminder_traces.pop(record.key, None)):
                     await self._turn(act, call, fired=record)
             else:
                 await self._turn(act, call, fired=record)

@@ -15,14 +15,12 @@ from .. import tracing
 from ._records import ReminderRecord, TurnWrite
 
 #: (actor type, actor id, reminder name) -> the span context of the turn that set the reminder.
-ReminderTraces = dict[tuple[str, str, str], object]
+ReminderTraces = dict[tuple[str, str, str], SpanContext]
 
 
 def remember_traces(traces: ReminderTraces, write: TurnWrite) -> None:
     """After a turn's write is durable: note the running trace for each reminder it set, forget removed
-    ones (and a fired one, which the firing span has taken already)."""
-    if write.fired is not None:
-        traces.pop(write.fired.key, None)
+    ones. (A fired reminder's entry was taken when it fired.)"""
     for name in write.reminders_removed:
         traces.pop((write.actor_type, write.actor_id, name), None)
     if write.reminders_set:
@@ -35,14 +33,13 @@ def remember_traces(traces: ReminderTraces, write: TurnWrite) -> None:
 
 
 @contextmanager
-def fired_span(record: ReminderRecord, traces: ReminderTraces) -> Iterator[None]:
+def fired_span(record: ReminderRecord, setter: SpanContext | None) -> Iterator[None]:
     """A new trace for a reminder's firing (what it changes is published inside it), linked to the trace
     that set the reminder when that is known."""
-    setter = traces.pop(record.key, None)
     with tracing.span(
         f"reminder {record.name}",
         new_trace=True,
-        links=[setter] if isinstance(setter, SpanContext) else (),
+        links=[setter] if setter is not None else (),
         attributes={"actor.type": record.actor_type, "actor.id": record.actor_id},
     ):
         yield
