@@ -8,15 +8,20 @@ edge an ASGI app and the path prefixes it answers (`RuntimeEndpoints`), never a 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
+from opentelemetry.trace import SpanKind
 from prometheus_client.registry import Collector
 from starlette.types import ASGIApp
 
+from .. import tracing
 from ..domain import Banner, BannerChanged, SubmitOutcome
 from ..events import EventBus, Published
 from .behaviour import Registration
+
+T = TypeVar("T")
 
 
 class RuntimeUnavailable(RuntimeError):
@@ -142,9 +147,24 @@ class BannerRuntime(ABC):
         self.event_bus.subscribe(forward)
 
 
-def traced_version(result: object) -> int | None:
+async def banner_call(
+    method: str, banner_id: str, call: Awaitable[T], kind: SpanKind = SpanKind.INTERNAL
+) -> T:
+    """Await a runtime's call of a banner's turn `method`; when tracing keeps it, in a span `banner <method>`
+    with the banner's id and the version its result shows."""
+    if not tracing.here():
+        return await call
+    with tracing.span(f"banner {method}", kind=kind, attributes={"banner.id": banner_id}) as span:
+        result = await call
+        version = _version_of(result)
+        if version is not None:
+            span.set_attribute("banner.version", version)
+        return result
+
+
+def _version_of(result: object) -> int | None:
     """The banner version a turn's result shows (a Banner, or an outcome holding one; or either as the
-    JSON object a Dapr actor answers with), for its span."""
+    JSON object a Dapr actor answers with)."""
     if isinstance(result, dict):
         banner = result.get("banner", result)
         version = banner.get("version") if isinstance(banner, dict) else None

@@ -15,7 +15,6 @@ from typing import TYPE_CHECKING, Concatenate, ParamSpec, TypeVar
 
 from prometheus_client.registry import Collector
 
-from .. import tracing
 from ..actors import (
     DEFAULT_IDLE_TIMEOUT,
     ActivationFailed,
@@ -32,7 +31,7 @@ from ..actors import (
 )
 from ..domain import Banner, BannerChanged, BannerRules, SubmitOutcome
 from ..events import InProcessEventBus
-from .base import BannerRuntime, RuntimeNotRunning, StorageUnavailable, traced_version
+from .base import BannerRuntime, RuntimeNotRunning, StorageUnavailable, banner_call
 from .behaviour import BANNER_KEY, EXPIRE_REMINDER, BannerBehaviour, Registration
 
 if TYPE_CHECKING:
@@ -160,14 +159,7 @@ class EmbeddedRuntime(BannerRuntime):
         **kwargs: P.kwargs,
     ) -> T:
         """Run `turn` (a BannerBehaviour method) on the banner's actor; the host's errors as the runtime's."""
-        if tracing.here():
-            with tracing.span(f"banner {turn.__name__}", attributes={"banner.id": banner_id}) as span:
-                result = await self._call_host(banner_id, turn, *args, **kwargs)
-                version = traced_version(result)
-                if version is not None:
-                    span.set_attribute("banner.version", version)
-                return result
-        return await self._call_host(banner_id, turn, *args, **kwargs)
+        return await banner_call(turn.__name__, banner_id, self._call_host(banner_id, turn, *args, **kwargs))
 
     async def _call_host(
         self,

@@ -30,12 +30,11 @@ from prometheus_client.registry import Collector
 from redis.exceptions import RedisError
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from ... import tracing
 from ...actors import RuntimeStats
 from ...config import Settings
 from ...domain import Banner, BannerRules, SubmitOutcome
 from ...events import change_from_json
-from ..base import BannerRuntime, RuntimeEndpoints, StorageUnavailable, traced_version
+from ..base import BannerRuntime, RuntimeEndpoints, StorageUnavailable, banner_call
 from ..behaviour import BannerBehaviour, Registration
 from ._actor import DAPR_ACTOR_TYPE, BannerActor
 from ._directory import RedisDirectory
@@ -199,16 +198,7 @@ class DaprRuntime(BannerRuntime):
         if not self._running:
             raise ActorCallFailed("the Dapr runtime is not started")
         method = turn.__name__
-        if tracing.here():
-            with tracing.span(
-                f"banner {method}", kind=SpanKind.CLIENT, attributes={"banner.id": banner_id}
-            ) as span:
-                result = await self._invoke(banner_id, method, data)
-                version = traced_version(result)
-                if version is not None:
-                    span.set_attribute("banner.version", version)
-                return result
-        return await self._invoke(banner_id, method, data)
+        return await banner_call(method, banner_id, self._invoke(banner_id, method, data), SpanKind.CLIENT)
 
     async def _invoke(self, banner_id: str, method: str, data: dict[str, Any] | None) -> Any:
         path = f"/v1.0/actors/{DAPR_ACTOR_TYPE}/{banner_id}/method/{method}"
