@@ -110,6 +110,40 @@ async def test_every_dashboard_query_names_a_metric_the_server_exports(start_ser
             assert panel["title"] and panel["description"], panel
 
 
+def sample(exposition: str, series: str) -> float | None:
+    """The value of one series (`name{labels}`, labels in the page's order) on a /metrics page."""
+    for line in exposition.splitlines():
+        if line.startswith(series + " "):
+            return float(line.split()[-1])
+    return None
+
+
+async def test_route_latency_counts_every_request_by_route_template_and_status(start_server):
+    """The submit fast path (timed by the app itself, tracing off), its refusals, routed requests and
+    unmatched ones each land in `airdisplay_http_request_duration_seconds` under their template."""
+    server = await start_server(api_key=KEY, client_sends_key=True)
+    for name in ("r1", "r2", "r3"):
+        await server.create(name)
+    submit = "/api/v1/banners/{banner_id}/message"
+    for name in ("r1", "r2", "r3"):
+        assert (
+            await server.client.post(f"/api/v1/banners/{name}/message", json={"text": "a"})
+        ).status_code == 201
+    assert (await server.client.post("/api/v1/banners/r1/message", json={"text": "b"})).status_code == 409
+    assert (await server.client.post("/api/v1/banners/r1/message", json={})).status_code == 422
+    assert (await server.client.get("/api/v1/banners/r2")).status_code == 200
+    assert (await server.client.get("/api/v1/nowhere")).status_code == 404
+    page = (await server.client.get("/metrics")).text
+    series = "airdisplay_http_request_duration_seconds_count"
+    assert sample(page, f'{series}{{method="POST",route="{submit}",status="201"}}') == 3
+    assert sample(page, f'{series}{{method="POST",route="{submit}",status="409"}}') == 1
+    assert sample(page, f'{series}{{method="POST",route="{submit}",status="422"}}') == 1
+    assert sample(page, f'{series}{{method="GET",route="/api/v1/banners/{{banner_id}}",status="200"}}') == 1
+    assert sample(page, f'{series}{{method="GET",route="unmatched",status="404"}}') == 1
+    took = sample(page, f'{series.replace("_count", "_sum")}{{method="POST",route="{submit}",status="201"}}')
+    assert took is not None and 0 < took < 30
+
+
 def test_the_query_reader_finds_names_and_drops_suffixes():
     expr = 'histogram_quantile(0.99, sum by (le) (rate(airdisplay_x_seconds_bucket{instance=~"$i"}[5m])))'
     assert queried_metrics(expr) == {"airdisplay_x_seconds"}

@@ -179,6 +179,8 @@ def here() -> bool:
 
 def current() -> SpanContext | None:
     """The running code's span context if it is sampled (only then is there a trace to continue)."""
+    if _DROPPED.get():
+        return None
     found = trace.get_current_span().get_span_context()
     return found if found.trace_flags.sampled else None
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Iterator
 
 import pytest
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
@@ -26,17 +27,29 @@ CLIENT_SPAN = "00f067aa0ba902b7"
 SECRET_TEXT = "Meet me at gate 12"
 
 
-@pytest.fixture
-def spans():
-    """Tracing on, into memory, for servers created from now on; off again after the test."""
+def in_memory(ratio: float) -> Iterator[InMemorySpanExporter]:
+    """Tracing on, into memory, keeping `ratio` of new traces, for servers created from now on; off again
+    after the test."""
     exporter = InMemorySpanExporter()
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(exporter))
-    tracing.install(provider)
+    tracing.install(provider, ratio)
     try:
         yield exporter
     finally:
         tracing.shutdown()
+
+
+@pytest.fixture
+def spans() -> Iterator[InMemorySpanExporter]:
+    """Every new trace kept."""
+    yield from in_memory(1.0)
+
+
+@pytest.fixture
+def none_sampled() -> Iterator[InMemorySpanExporter]:
+    """No new trace kept (a 0 ratio): only clients' sampled traces are."""
+    yield from in_memory(0.0)
 
 
 def named(exporter: InMemorySpanExporter, name: str) -> list[ReadableSpan]:
@@ -156,6 +169,24 @@ async def test_a_request_without_traceparent_starts_a_trace(spans, start_server)
     assert one(spans, "banner register").context.trace_id == created.context.trace_id
 
 
+async def test_with_tracing_on_a_submit_is_one_span_and_one_latency_sample(spans, start_server):
+    """Tracing on, the submit fast path runs inside the observer's span (api/app.py): counted once."""
+    server = await start_server(api_key="k" * 40, client_sends_key=True)
+    await server.create("b1")
+    await server.create("b2")
+    for name in ("b1", "b2"):
+        assert (
+            await server.client.post(f"/api/v1/banners/{name}/message", json={"text": "a"})
+        ).status_code == 201
+    assert len(named(spans, "POST /api/v1/banners/{banner_id}/message")) == 2
+    page = (await server.client.get("/metrics")).text
+    series = (
+        'airdisplay_http_request_duration_seconds_count{method="POST",'
+        'route="/api/v1/banners/{banner_id}/message",status="201"} 2.0'
+    )
+    assert series in page.splitlines()
+
+
 def test_json_log_lines_carry_the_trace_and_span_ids(spans):
     record = logging.LogRecord("airdisplay", logging.INFO, __file__, 1, "shown", None, None)
     with tracing.span("work") as span:
@@ -192,19 +223,6 @@ def test_tracing_it_cannot_do_is_refused_by_name(environ):
     with pytest.raises(tracing.TracingConfigError, match="OTEL_"):
         tracing.configure_tracing(environ)
     assert not tracing.enabled
-
-
-@pytest.fixture
-def none_sampled():
-    """Tracing on, into memory, keeping no new trace (a 0 ratio): only clients' sampled traces are kept."""
-    exporter = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    tracing.install(provider, ratio=0.0)
-    try:
-        yield exporter
-    finally:
-        tracing.shutdown()
 
 
 async def test_a_request_left_out_of_tracing_makes_no_span_at_all(none_sampled, start_server):

@@ -200,7 +200,8 @@ class SubmitFastPath:
             return None
         return found.group(1) if int(length) <= self.max_body_bytes else None
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send, banner_id: str) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send, banner_id: str) -> int:
+        """Serve the request; returns the response's status (for the latency histogram, api/app.py)."""
         scope["app"] = self.api
         scope["route"] = SUBMIT_ROUTE  # for metrics and spans (api/_observe.py), as the router would
         scope["path_params"] = {"banner_id": banner_id}
@@ -212,7 +213,7 @@ class SubmitFastPath:
             names = {name for name, _ in response.raw_headers}
             response.raw_headers.extend(h for h in SECURITY_HEADERS if h[0] not in names)
             await response(scope, receive, send)
-            return
+            return response.status_code
         # The 201 as raw ASGI messages: the same bytes banner_response() gives, without building a Response;
         # the body is the banner as its actor stored it (serialised once, for the store, frames and this).
         body = outcome.json
@@ -226,6 +227,7 @@ class SubmitFastPath:
             headers.append((b"idempotent-replayed", b"true"))
         await send({"type": "http.response.start", "status": 201, "headers": headers})
         await send({"type": "http.response.body", "body": body})
+        return 201
 
     async def _submit(
         self, request: Request, banner_id: str, headers: dict[bytes, bytes], receive: Receive

@@ -50,8 +50,10 @@ class StreamHub:
 
     def _on_event(self, event: Published) -> None:
         if tracing.enabled:
-            self._on_traced_event(event, tracing.current())
-            return
+            trace = tracing.current()
+            if trace is not None:
+                self._on_traced_event(event, trace)
+                return
         watchers = self._by_banner.get(event.banner_id)
         if watchers:
             frame = event.frame  # serialised once, shared by every subscriber
@@ -62,7 +64,7 @@ class StreamHub:
             for subscriber in self._firehose:
                 subscriber.offer(event.banner_id, event.version, legacy, resets=event.resets)
 
-    def _on_traced_event(self, event: Published, trace: SpanContext | None) -> None:
+    def _on_traced_event(self, event: Published, trace: SpanContext) -> None:
         """`_on_event` with tracing on: each queued frame notes the change's trace (realtime/_traces.py)."""
         banner_id, version = event.banner_id, event.version
         for subscriber in self._by_banner.get(banner_id, ()):

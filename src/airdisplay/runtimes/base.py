@@ -147,13 +147,18 @@ class BannerRuntime(ABC):
         self.event_bus.subscribe(forward)
 
 
-async def banner_call(
+def banner_call(
     method: str, banner_id: str, call: Awaitable[T], kind: SpanKind = SpanKind.INTERNAL
-) -> T:
-    """Await a runtime's call of a banner's turn `method`; when tracing keeps it, in a span `banner <method>`
-    with the banner's id and the version its result shows."""
+) -> Awaitable[T]:
+    """A runtime's call of a banner's turn `method`, to await; when tracing keeps it, in a span
+    `banner <method>` with the banner's id and the version its result shows. Otherwise it is `call` itself:
+    no coroutine in between on the hot path."""
     if not tracing.here():
-        return await call
+        return call
+    return _traced_call(method, banner_id, call, kind)
+
+
+async def _traced_call(method: str, banner_id: str, call: Awaitable[T], kind: SpanKind) -> T:
     with tracing.span(f"banner {method}", kind=kind, attributes={"banner.id": banner_id}) as span:
         result = await call
         version = _version_of(result)
