@@ -7,12 +7,16 @@ the machine between runs hits all of them alike. Tracing on samples `--ratio` of
 (`parentbased_traceidratio`) and exports over OTLP/HTTP to a stand-in collector in this process
 (_otlp_sink.py). `--before PATH` adds a third server: the code of another checkout's `src` (say the commit
 before tracing) with this environment's packages, to show what tracing off costs against not having it.
-`--before` with this checkout's own `src` is an A/A run: what the method itself cannot tell apart.
+`--before` with this checkout's own `src` is an A/A run: what the method itself cannot tell apart;
+`--no-traced` leaves the tracing-on server out, for more rounds of off against `--before`.
 
     uv run python bench/tracing_cost.py [--ratio 0.01 --runs 5 --duration 10 --before /tmp/before/src]
+    uv run python bench/tracing_cost.py --no-traced --runs 14 --duration 6 --before /tmp/before/src
 
 Reported per server: the median of its runs' server CPU per request (all its threads; the steadiest
-figure), and of its requests per second.
+figure), and of its requests per second; and, round by round, its CPU per request against tracing off in
+the same round (the median of those ratios and their range), which the machine's drift between rounds
+does not move.
 """
 
 from __future__ import annotations
@@ -51,6 +55,9 @@ def main() -> None:
     )
     parser.add_argument("--ratio", type=float, default=0.01, help="share of requests sampled (0.01)")
     parser.add_argument("--before", type=Path, help="another checkout's src/, measured as a third server")
+    parser.add_argument(
+        "--no-traced", action="store_true", help="leave the tracing-on server out (off against --before only)"
+    )
     parser.add_argument("--banners", type=int, default=400_000, help="banners seeded (one per request)")
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--threads", type=int, default=1, help="wrk threads")
@@ -79,8 +86,10 @@ def main() -> None:
         "OTEL_TRACES_SAMPLER_ARG": f"{args.ratio:g}",
     }
     on_name = f"tracing on, {args.ratio:.0%} sampled"
-    servers = [server("tracing off", seeded, tmp, {}), server(on_name, tmp / "data-on", tmp, traced_env)]
-    shutil.copytree(seeded, tmp / "data-on")
+    servers = [server("tracing off", seeded, tmp, {})]
+    if not args.no_traced:
+        servers.append(server(on_name, tmp / "data-on", tmp, traced_env))
+        shutil.copytree(seeded, tmp / "data-on")
     if args.before is not None:
         shutil.copytree(seeded, tmp / "data-before")
         env = {"PYTHONPATH": str(args.before)}
@@ -115,6 +124,19 @@ def main() -> None:
     def med(name: str, field: str) -> float:
         return median([getattr(r, field) for r in measured if r.server == name])
 
+    def paired(name: str) -> str:
+        """CPU a request against tracing off in the same round: the median of the rounds' ratios and their
+        range. The machine drifts between rounds (tracing off alone spans 15% over ten); within a round
+        the servers meet the same drift."""
+        ratios = sorted(
+            r.cpu_us_per_request / off.cpu_us_per_request - 1
+            for r in measured
+            if r.server == name
+            for off in measured
+            if off.server == "tracing off" and off.run == r.run
+        )
+        return f"{median(ratios):+.1%} ({ratios[0]:+.1%} to {ratios[-1]:+.1%})"
+
     base_cpu, base_rate = med("tracing off", "cpu_us_per_request"), med("tracing off", "per_second")
     rows = []
     for s in servers:
@@ -124,6 +146,7 @@ def main() -> None:
                 s.name,
                 f"{cpu:,.0f}",
                 f"{cpu / base_cpu - 1:+.1%}",
+                paired(s.name),
                 f"{rate:,.0f}",
                 f"{rate / base_rate - 1:+.1%}",
                 f"{med(s.name, 'p99_ms'):.1f}",
@@ -140,7 +163,16 @@ def main() -> None:
     )
     print(
         table(
-            ("server", "CPU us / request", "vs off", "req/s", "vs off", "p99 ms", "non-2xx (all runs)"),
+            (
+                "server",
+                "CPU us / request",
+                "vs off",
+                "vs off, round by round: median (range)",
+                "req/s",
+                "vs off",
+                "p99 ms",
+                "non-2xx (all runs)",
+            ),
             rows,
         )
     )

@@ -14,7 +14,7 @@ On, whether a trace is kept is decided once, where it begins (a request without 
 an expiry, a device's ack), by one random draw against the sampling ratio, before any span exists; a
 request left out runs with a mark in its context and makes no span at all. Letting the SDK's sampler
 decide instead (a non-recording span per request, and its context) cost 19% of the submit path's CPU at
-1% sampling; this way 3-13% in five runs whose method cannot tell apart less than ~5% (bench/tracing_cost.py,
+1% sampling; this way +1.8% (the median of 10 paired rounds, bench/tracing_cost.py,
 docs/observability.md). Under a kept trace every span is kept (the SDK samples parent-based, always on).
 
 Switched on by any of `OTEL_TRACES_EXPORTER` (`otlp` or `console`; `none` is off),
