@@ -30,6 +30,7 @@ from ._submit import SubmitFastPath
 from .problems import install_problem_handlers
 from .routes import banners, devices, events, health, legacy, stream, ui
 from .routes import metrics as metrics_route
+from .routes.devices import DeviceChannel
 
 
 class RuntimeRoute(BaseRoute):
@@ -60,10 +61,17 @@ class AirDisplayAPI(FastAPI):
 
     fast_submit: SubmitFastPath | None = None
     observer: HttpObserver | None = None
+    device_channel: DeviceChannel | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         observer = self.observer
         if observer is None or scope["type"] != "http":
+            devices = self.device_channel
+            banner_id = None if devices is None else devices.handles(scope)
+            if banner_id is not None:  # a device link: one task, no FastAPI frames (api/routes/devices.py)
+                assert devices is not None
+                await devices(scope, receive, send, banner_id)
+                return
             await self.serve(scope, receive, send)
             return
         fast = self.fast_submit
@@ -146,7 +154,6 @@ def create_app(settings: Settings, runtime: BannerRuntime | None = None) -> Fast
     app.include_router(banners.router)
     app.include_router(stream.router)
     app.include_router(events.router)
-    app.include_router(devices.router)
     app.include_router(health.router)
     app.include_router(metrics_route.router)
     app.include_router(legacy.router)
@@ -169,4 +176,5 @@ def create_app(settings: Settings, runtime: BannerRuntime | None = None) -> Fast
     if settings.submit_fast_path:
         app.fast_submit = SubmitFastPath(app, settings.max_body_bytes, cors=bool(settings.cors_origins))
     app.observer = HttpObserver(app.serve, metrics.registry)
+    app.device_channel = devices.DeviceChannel(runtime, links, metrics, settings.device_timeout)
     return app

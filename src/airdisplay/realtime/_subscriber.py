@@ -81,6 +81,7 @@ class Subscriber:
         "state",
         "coalesced",
         "coalesce_count",
+        "notify",
         "_traces",
         "_banners",
         "_control",
@@ -103,6 +104,9 @@ class Subscriber:
         self.limit = limit
         #: Called at each coalescing (a metric's counter).
         self.coalesce_count = coalesce_count
+        #: Called whenever the outbox gets a frame or ends (closed, overflowed): a sender that does not wait
+        #: in `take` starts on it (device links, api/routes/devices.py).
+        self.notify: Callable[[], None] | None = None
         #: With tracing on: per banner, the newest traced frame queued (version, trace, when queued, ns).
         self._traces: dict[str, tuple[int, object, int]] | None = None
         self.max_pending = max(limit, max_pending)
@@ -190,6 +194,8 @@ class Subscriber:
         if self._waiting_since is None:
             self._waiting_since = time.monotonic()
         self._ready.set()
+        if self.notify is not None:
+            self.notify()
 
     def _coalesce(self) -> None:
         newest: dict[str | None, Outgoing] = {}
@@ -215,6 +221,8 @@ class Subscriber:
             self._drop()
             self._ready.set()
             self._ended.set()
+            if self.notify is not None:
+                self.notify()
 
     def _drop(self) -> None:
         self._banners.clear()
@@ -266,6 +274,8 @@ class Subscriber:
         self._drop()
         self._ready.set()
         self._ended.set()
+        if self.notify is not None:
+            self.notify()
 
     async def ended(self) -> SubscriberState:
         """Wait until the subscriber overflows or is closed (even while its sender is stuck in a send)."""

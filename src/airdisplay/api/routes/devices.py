@@ -1,4 +1,15 @@
-"""The device channel: a physical banner's WebSocket (docs/device-protocol.md)."""
+"""The device channel: a physical banner's WebSocket (docs/device-protocol.md), served at the ASGI level.
+
+`AirDisplayAPI` hands `GET /api/v1/devices/{banner_id}/connect` upgrades to `DeviceChannel` before FastAPI
+(no route, middleware or dependency frames), and a link then runs on one task, its ASGI task, which
+waits for the device's frames:
+- frames for the device are written by a short-lived sender task, started when the link's outbox gets
+  one (`Subscriber.notify`) and ended when the outbox is empty: an idle link has no sender;
+- a link ended from outside (a newer link for the banner, the banner deleted, its token replaced, the
+  sweeper's silence or stall limits) cancels the link's task, which then closes with the reason.
+Before, a link held four tasks (its ASGI task through FastAPI, a receiver, a sender and a wait for its
+end) and ~50 KB of server memory (docs/benchmarks/results/devices.md).
+"""
 
 from __future__ import annotations
 
@@ -6,21 +17,21 @@ import asyncio
 import contextlib
 import json
 import logging
+import re
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from starlette.types import Receive, Scope, Send
 
 from ... import tracing
 from ...domain import BannerNotFound, DeviceTokenInvalid, UnknownDisplayVersion, check_banner_id
 from ...domain.exceptions import InvalidBannerId
 from ...logs import about
-from ...realtime import DeviceLink, SubscriberState
+from ...realtime import DeviceLink, DeviceLinks, SubscriberState
 from ...runtimes import BannerRuntime
-from ..deps import Access, AppSettings, Devices, Runtime
-from .stream import CLOSE_SLOW_CONSUMER, FrameBudget, close_connection, error_frame
+from .._metrics import ServiceMetrics
+from .stream import CLOSE_SLOW_CONSUMER, CLOSE_TIMEOUT, MAX_CLOSE_REASON_BYTES, FrameBudget, error_frame
 
-router = APIRouter(tags=["devices"])
 log = logging.getLogger("airdisplay.devices")
 
 CLOSE_MALFORMED = 4400
@@ -63,135 +74,158 @@ class _Malformed(Exception):
     """Raised for a frame that is not a JSON object at all: the device speaks another protocol."""
 
 
-class _OverBudget(Exception):
-    """Raised when a device sends frames faster than its link's budget allows."""
+_PATH = re.compile(r"/api/v1/devices/([^/]+)/connect")
 
 
-@router.websocket("/api/v1/devices/{banner_id}/connect")
-async def device_connect(
-    websocket: WebSocket,
-    banner_id: str,
-    runtime: Runtime,
-    links: Devices,
-    settings: AppSettings,
-    access: Access,
-) -> None:
-    """A banner's own link: display frames out, acks and heartbeats in."""
-    await websocket.accept()
-    if not links.has_room(banner_id):  # before the token check: a refused link costs no actor call
-        access.metrics.device_links_refused.inc()
-        await close_connection(
-            websocket,
-            CLOSE_TRY_AGAIN_LATER,
-            f"this server holds its most device links ({links.limit:,}); retry later",
-        )
-        return
-    scheme, _, token = websocket.headers.get("authorization", "").partition(" ")
-    token = token.strip()
-    revocations = links.revocations
-    try:
-        check_banner_id(banner_id)
-        if scheme.lower() != "bearer" or not token:
-            raise DeviceTokenInvalid(banner_id)
-        await runtime.authenticate_device(banner_id, token)
-    except (BannerNotFound, InvalidBannerId):
-        await close_connection(websocket, CLOSE_UNKNOWN_BANNER, "unknown banner")
-        return
-    except DeviceTokenInvalid:
-        await close_connection(websocket, CLOSE_UNAUTHORIZED, "missing or invalid device token")
-        return
+class DeviceChannel:
+    """Serves device links (see the module's docstring)."""
 
-    link = links.attach(banner_id)
-    outcome: tuple[int, str] | None
-    try:
-        if links.revocations != revocations and not await _token_still_opens(runtime, banner_id, token):
-            # A token was rotated while this one was checked, too early to find this link and cut it.
-            outcome = CLOSE_UNAUTHORIZED, TOKEN_REPLACED
-        else:
-            link.show(await runtime.device_online(banner_id))
-            outcome = await _serve(websocket, runtime, link, settings.device_timeout)
-    finally:
-        if links.detach(link) and not link.deleted:
-            with contextlib.suppress(BannerNotFound):
-                await runtime.device_offline(banner_id)
-    if outcome is not None and outcome[0] == CLOSE_TOO_MANY_FRAMES:
-        log.warning(
-            "device link of banner %s closed: over its frame budget", banner_id, extra=about(banner_id)
-        )
-        access.metrics.device_links_over_budget.inc()
-    elif outcome is not None and outcome[0] == CLOSE_SLOW_CONSUMER:
-        access.metrics.slow_clients.labels("device").inc()
-    if outcome is not None:
-        await close_connection(websocket, *outcome)
+    def __init__(
+        self, runtime: BannerRuntime, links: DeviceLinks, metrics: ServiceMetrics, heartbeat_seconds: float
+    ) -> None:
+        self.runtime = runtime
+        self.links = links
+        self.metrics = metrics
+        self.heartbeat_seconds = heartbeat_seconds
 
+    @staticmethod
+    def handles(scope: Scope) -> str | None:
+        """The banner id when the scope is a device link's upgrade, else None."""
+        if scope["type"] != "websocket":
+            return None
+        found = _PATH.fullmatch(scope["path"])
+        return None if found is None else found.group(1)
 
-async def _token_still_opens(runtime: BannerRuntime, banner_id: str, token: str) -> bool:
-    try:
-        await runtime.authenticate_device(banner_id, token)
-    except (DeviceTokenInvalid, BannerNotFound):
-        return False
-    return True
+    async def __call__(self, scope: Scope, receive: Receive, send: Send, banner_id: str) -> None:
+        if (await receive())["type"] != "websocket.connect":
+            return
+        await send({"type": "websocket.accept"})
+        links = self.links
+        if not links.has_room(banner_id):  # before the token check: a refused link costs no actor call
+            self.metrics.device_links_refused.inc()
+            await _close(
+                send,
+                CLOSE_TRY_AGAIN_LATER,
+                f"this server holds its most device links ({links.limit:,}); retry later",
+            )
+            return
+        token = _bearer(scope)
+        revocations = links.revocations
+        runtime = self.runtime
+        try:
+            check_banner_id(banner_id)
+            if not token:
+                raise DeviceTokenInvalid(banner_id)
+            await runtime.authenticate_device(banner_id, token)
+        except (BannerNotFound, InvalidBannerId):
+            await _close(send, CLOSE_UNKNOWN_BANNER, "unknown banner")
+            return
+        except DeviceTokenInvalid:
+            await _close(send, CLOSE_UNAUTHORIZED, "missing or invalid device token")
+            return
+        session = _Session(links.attach(banner_id), send)
+        outcome = await session.run(self, receive, token, revocations)
+        if outcome is not None and outcome[0] == CLOSE_TOO_MANY_FRAMES:
+            log.warning(
+                "device link of banner %s closed: over its frame budget", banner_id, extra=about(banner_id)
+            )
+            self.metrics.device_links_over_budget.inc()
+        elif outcome is not None and outcome[0] == CLOSE_SLOW_CONSUMER:
+            self.metrics.slow_clients.labels("device").inc()
+        if outcome is not None:
+            await _close(send, *outcome)
 
 
-async def _serve(
-    websocket: WebSocket,
-    runtime: BannerRuntime,
-    link: DeviceLink,
-    heartbeat_seconds: float,
-) -> tuple[int, str] | None:
-    """Run the link until it ends; returns the close code and reason to send, if any."""
-    receiver = asyncio.create_task(_receive(websocket, runtime, link))
-    tasks = {
-        receiver: "receive",
-        asyncio.create_task(_send(websocket, link)): "send",
-        # Ends when the sweeper (realtime/_devices.py) ends the link: silence or frames left unsent.
-        asyncio.create_task(link.subscriber.ended()): "ended",
-    }
-    try:
-        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-    reasons = {tasks[task] for task in done}
-    if receiver in done and not receiver.cancelled() and isinstance(receiver.exception(), _Malformed):
-        await _flush(websocket, link)  # the error frame goes out before the close
-        return CLOSE_MALFORMED, "malformed frame: send JSON text frames of the device protocol"
-    if receiver in done and not receiver.cancelled() and isinstance(receiver.exception(), _OverBudget):
-        rate = f"{DEVICE_FRAME_BURST} at once, then {DEVICE_FRAMES_PER_SECOND:g} a second"
-        return CLOSE_TOO_MANY_FRAMES, f"too many frames: at most {rate}"
-    if "receive" in reasons:
-        return None  # the device left
-    if link.replaced:
-        return CLOSE_REPLACED, "replaced by a newer connection for this banner"
-    if link.deleted:
-        return CLOSE_UNKNOWN_BANNER, "the banner was deleted"
-    if link.revoked:
-        return CLOSE_UNAUTHORIZED, TOKEN_REPLACED
-    if link.timed_out:
-        return CLOSE_HEARTBEAT_TIMEOUT, f"no heartbeat for {heartbeat_seconds:g} s"
-    if link.subscriber.state is SubscriberState.OVERFLOWED:
-        return CLOSE_SLOW_CONSUMER, "too slow: reconnect"
-    return None
+class _Session:
+    """One link's state beside its DeviceLink: the ASGI `send`, the task that runs the link, its sender."""
 
+    __slots__ = ("link", "send", "task", "sender", "ending")
 
-async def _send(websocket: WebSocket, link: DeviceLink) -> None:
-    while True:
-        for item in await link.subscriber.take():
-            await websocket.send_text(item.frame)
-            if tracing.enabled:
-                link.sent(item)
+    def __init__(self, link: DeviceLink, send: Send) -> None:
+        self.link = link
+        self.send = send
+        self.task = asyncio.current_task()
+        self.sender: asyncio.Task[None] | None = None
+        #: Set when the link was ended from outside and its task cancelled for it.
+        self.ending = False
+        link.subscriber.notify = self._notified
 
+    async def run(
+        self, channel: DeviceChannel, receive: Receive, token: str, revocations: int
+    ) -> tuple[int, str] | None:
+        """Run the link until it ends; returns the close code and reason to send, if any."""
+        link, runtime = self.link, channel.runtime
+        banner_id = link.banner_id
+        try:
+            try:
+                if channel.links.revocations != revocations and not await _token_still_opens(
+                    runtime, banner_id, token
+                ):
+                    # A token was rotated while this one was checked, too early to find this link and cut it.
+                    return CLOSE_UNAUTHORIZED, TOKEN_REPLACED
+                link.show(await runtime.device_online(banner_id))
+                return await self._receive(receive, runtime)
+            except asyncio.CancelledError:
+                if not self.ending:
+                    raise
+                task = asyncio.current_task()
+                if task is not None:
+                    task.uncancel()
+                return _ended(link, channel.heartbeat_seconds)
+        finally:
+            link.subscriber.notify = None
+            if self.sender is not None:
+                self.sender.cancel()
+            if channel.links.detach(link) and not link.deleted:
+                with contextlib.suppress(BannerNotFound):
+                    await runtime.device_offline(banner_id)
 
-async def _receive(websocket: WebSocket, runtime: BannerRuntime, link: DeviceLink) -> None:
-    budget = FrameBudget(DEVICE_FRAMES_PER_SECOND, DEVICE_FRAME_BURST, overdraw=True)
-    with contextlib.suppress(WebSocketDisconnect):
+    def _notified(self) -> None:
+        """The outbox got a frame, or was closed or overflowed (then the link ends)."""
+        subscriber = self.link.subscriber
+        if subscriber.state is not SubscriberState.OPEN:
+            if not self.ending and self.task is not None:
+                self.ending = True
+                self.task.cancel()
+        elif self.sender is None:
+            self.sender = asyncio.get_running_loop().create_task(self._send())
+
+    async def _send(self) -> None:
+        """Write what the outbox holds, then end (the next frame starts another)."""
+        subscriber, send = self.link.subscriber, self.send
+        try:
+            while subscriber.pending and subscriber.state is SubscriberState.OPEN:
+                for item in await subscriber.take():
+                    await send({"type": "websocket.send", "text": item.frame})
+                    if tracing.enabled:
+                        self.link.sent(item)
+        except Exception:  # the device went away: the link's task hears it from `receive`
+            log.debug("device link of banner %s: send failed", self.link.banner_id, exc_info=True)
+        finally:
+            self.sender = None
+
+    async def _flush(self) -> None:
+        """Send what is still queued before a close (an error frame saying why)."""
+        if self.sender is not None:
+            self.sender.cancel()
+            self.sender = None
+        subscriber = self.link.subscriber
+        with contextlib.suppress(Exception):
+            while subscriber.pending:
+                for item in await subscriber.take():
+                    await self.send({"type": "websocket.send", "text": item.frame})
+
+    async def _receive(self, receive: Receive, runtime: BannerRuntime) -> tuple[int, str] | None:
+        """Take the device's frames until it leaves (None) or breaks the protocol (the close to send)."""
+        link = self.link
+        budget = FrameBudget(DEVICE_FRAMES_PER_SECOND, DEVICE_FRAME_BURST, overdraw=True)
         while True:
-            message = await websocket.receive()
-            if message["type"] == "websocket.disconnect":
-                return
+            message = await receive()
+            if message["type"] != "websocket.receive":
+                return None  # websocket.disconnect: the device left
             if not budget.spend():
-                raise _OverBudget
+                rate = f"{DEVICE_FRAME_BURST} at once, then {DEVICE_FRAMES_PER_SECOND:g} a second"
+                return CLOSE_TOO_MANY_FRAMES, f"too many frames: at most {rate}"
             text = message.get("text")
             try:
                 if text is None or not isinstance(json.loads(text), dict):
@@ -200,9 +234,8 @@ async def _receive(websocket: WebSocket, runtime: BannerRuntime, link: DeviceLin
                 link.subscriber.control(
                     error_frame("malformed frame: expected a JSON object in a text frame")
                 )
-                await asyncio.sleep(0)  # let the error frame go out before the close
-                await _flush(websocket, link)
-                raise _Malformed from None
+                await asyncio.wait_for(self._flush(), CLOSE_TIMEOUT)
+                return CLOSE_MALFORMED, "malformed frame: send JSON text frames of the device protocol"
             try:
                 frame = _device_frame.validate_json(text)
             except ValidationError as exc:
@@ -223,6 +256,45 @@ async def _receive(websocket: WebSocket, runtime: BannerRuntime, link: DeviceLin
                     link.subscriber.control(error_frame(str(exc)))
 
 
+def _ended(link: DeviceLink, heartbeat_seconds: float) -> tuple[int, str] | None:
+    """Why a link ended from outside: the close to send."""
+    if link.replaced:
+        return CLOSE_REPLACED, "replaced by a newer connection for this banner"
+    if link.deleted:
+        return CLOSE_UNKNOWN_BANNER, "the banner was deleted"
+    if link.revoked:
+        return CLOSE_UNAUTHORIZED, TOKEN_REPLACED
+    if link.timed_out:
+        return CLOSE_HEARTBEAT_TIMEOUT, f"no heartbeat for {heartbeat_seconds:g} s"
+    if link.subscriber.state is SubscriberState.OVERFLOWED:
+        return CLOSE_SLOW_CONSUMER, "too slow: reconnect"
+    return None
+
+
+def _bearer(scope: Scope) -> str:
+    """The token of the upgrade's `Authorization: Bearer` header ('' when there is none)."""
+    for name, value in scope["headers"]:
+        if name == b"authorization":
+            scheme, _, token = value.decode("latin-1").partition(" ")
+            return token.strip() if scheme.lower() == "bearer" else ""
+    return ""
+
+
+async def _close(send: Send, code: int, reason: str) -> None:
+    """Close with `code` and as much of `reason` as a close frame holds; a device already gone is fine."""
+    said = reason.encode()[:MAX_CLOSE_REASON_BYTES].decode(errors="ignore")
+    with contextlib.suppress(Exception):
+        await asyncio.wait_for(send({"type": "websocket.close", "code": code, "reason": said}), CLOSE_TIMEOUT)
+
+
+async def _token_still_opens(runtime: BannerRuntime, banner_id: str, token: str) -> bool:
+    try:
+        await runtime.authenticate_device(banner_id, token)
+    except (DeviceTokenInvalid, BannerNotFound):
+        return False
+    return True
+
+
 async def _traced_ack(runtime: BannerRuntime, link: DeviceLink, version: int) -> None:
     """The ack's turn in a span under the display's delivery span: the device's ack ends the trace of the
     message it shows (a new trace when that display was not traced)."""
@@ -234,11 +306,3 @@ async def _traced_ack(runtime: BannerRuntime, link: DeviceLink, version: int) ->
         attributes={"banner.id": link.banner_id, "banner.display_version": version},
     ):
         await runtime.device_ack(link.banner_id, version)
-
-
-async def _flush(websocket: WebSocket, link: DeviceLink) -> None:
-    """Send what is still queued (the sender task has been cancelled)."""
-    if link.subscriber.pending:
-        for item in await link.subscriber.take():
-            with contextlib.suppress(Exception):
-                await websocket.send_text(item.frame)
