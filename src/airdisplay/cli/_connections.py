@@ -44,11 +44,14 @@ from ..config import DEFAULT_HEADER_TIMEOUT, DEFAULT_MAX_CONNECTIONS_PER_CLIENT,
 from ._open_files import log_connection_capacity
 
 if TYPE_CHECKING:
-    from uvicorn._types import ASGIReceiveEvent
+    from uvicorn._types import ASGIReceiveEvent, ASGISendEvent
 
     from ..api._metrics import ServiceMetrics
 
 log = logging.getLogger("airdisplay")
+
+#: The request target of a device link's upgrade (api/routes/devices.py), as uvicorn's parser gives it.
+DEVICE_LINK_TARGET = b"/api/v1/devices/"
 
 #: Longest request target (path and query) of a WebSocket handshake: a stream's `?banners=` with 1,000 ids
 #: of 64 characters (65,000 bytes) fits, with room to spare. Longer ones get 414.
@@ -234,6 +237,8 @@ class GuardedHttpProtocol(HttpToolsProtocol):
     """uvicorn's httptools protocol with the limits of `guard` (see the module's docstring)."""
 
     guard: ClassVar[ConnectionGuard]
+    #: The WebSocket protocol of device links (upgrades to DEVICE_LINK_TARGET...), lighter than streams'.
+    device_ws: ClassVar[type[asyncio.Protocol] | None] = None
     # Slots, not the instance dict: uvicorn's protocol has 28 attributes, and 7 more would take its dict
     # past CPython's 30 shared keys, to a slower layout for every attribute uvicorn reads per request.
     __slots__ = (
@@ -323,6 +328,8 @@ class GuardedHttpProtocol(HttpToolsProtocol):
 
     def handle_websocket_upgrade(self) -> None:
         self._counted = False  # the WebSocket protocol releases the connection's count when it ends
+        if self.device_ws is not None and self.url.startswith(DEVICE_LINK_TARGET):
+            self.ws_protocol_class = self.device_ws
         super().handle_websocket_upgrade()
 
     def _refuse_large_head(self, header_bytes: int, max_target: int = MAX_WEBSOCKET_TARGET) -> bool:
@@ -394,10 +401,101 @@ class GuardedWebSocketProtocol(WebSocketsSansIOProtocol):
         return message
 
 
+class DeviceLinkProtocol(GuardedWebSocketProtocol):
+    """The WebSocket protocol of a device link: what it keeps per link is as little as uvicorn allows.
+
+    A server holds 20,000 of them (issue 16: at most 20 KB each), idle but for a heartbeat every ~10 s:
+    - no protocol pings: uvicorn's keepalive pinged every link every 20 s (1,000 pings a second at 20,000
+      links) and held a timer each, while a device's heartbeats already prove it alive and the sweeper
+      ends a silent link (realtime/_devices.py, docs/device-protocol.md);
+    - the handshake's request and response (their headers, ~5 KB a link with tracemalloc) are let go
+      once the link is accepted; uvicorn read them only to answer the handshake.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # uvicorn's asyncio.Queue (four deques and an Event: ~3 KB) and asyncio.Event (~0.75 KB), as the
+        # little of them uvicorn uses.
+        self.queue = _OneReaderQueue()  # type: ignore[assignment]
+        self.writable = _Flag()  # type: ignore[assignment]
+        self.writable.set()
+
+    def start_keepalive(self) -> None:
+        """No protocol pings (see the class's docstring)."""
+
+    async def send(self, message: ASGISendEvent) -> None:
+        await super().send(message)
+        if message["type"] == "websocket.accept":
+            self.request = self.response = None  # type: ignore[assignment]
+
+
+class _OneReaderQueue:
+    """asyncio.Queue as uvicorn's WebSocket protocol uses it (`put_nowait`, `get`, `empty`), for the one
+    task that reads it."""
+
+    __slots__ = ("_items", "_waiter")
+
+    def __init__(self) -> None:
+        self._items: list[Any] = []
+        self._waiter: asyncio.Future[None] | None = None
+
+    def put_nowait(self, item: Any) -> None:
+        self._items.append(item)
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def get(self) -> Any:
+        while not self._items:
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        return self._items.pop(0)  # a message or two at most: uvicorn stops reading until this one is taken
+
+    def empty(self) -> bool:
+        return not self._items
+
+
+class _Flag:
+    """asyncio.Event as uvicorn's WebSocket protocol uses it (`set`, `clear`, `is_set`, `wait`)."""
+
+    __slots__ = ("_on", "_waiters")
+
+    def __init__(self) -> None:
+        self._on = False
+        self._waiters: list[asyncio.Future[None]] | None = None
+
+    def is_set(self) -> bool:
+        return self._on
+
+    def set(self) -> None:
+        self._on = True
+        waiters, self._waiters = self._waiters, None
+        for waiter in waiters or ():
+            if not waiter.done():
+                waiter.set_result(None)
+
+    def clear(self) -> None:
+        self._on = False
+
+    async def wait(self) -> bool:
+        while not self._on:
+            waiter = asyncio.get_running_loop().create_future()
+            if self._waiters is None:
+                self._waiters = []
+            self._waiters.append(waiter)
+            await waiter
+        return True
+
+
 def guarded_protocols(guard: ConnectionGuard) -> dict[str, type[asyncio.Protocol]]:
-    """uvicorn's `http` and `ws` options: the guarded protocols, bound to one server's guard."""
+    """uvicorn's `http` and `ws` options: the guarded protocols, bound to one server's guard; device links
+    get DeviceLinkProtocol."""
+    device = type("DeviceLinkProtocol", (DeviceLinkProtocol,), {"guard": guard})
     return {
-        "http": type("GuardedHttpProtocol", (GuardedHttpProtocol,), {"guard": guard}),
+        "http": type("GuardedHttpProtocol", (GuardedHttpProtocol,), {"guard": guard, "device_ws": device}),
         "ws": type("GuardedWebSocketProtocol", (GuardedWebSocketProtocol,), {"guard": guard}),
     }
 

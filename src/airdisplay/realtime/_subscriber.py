@@ -126,8 +126,10 @@ class Subscriber:
         #: again at every frame.
         self._coalesce_at = limit
         self._versions: dict[str, int] = {}
-        self._ready = asyncio.Event()
-        self._ended = asyncio.Event()
+        # Made when something first waits on them: a device link's outbox never waits (its sender starts
+        # on `notify`), and two Events are 1.5 KB a link (docs/benchmarks/results/devices.md).
+        self._ready: asyncio.Event | None = None
+        self._ended: asyncio.Event | None = None
 
     def knows(self, banner_id: str, version: int) -> None:
         """The client already has `version` of the banner: skip it and anything older."""
@@ -193,7 +195,8 @@ class Subscriber:
     def _wake(self) -> None:
         if self._waiting_since is None:
             self._waiting_since = time.monotonic()
-        self._ready.set()
+        if self._ready is not None:
+            self._ready.set()
         if self.notify is not None:
             self.notify()
 
@@ -219,8 +222,7 @@ class Subscriber:
         if self.state is SubscriberState.OPEN:
             self.state = SubscriberState.OVERFLOWED
             self._drop()
-            self._ready.set()
-            self._ended.set()
+            self._set_ended()
             if self.notify is not None:
                 self.notify()
 
@@ -242,6 +244,8 @@ class Subscriber:
                 raise SubscriberOverflow("the client could not keep up with coalesced state")
             if self.state is SubscriberState.CLOSED:
                 raise SubscriberClosed("the subscriber is closed")
+            if self._ready is None:
+                self._ready = asyncio.Event()
             self._ready.clear()
             await self._ready.wait()
         control, banners = self._control, self._banners
@@ -272,14 +276,22 @@ class Subscriber:
         if self.state is SubscriberState.OPEN:
             self.state = SubscriberState.CLOSED
         self._drop()
-        self._ready.set()
-        self._ended.set()
+        self._set_ended()
         if self.notify is not None:
             self.notify()
 
+    def _set_ended(self) -> None:
+        if self._ready is not None:
+            self._ready.set()
+        if self._ended is not None:
+            self._ended.set()
+
     async def ended(self) -> SubscriberState:
         """Wait until the subscriber overflows or is closed (even while its sender is stuck in a send)."""
-        await self._ended.wait()
+        if self.state is SubscriberState.OPEN:
+            if self._ended is None:
+                self._ended = asyncio.Event()
+            await self._ended.wait()
         return self.state
 
     @property

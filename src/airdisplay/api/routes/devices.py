@@ -21,7 +21,7 @@ import re
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
-from starlette.types import Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 
 from ... import tracing
 from ...domain import BannerNotFound, DeviceTokenInvalid, UnknownDisplayVersion, check_banner_id
@@ -74,6 +74,9 @@ class _Malformed(Exception):
     """Raised for a frame that is not a JSON object at all: the device speaks another protocol."""
 
 
+#: What `_Session._on_message` answers when the link goes on.
+GO_ON: Literal[True] = True
+
 _PATH = re.compile(r"/api/v1/devices/([^/]+)/connect")
 
 
@@ -110,6 +113,9 @@ class DeviceChannel:
             )
             return
         token = _bearer(scope)
+        # The link needs nothing more of its upgrade request, whose headers the server's scope would hold
+        # for the link's life (1.3 KB a link; docs/benchmarks/results/devices.md).
+        scope["headers"] = []
         revocations = links.revocations
         runtime = self.runtime
         try:
@@ -217,43 +223,49 @@ class _Session:
 
     async def _receive(self, receive: Receive, runtime: BannerRuntime) -> tuple[int, str] | None:
         """Take the device's frames until it leaves (None) or breaks the protocol (the close to send)."""
-        link = self.link
         budget = FrameBudget(DEVICE_FRAMES_PER_SECOND, DEVICE_FRAME_BURST, overdraw=True)
         while True:
-            message = await receive()
-            if message["type"] != "websocket.receive":
-                return None  # websocket.disconnect: the device left
-            if not budget.spend():
-                rate = f"{DEVICE_FRAME_BURST} at once, then {DEVICE_FRAMES_PER_SECOND:g} a second"
-                return CLOSE_TOO_MANY_FRAMES, f"too many frames: at most {rate}"
-            text = message.get("text")
+            # Each frame is handled in a call of its own: nothing of it stays referenced while the link
+            # waits for the next (the message, its text and the parsed frame were ~0.5 KB a link).
+            outcome = await self._on_message(await receive(), budget, runtime)
+            if outcome is not GO_ON:
+                return outcome
+
+    async def _on_message(
+        self, message: Message, budget: FrameBudget, runtime: BannerRuntime
+    ) -> tuple[int, str] | None | Literal[True]:
+        """Handle one ASGI message from the device: GO_ON, or how the link ends (see `_receive`)."""
+        if message["type"] != "websocket.receive":
+            return None  # websocket.disconnect: the device left
+        if not budget.spend():
+            rate = f"{DEVICE_FRAME_BURST} at once, then {DEVICE_FRAMES_PER_SECOND:g} a second"
+            return CLOSE_TOO_MANY_FRAMES, f"too many frames: at most {rate}"
+        link = self.link
+        text = message.get("text")
+        try:
+            if text is None or not isinstance(json.loads(text), dict):
+                raise _Malformed
+        except (ValueError, _Malformed):
+            link.subscriber.control(error_frame("malformed frame: expected a JSON object in a text frame"))
+            await asyncio.wait_for(self._flush(), CLOSE_TIMEOUT)
+            return CLOSE_MALFORMED, "malformed frame: send JSON text frames of the device protocol"
+        try:
+            frame = _device_frame.validate_json(text)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first["loc"])
+            link.subscriber.control(error_frame(f"bad frame: {where + ': ' if where else ''}{first['msg']}"))
+            return GO_ON
+        link.heard()
+        if isinstance(frame, AckFrame):
             try:
-                if text is None or not isinstance(json.loads(text), dict):
-                    raise _Malformed
-            except (ValueError, _Malformed):
-                link.subscriber.control(
-                    error_frame("malformed frame: expected a JSON object in a text frame")
-                )
-                await asyncio.wait_for(self._flush(), CLOSE_TIMEOUT)
-                return CLOSE_MALFORMED, "malformed frame: send JSON text frames of the device protocol"
-            try:
-                frame = _device_frame.validate_json(text)
-            except ValidationError as exc:
-                first = exc.errors()[0]
-                where = ".".join(str(p) for p in first["loc"])
-                link.subscriber.control(
-                    error_frame(f"bad frame: {where + ': ' if where else ''}{first['msg']}")
-                )
-                continue
-            link.heard()
-            if isinstance(frame, AckFrame):
-                try:
-                    if tracing.enabled:
-                        await _traced_ack(runtime, link, frame.version)
-                    else:
-                        await runtime.device_ack(link.banner_id, frame.version)
-                except UnknownDisplayVersion as exc:
-                    link.subscriber.control(error_frame(str(exc)))
+                if tracing.enabled:
+                    await _traced_ack(runtime, link, frame.version)
+                else:
+                    await runtime.device_ack(link.banner_id, frame.version)
+            except UnknownDisplayVersion as exc:
+                link.subscriber.control(error_frame(str(exc)))
+        return GO_ON
 
 
 def _ended(link: DeviceLink, heartbeat_seconds: float) -> tuple[int, str] | None:
