@@ -344,6 +344,8 @@ async def start_server(tmp_path, request) -> AsyncIterator[ServerFactory]:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             sock.bind(("127.0.0.1", port))
             port = sock.getsockname()[1]
+            # A device link's end marks its banner offline at once in tests (the grace has tests of its own).
+            settings.setdefault("device_offline_grace", 0.0)
             config = Settings(
                 data_dir=data_dir or tmp_path,
                 port=port,

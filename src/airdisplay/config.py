@@ -129,6 +129,14 @@ class Settings(BaseSettings):
     device_timeout: float = Field(
         30.0, gt=0, description="Seconds without a heartbeat before a banner counts as offline"
     )
+    #: A link that ends (the device left, broke the protocol, fell behind) marks its banner offline only if
+    #: no new link came within this time: a reconnect storm then writes nothing (api/routes/devices.py).
+    device_offline_grace: float = Field(
+        10.0,
+        ge=0,
+        description="Seconds a banner whose device link ended still counts as online, waiting for it to "
+        "reconnect (0: offline at once)",
+    )
     offline_policy: Literal["accept", "refuse"] = Field(
         "accept",
         description="Messages for offline banners: accept (delivered on reconnect) or refuse with 503",

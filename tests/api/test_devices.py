@@ -162,8 +162,10 @@ async def test_invalid_frames_get_an_error_and_change_nothing(server, frame):
         await device.close()
 
 
-async def test_missed_heartbeats_turn_the_banner_offline_for_ui_subscribers(start_server):
-    server = await start_server(device_timeout=0.3)
+@pytest.mark.parametrize("grace", [0.0, 60.0])
+async def test_missed_heartbeats_turn_the_banner_offline_for_ui_subscribers(start_server, grace):
+    """A silent device is offline at its timeout, whatever the offline grace (it has had its time)."""
+    server = await start_server(device_timeout=0.3, device_offline_grace=grace)
     token = await register(server, "b1")
     ui = await StreamClient.connect(server, "?banners=b1")
     device = await connect_device(server, "b1", token)
@@ -355,3 +357,40 @@ def test_firmware_at_the_documented_pace_stays_far_inside_the_budget():
         assert budget.spend()  # the ack
         if second % 10 == 0:
             assert budget.spend()  # the heartbeat
+
+
+async def test_a_device_back_within_the_offline_grace_marks_nothing(start_server, tmp_path):
+    """A link that drops and comes back within `--device-offline-grace` writes no offline and no online
+    change; a banner still within its grace at shutdown is marked offline then (seen after a restart)."""
+    server = await start_server(device_offline_grace=60.0, data_dir=tmp_path)
+    token = await register(server, "b1")
+    for _ in range(3):
+        device = await connect_device(server, "b1", token)
+        assert (await recv(device))["type"] == "display"
+        await device.close()
+    device = await connect_device(server, "b1", token)
+    assert (await recv(device))["type"] == "display"
+    kinds = [c.kind for c in server.changes if c.banner_id == "b1"]
+    assert kinds.count("device_online") == 1 and "device_offline" not in kinds, kinds
+    await device.close()
+    await eventually(lambda: len(server.app.state.devices) == 0, what="the link to end")
+    assert (await banner(server, "b1"))["device"]["online"] is True  # within its grace
+    await server.stop()
+
+    again = await start_server(data_dir=tmp_path)
+    assert (await banner(again, "b1"))["device"]["online"] is False
+
+
+async def test_after_the_offline_grace_the_banner_is_offline(start_server):
+    server = await start_server(device_offline_grace=0.2)
+    token = await register(server, "b1")
+    ui = await StreamClient.connect(server, "?banners=b1")
+    device = await connect_device(server, "b1", token)
+    try:
+        await recv(device)
+        await ui.until(lambda f: f["type"] == "banner" and f["kind"] == "device_online")
+        await device.close()
+        offline = await ui.until(lambda f: f["type"] == "banner" and f["kind"] == "device_offline")
+        assert offline["banner"]["device"]["online"] is False
+    finally:
+        await ui.close()

@@ -114,6 +114,8 @@ def create_app(settings: Settings, runtime: BannerRuntime | None = None) -> Fast
         finally:
             await loop_watch.stop()
             await links.stop()
+            if isinstance(app, AirDisplayAPI) and app.device_channel is not None:
+                await app.device_channel.settle()  # the links have ended: marks still within their grace
             await runtime.stop()
 
     app = AirDisplayAPI(
@@ -176,5 +178,7 @@ def create_app(settings: Settings, runtime: BannerRuntime | None = None) -> Fast
     if settings.submit_fast_path:
         app.fast_submit = SubmitFastPath(app, settings.max_body_bytes, cors=bool(settings.cors_origins))
     app.observer = HttpObserver(app.serve, metrics.registry)
-    app.device_channel = devices.DeviceChannel(runtime, links, metrics, settings.device_timeout)
+    app.device_channel = devices.DeviceChannel(
+        runtime, links, metrics, settings.device_timeout, settings.device_offline_grace
+    )
     return app

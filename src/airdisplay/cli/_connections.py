@@ -50,6 +50,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("airdisplay")
 
+#: uvicorn's WebSocket logger for device links: a child of its own, so that their "[accepted]" lines (one
+#: a link, 2.5% of the server's CPU in a reconnect storm, bench/device_storm.py) cost one level check when
+#: the access log is off.
+DEVICE_LINK_LOG = logging.getLogger("uvicorn.error.devices")
 #: The request target of a device link's upgrade (api/routes/devices.py), as uvicorn's parser gives it.
 DEVICE_LINK_TARGET = b"/api/v1/devices/"
 
@@ -416,6 +420,7 @@ class DeviceLinkProtocol(GuardedWebSocketProtocol):
         super().__init__(*args, **kwargs)
         # uvicorn's asyncio.Queue (four deques and an Event: ~3 KB) and asyncio.Event (~0.75 KB), as the
         # little of them uvicorn uses.
+        self.logger = DEVICE_LINK_LOG  # its per-link INFO lines: off unless the access log is on (_serve.py)
         self.queue = _OneReaderQueue()  # type: ignore[assignment]
         self.writable = _Flag()  # type: ignore[assignment]
         self.writable.set()

@@ -31,7 +31,7 @@ from ._common import (
     settings_options,
 )
 from ._common import fail as _fail
-from ._connections import connection_guard
+from ._connections import DEVICE_LINK_LOG, connection_guard
 from ._uvicorn import QuietWebSockets, Server, listen, tune_garbage_collector, uvicorn_options
 
 
@@ -144,6 +144,7 @@ def _serve(settings: Settings, *, notice: str | None) -> None:
     )
     if not settings.access_log:  # after uvicorn.Config, which sets uvicorn's loggers up
         logging.getLogger("uvicorn.error").addFilter(QuietWebSockets())
+        DEVICE_LINK_LOG.setLevel(logging.WARNING)
     server = Server(config)
     with contextlib.suppress(KeyboardInterrupt):  # Ctrl+C: uvicorn has shut down gracefully already
         server.run(sockets=sockets)

@@ -152,6 +152,10 @@ class DeviceLinks:
     def __len__(self) -> int:
         return len(self._links)
 
+    def __contains__(self, banner_id: object) -> bool:
+        """True while the banner has a link in this process."""
+        return banner_id in self._links
+
     def start(self) -> None:
         """Start the sweeper (in the running event loop)."""
         if self._sweeper is None:

@@ -141,7 +141,10 @@ class BannerBehaviour:
         return banner
 
     async def device_online(self) -> Banner:
-        banner = device_connected(await self._load(), self._now())
+        banner = await self._load()
+        if banner.device.online:  # back within the offline grace (api/routes/devices.py): nothing changed
+            return banner
+        banner = device_connected(banner, self._now())
         await self._save(banner, ChangeKind.DEVICE_ONLINE)
         return banner
 

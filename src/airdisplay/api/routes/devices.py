@@ -84,12 +84,65 @@ class DeviceChannel:
     """Serves device links (see the module's docstring)."""
 
     def __init__(
-        self, runtime: BannerRuntime, links: DeviceLinks, metrics: ServiceMetrics, heartbeat_seconds: float
+        self,
+        runtime: BannerRuntime,
+        links: DeviceLinks,
+        metrics: ServiceMetrics,
+        heartbeat_seconds: float,
+        offline_grace: float = 0.0,
     ) -> None:
         self.runtime = runtime
         self.links = links
         self.metrics = metrics
         self.heartbeat_seconds = heartbeat_seconds
+        self.offline_grace = offline_grace
+        #: Banners whose link ended, and when their grace runs out (then they are marked offline).
+        self._offline_due: dict[str, asyncio.TimerHandle] = {}
+        self._marking: set[asyncio.Task[None]] = set()
+
+    async def went_away(self, link: DeviceLink) -> None:
+        """The banner's current link ended. A device silent past its timeout, or whose token was replaced,
+        is offline now; any other (it left, broke the protocol, fell behind) once `offline_grace` passes
+        without a new link: a device back within it marks nothing, neither offline nor online (a
+        reconnect storm of 20,000 links wrote 40,000 changes before; docs/benchmarks/results/devices.md)."""
+        if self.offline_grace <= 0 or link.timed_out or link.revoked:
+            await self._mark_offline(link.banner_id)
+            return
+        loop = asyncio.get_running_loop()
+        self._offline_due[link.banner_id] = loop.call_later(
+            self.offline_grace, self._grace_over, link.banner_id
+        )
+
+    def _back(self, banner_id: str) -> None:
+        """A new link for the banner: it is not going offline."""
+        due = self._offline_due.pop(banner_id, None)
+        if due is not None:
+            due.cancel()
+
+    def _grace_over(self, banner_id: str) -> None:
+        self._offline_due.pop(banner_id, None)
+        task = asyncio.get_running_loop().create_task(self._mark_offline(banner_id))
+        self._marking.add(task)
+        task.add_done_callback(self._marking.discard)
+
+    async def _mark_offline(self, banner_id: str) -> None:
+        # Checked right before the turn, which queues ahead of any later link's `device_online` turn.
+        if banner_id in self.links:
+            return
+        try:
+            await self.runtime.device_offline(banner_id)
+        except BannerNotFound:
+            pass
+        except Exception:  # the runtime or its store is failing: the banner stays marked online
+            log.warning("could not mark banner %s offline", banner_id, exc_info=True, extra=about(banner_id))
+
+    async def settle(self) -> None:
+        """At shutdown: the banners still within their grace are marked offline now."""
+        due, self._offline_due = self._offline_due, {}
+        for banner_id, handle in due.items():
+            handle.cancel()
+            self._grace_over(banner_id)
+        await asyncio.gather(*self._marking, return_exceptions=True)
 
     @staticmethod
     def handles(scope: Scope) -> str | None:
@@ -129,6 +182,7 @@ class DeviceChannel:
         except DeviceTokenInvalid:
             await _close(send, CLOSE_UNAUTHORIZED, "missing or invalid device token")
             return
+        self._back(banner_id)
         session = _Session(links.attach(banner_id), send)
         outcome = await session.run(self, receive, token, revocations)
         if outcome is not None and outcome[0] == CLOSE_TOO_MANY_FRAMES:
@@ -183,8 +237,7 @@ class _Session:
             if self.sender is not None:
                 self.sender.cancel()
             if channel.links.detach(link) and not link.deleted:
-                with contextlib.suppress(BannerNotFound):
-                    await runtime.device_offline(banner_id)
+                await channel.went_away(link)
 
     def _notified(self) -> None:
         """The outbox got a frame, or was closed or overflowed (then the link ends)."""
