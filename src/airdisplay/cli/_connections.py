@@ -433,17 +433,17 @@ class DeviceLinkProtocol(GuardedWebSocketProtocol):
       once the link is accepted; uvicorn read them only to answer the handshake.
     """
 
+    #: The server's and the client's address, from the HTTP protocol that upgraded the connection.
+    addresses: tuple[Any, Any] | None = None
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        self.logger = DEVICE_LINK_LOG  # its per-link INFO lines: off unless the access log is on (_serve.py)
         # uvicorn's asyncio.Queue (four deques and an Event: ~3 KB) and asyncio.Event (~0.75 KB), as the
         # little of them uvicorn uses.
-        self.logger = DEVICE_LINK_LOG  # its per-link INFO lines: off unless the access log is on (_serve.py)
         self.queue = _OneReaderQueue()  # type: ignore[assignment]
         self.writable = _Flag()  # type: ignore[assignment]
         self.writable.set()
-
-    #: The server's and the client's address, from the HTTP protocol that upgraded the connection.
-    addresses: tuple[Any, Any] | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         if self.addresses is None:

@@ -14,7 +14,6 @@ end) and ~50 KB of server memory (docs/benchmarks/results/devices.md).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import re
@@ -30,7 +29,7 @@ from ...logs import about
 from ...realtime import DeviceLink, DeviceLinks, SubscriberState
 from ...runtimes import BannerRuntime
 from .._metrics import ServiceMetrics
-from .stream import CLOSE_SLOW_CONSUMER, CLOSE_TIMEOUT, MAX_CLOSE_REASON_BYTES, FrameBudget, error_frame
+from .stream import CLOSE_SLOW_CONSUMER, CLOSE_TIMEOUT, FrameBudget, close_connection, error_frame
 
 log = logging.getLogger("airdisplay.devices")
 
@@ -159,7 +158,7 @@ class DeviceChannel:
         links = self.links
         if not links.has_room(banner_id):  # before the token check: a refused link costs no actor call
             self.metrics.device_links_refused.inc()
-            await _close(
+            await close_connection(
                 send,
                 CLOSE_TRY_AGAIN_LATER,
                 f"this server holds its most device links ({links.limit:,}); retry later",
@@ -177,10 +176,10 @@ class DeviceChannel:
                 raise DeviceTokenInvalid(banner_id)
             await runtime.authenticate_device(banner_id, token)
         except (BannerNotFound, InvalidBannerId):
-            await _close(send, CLOSE_UNKNOWN_BANNER, "unknown banner")
+            await close_connection(send, CLOSE_UNKNOWN_BANNER, "unknown banner")
             return
         except DeviceTokenInvalid:
-            await _close(send, CLOSE_UNAUTHORIZED, "missing or invalid device token")
+            await close_connection(send, CLOSE_UNAUTHORIZED, "missing or invalid device token")
             return
         self._back(banner_id)
         session = _Session(links.attach(banner_id), send)
@@ -193,7 +192,7 @@ class DeviceChannel:
         elif outcome is not None and outcome[0] == CLOSE_SLOW_CONSUMER:
             self.metrics.slow_clients.labels("device").inc()
         if outcome is not None:
-            await _close(send, *outcome)
+            await close_connection(send, *outcome)
 
 
 class _Session:
@@ -264,15 +263,11 @@ class _Session:
             self.sender = None
 
     async def _flush(self) -> None:
-        """Send what is still queued before a close (an error frame saying why)."""
+        """Send what is still queued before a close (an error frame saying why), here rather than in the
+        sender task."""
         if self.sender is not None:
             self.sender.cancel()
-            self.sender = None
-        subscriber = self.link.subscriber
-        with contextlib.suppress(Exception):
-            while subscriber.pending:
-                for item in await subscriber.take():
-                    await self.send({"type": "websocket.send", "text": item.frame})
+        await self._send()
 
     async def _receive(self, receive: Receive, runtime: BannerRuntime) -> tuple[int, str] | None:
         """Take the device's frames until it leaves (None) or breaks the protocol (the close to send)."""
@@ -361,13 +356,6 @@ def _bearer(scope: Scope) -> str:
             scheme, _, token = value.decode("latin-1").partition(" ")
             return token.strip() if scheme.lower() == "bearer" else ""
     return ""
-
-
-async def _close(send: Send, code: int, reason: str) -> None:
-    """Close with `code` and as much of `reason` as a close frame holds; a device already gone is fine."""
-    said = reason.encode()[:MAX_CLOSE_REASON_BYTES].decode(errors="ignore")
-    with contextlib.suppress(Exception):
-        await asyncio.wait_for(send({"type": "websocket.close", "code": code, "reason": said}), CLOSE_TIMEOUT)
 
 
 async def _token_still_opens(runtime: BannerRuntime, banner_id: str, token: str) -> bool:

@@ -22,6 +22,7 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query, WebSocket, WebSocketDisconnect
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from starlette.types import Send
 
 from ... import tracing
 from ...domain import DomainError, format_time
@@ -141,11 +142,12 @@ def ping_frame() -> str:
     return json.dumps({"type": "ping", "at": format_time(datetime.now(UTC))})
 
 
-async def close_connection(websocket: WebSocket, code: int, reason: str) -> None:
-    """Close with `code` and as much of `reason` as a close frame holds; a client already gone is fine."""
+async def close_connection(send: Send, code: int, reason: str) -> None:
+    """Close a WebSocket through its ASGI `send` (a Starlette WebSocket's `send`, or a raw one) with `code`
+    and as much of `reason` as a close frame holds; a client already gone is fine."""
     said = reason.encode()[:MAX_CLOSE_REASON_BYTES].decode(errors="ignore")
     with contextlib.suppress(Exception):
-        await asyncio.wait_for(websocket.close(code, said), CLOSE_TIMEOUT)
+        await asyncio.wait_for(send({"type": "websocket.close", "code": code, "reason": said}), CLOSE_TIMEOUT)
 
 
 async def pump(websocket: WebSocket, subscriber: Subscriber) -> None:
@@ -199,12 +201,12 @@ async def serve_subscriber(
     asked = receiver.result() if receiver.done() and not receiver.cancelled() else None
     if asked is not None:
         log.info("closing a WebSocket client: %s", asked[1])
-        await close_connection(websocket, *asked)
+        await close_connection(websocket.send, *asked)
     elif subscriber.state is SubscriberState.OVERFLOWED:
         log.info("closing a slow WebSocket client (%d coalescing rounds)", subscriber.coalesced)
         metrics.slow_clients.labels("websocket").inc()
         await close_connection(
-            websocket, CLOSE_SLOW_CONSUMER, "too slow: reconnect and resubscribe with known versions"
+            websocket.send, CLOSE_SLOW_CONSUMER, "too slow: reconnect and resubscribe with known versions"
         )
 
 
@@ -229,7 +231,7 @@ async def stream(
             try:
                 await session.subscribe(b for b in banners.split(",") if b)
             except (TooManyBanners, DomainError) as exc:
-                await close_connection(websocket, CLOSE_POLICY, f"banners: {exc}")
+                await close_connection(websocket.send, CLOSE_POLICY, f"banners: {exc}")
                 return
             _confirm(session)
         receiver = asyncio.create_task(_receive(websocket, session))
