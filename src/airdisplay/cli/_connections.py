@@ -37,25 +37,16 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import httptools
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
-from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 
 from ..access import ConnectionLimiter
 from ..config import DEFAULT_HEADER_TIMEOUT, DEFAULT_MAX_CONNECTIONS_PER_CLIENT, Settings
 from ._open_files import log_connection_capacity
+from ._websocket import DEVICE_LINK_TARGET, DeviceLinkProtocol, GuardedWebSocketProtocol
 
 if TYPE_CHECKING:
-    from uvicorn._types import ASGIReceiveEvent, ASGISendEvent
-
     from ..api._metrics import ServiceMetrics
 
 log = logging.getLogger("airdisplay")
-
-#: uvicorn's WebSocket logger for device links: a child of its own, so that their "[accepted]" lines (one
-#: a link, 2.5% of the server's CPU in a reconnect storm, bench/device_storm.py) cost one level check when
-#: the access log is off.
-DEVICE_LINK_LOG = logging.getLogger("uvicorn.error.devices")
-#: The request target of a device link's upgrade (api/routes/devices.py), as uvicorn's parser gives it.
-DEVICE_LINK_TARGET = b"/api/v1/devices/"
 
 #: Longest request target (path and query) of a WebSocket handshake: a stream's `?banners=` with 1,000 ids
 #: of 64 characters (65,000 bytes) fits, with room to spare. Longer ones get 414.
@@ -333,25 +324,9 @@ class GuardedHttpProtocol(HttpToolsProtocol):
     def handle_websocket_upgrade(self) -> None:
         self._counted = False  # the WebSocket protocol releases the connection's count when it ends
         if self.device_ws is not None and self.url.startswith(DEVICE_LINK_TARGET):
-            self._upgrade_device_link(self.device_ws)
+            self.device_ws.take_over(self)
         else:
             super().handle_websocket_upgrade()
-
-    def _upgrade_device_link(self, protocol_class: type[DeviceLinkProtocol]) -> None:
-        """uvicorn's `handle_websocket_upgrade` (0.54) for a device link, handing the new protocol the
-        addresses this one has read already: reading them again was 4% of a reconnect storm's CPU."""
-        self.connections.discard(self)
-        output = [self.scope["method"].encode(), b" ", self.url, b" HTTP/1.1\r\n"]
-        for name, value in self.scope["headers"]:
-            output += [name, b": ", value, b"\r\n"]
-        output.append(b"\r\n")
-        protocol = protocol_class(
-            config=self.config, server_state=self.server_state, app_state=self.app_state
-        )
-        protocol.addresses = (self.server, self.client)
-        protocol.connection_made(self.transport)
-        protocol.data_received(b"".join(output))
-        self.transport.set_protocol(protocol)
 
     def _refuse_large_head(self, header_bytes: int, max_target: int = MAX_WEBSOCKET_TARGET) -> bool:
         """Answer 414 or 431 if the head (its fields: `header_bytes`) passed a limit."""
@@ -385,143 +360,6 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         if self._head_deadline is not None:
             self._head_deadline.cancel()
             self._head_deadline = None
-
-
-class GuardedWebSocketProtocol(WebSocketsSansIOProtocol):
-    """uvicorn's WebSocket protocol, whose connection counts against the client's limit until it closes
-    (admitted and counted by GuardedHttpProtocol, which hands it over at the upgrade)."""
-
-    guard: ClassVar[ConnectionGuard]
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        super().connection_lost(exc)
-        self.guard.release(self.client[0] if self.client else None)
-
-    # Back-pressure on what the protocol writes by itself. uvicorn answers every ping with a pong below the
-    # app, and keeps reading while the client reads none of them: a ping flood from a client that never
-    # reads grew the server by 136 MB in 12 s (bench/stream_flood.py). So reading stops while writes are
-    # paused (the transport's buffer is over its high-water mark) and resumes once they drain.
-
-    def pause_writing(self) -> None:
-        super().pause_writing()
-        if not self.transport.is_closing():
-            self.transport.pause_reading()
-
-    def resume_writing(self) -> None:
-        super().resume_writing()
-        if not self.read_paused and not self.transport.is_closing():
-            self.transport.resume_reading()
-
-    async def receive(self) -> ASGIReceiveEvent:
-        """uvicorn's receive, except that reading resumes only while writes are not paused."""
-        message = await self.queue.get()
-        if self.read_paused and self.queue.empty():
-            self.read_paused = False
-            if self.writable.is_set() and not self.transport.is_closing():
-                self.transport.resume_reading()
-        return message
-
-
-class DeviceLinkProtocol(GuardedWebSocketProtocol):
-    """The WebSocket protocol of a device link: what it keeps per link is as little as uvicorn allows.
-
-    A server holds 20,000 of them (issue 16: at most 20 KB each), idle but for a heartbeat every ~10 s:
-    - no protocol pings: uvicorn's keepalive pinged every link every 20 s (1,000 pings a second at 20,000
-      links) and held a timer each, while a device's heartbeats already prove it alive and the sweeper
-      ends a silent link (realtime/_devices.py, docs/device-protocol.md);
-    - the handshake's request and response (their headers, ~5 KB a link with tracemalloc) are let go
-      once the link is accepted; uvicorn read them only to answer the handshake.
-    """
-
-    #: The server's and the client's address, from the HTTP protocol that upgraded the connection.
-    addresses: tuple[Any, Any] | None = None
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.logger = DEVICE_LINK_LOG  # its per-link INFO lines: off unless the access log is on (_serve.py)
-        # uvicorn's asyncio.Queue (four deques and an Event: ~3 KB) and asyncio.Event (~0.75 KB), as the
-        # little of them uvicorn uses.
-        self.queue = _OneReaderQueue()  # type: ignore[assignment]
-        self.writable = _Flag()  # type: ignore[assignment]
-        self.writable.set()
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        if self.addresses is None:
-            super().connection_made(transport)
-            return
-        self.connections.add(self)
-        self.transport = transport  # type: ignore[assignment]
-        self.server, self.client = self.addresses
-        self.scheme = "wss" if transport.get_extra_info("sslcontext") else "ws"
-
-    def start_keepalive(self) -> None:
-        """No protocol pings (see the class's docstring)."""
-
-    async def send(self, message: ASGISendEvent) -> None:
-        await super().send(message)
-        if message["type"] == "websocket.accept":
-            self.request = self.response = None  # type: ignore[assignment]
-
-
-class _OneReaderQueue:
-    """asyncio.Queue as uvicorn's WebSocket protocol uses it (`put_nowait`, `get`, `empty`), for the one
-    task that reads it."""
-
-    __slots__ = ("_items", "_waiter")
-
-    def __init__(self) -> None:
-        self._items: list[Any] = []
-        self._waiter: asyncio.Future[None] | None = None
-
-    def put_nowait(self, item: Any) -> None:
-        self._items.append(item)
-        waiter = self._waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
-
-    async def get(self) -> Any:
-        while not self._items:
-            self._waiter = asyncio.get_running_loop().create_future()
-            try:
-                await self._waiter
-            finally:
-                self._waiter = None
-        return self._items.pop(0)  # a message or two at most: uvicorn stops reading until this one is taken
-
-    def empty(self) -> bool:
-        return not self._items
-
-
-class _Flag:
-    """asyncio.Event as uvicorn's WebSocket protocol uses it (`set`, `clear`, `is_set`, `wait`)."""
-
-    __slots__ = ("_on", "_waiters")
-
-    def __init__(self) -> None:
-        self._on = False
-        self._waiters: list[asyncio.Future[None]] | None = None
-
-    def is_set(self) -> bool:
-        return self._on
-
-    def set(self) -> None:
-        self._on = True
-        waiters, self._waiters = self._waiters, None
-        for waiter in waiters or ():
-            if not waiter.done():
-                waiter.set_result(None)
-
-    def clear(self) -> None:
-        self._on = False
-
-    async def wait(self) -> bool:
-        while not self._on:
-            waiter = asyncio.get_running_loop().create_future()
-            if self._waiters is None:
-                self._waiters = []
-            self._waiters.append(waiter)
-            await waiter
-        return True
 
 
 def guarded_protocols(guard: ConnectionGuard) -> dict[str, type[asyncio.Protocol]]:

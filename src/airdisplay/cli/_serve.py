@@ -31,8 +31,9 @@ from ._common import (
     settings_options,
 )
 from ._common import fail as _fail
-from ._connections import DEVICE_LINK_LOG, connection_guard
+from ._connections import connection_guard
 from ._uvicorn import QuietWebSockets, Server, listen, tune_garbage_collector, uvicorn_options
+from ._websocket import DEVICE_LINK_LOG
 
 
 @click.command(cls=OneLineErrors)
