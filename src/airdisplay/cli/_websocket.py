@@ -11,8 +11,8 @@ import asyncio
 import base64
 import binascii
 import logging
-from urllib.parse import unquote
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
+from urllib.parse import unquote
 
 from uvicorn.protocols.utils import ClientDisconnected, get_client_addr, get_path_with_query_string
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
