@@ -36,12 +36,13 @@ WAIT = 20.0
 class Server:
     proc: subprocess.Popen[bytes]
     port: int
+    host: str = "127.0.0.1"
 
-    def connect(self, source: str = "127.0.0.1") -> socket.socket:
-        sock = socket.create_connection(("127.0.0.1", self.port), timeout=WAIT, source_address=(source, 0))
-        return sock
+    def connect(self, source: str | None = None) -> socket.socket:
+        source = source or ("::1" if ":" in self.host else "127.0.0.1")
+        return socket.create_connection((self.host, self.port), timeout=WAIT, source_address=(source, 0))
 
-    def get(self, path: str, source: str = "127.0.0.1") -> tuple[int, dict[str, str], bytes]:
+    def get(self, path: str, source: str | None = None) -> tuple[int, dict[str, str], bytes]:
         with self.connect(source) as sock:
             sock.sendall(f"GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n".encode())
             return parse_response(read_to_end(sock))
@@ -84,21 +85,22 @@ def serve(tmp_path) -> Iterator[Callable[..., Server]]:
     """Start `airdisplay serve` with more options; every server is stopped at the end."""
     started: list[subprocess.Popen[bytes]] = []
 
-    def start(*args: str, preexec_fn: Callable[[], None] | None = None) -> Server:
+    def start(*args: str, preexec_fn: Callable[[], None] | None = None, host: str = "127.0.0.1") -> Server:
         port = free_port()
+        command = [*AIRDISPLAY, "serve", "--host", host, "--port", str(port)]
         proc = subprocess.Popen(
-            [*AIRDISPLAY, "serve", "--port", str(port), "--data-dir", str(tmp_path / f"data-{port}"), *args],
+            [*command, "--data-dir", str(tmp_path / f"data-{port}"), *args],
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             preexec_fn=preexec_fn,
         )
         started.append(proc)
-        server = Server(proc, port)
+        server = Server(proc, port, host)
 
         def ready() -> bool:
             assert proc.poll() is None, proc.stdout.read().decode() if proc.stdout else ""
             try:
-                return server.get("/readyz", OTHER_CLIENT)[0] == 200
+                return server.get("/readyz", OTHER_CLIENT if host == "127.0.0.1" else None)[0] == 200
             except OSError:
                 return False
 
@@ -232,7 +234,7 @@ def test_idle_connections_are_closed(serve):
 
 
 def open_stream(server: Server, path: str, upgrade: bool = False) -> socket.socket:
-    """An SSE stream, or with `upgrade` a WebSocket, from 127.0.0.1, once the server accepted it."""
+    """An SSE stream, or with `upgrade` a WebSocket, from loopback, once the server accepted it."""
     sock = server.connect()
     fields = "".join(f"{name}: {value}\r\n" for name, value in WEBSOCKET.items()) if upgrade else ""
     sock.sendall(f"GET {path} HTTP/1.1\r\nHost: test\r\n{fields}\r\n".encode())
@@ -266,6 +268,22 @@ def test_a_client_at_its_connection_limit_is_refused_while_others_are_served(ser
     finally:
         for sock in held:
             sock.close()
+
+
+def test_an_ipv6_client_is_counted_at_its_address(serve):
+    """The server reads an IPv6 client's address (four fields, not two) and caps it like any other."""
+    try:
+        with socket.socket(socket.AF_INET6) as probe:
+            probe.bind(("::1", 0))
+    except OSError:
+        pytest.skip("no IPv6 loopback here")
+    server = serve("--max-connections-per-client", "1", host="::1")
+    held = open_stream(server, "/api/v1/events?banners=b1")
+    try:
+        with server.connect() as extra:
+            assert parse_response(read_to_end(extra))[0] == 429
+    finally:
+        held.close()
 
 
 def test_the_soft_open_file_limit_is_raised_to_the_hard_one(serve):
