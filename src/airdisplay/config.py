@@ -18,7 +18,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from .access import MIN_KEY_BITS, StartupKeyError, key_bits
 from .actors import DEFAULT_IDLE_TIMEOUT
-from .domain import DEFAULT_DISPLAY_SECONDS, DEFAULT_MAX_TEXT_LENGTH, BannerRules
+from .domain import DEFAULT_DISPLAY_SECONDS, DEFAULT_MAX_TEXT_LENGTH, DEFAULT_QUEUE_LENGTH, BannerRules
 from .realtime import DEFAULT_STALL_SECONDS
 
 #: Request bodies above this are refused with 413; a banner message is at most a few hundred bytes.
@@ -30,6 +30,10 @@ DEFAULT_MAX_CONNECTIONS_PER_CLIENT = 1000
 #: Seconds for a complete request head. Go servers are usually given 5-10 s (ReadHeaderTimeout); a head is
 #: a few hundred bytes, which even a weak cellular link sends in well under a second.
 DEFAULT_HEADER_TIMEOUT = 10.0
+
+#: A queue of 1,000 bookings is 1,000 minutes (16 h) of one banner's messages: past any real schedule,
+#: and a banner's bookings are one state value its actor reads whole.
+MAX_QUEUE_LENGTH = 1000
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -78,6 +82,14 @@ class Settings(BaseSettings):
     )
     submit_burst: int = Field(
         10, ge=1, description="Submits a client may send at once before the rate applies"
+    )
+    #: A person waits on a few banners at once; people behind one shared address (a venue's Wi-Fi) share
+    #: it, hence more than one or two (access/_bookings.py).
+    bookings_per_client: int = Field(
+        5,
+        ge=0,
+        description="Waiting bookings one client may hold across the fleet (operator keys: no limit); "
+        "0: no limit",
     )
     #: A /64 is one subscriber's LAN (see access/_limits.py).
     rate_limit_ipv6_prefix: int = Field(
@@ -140,6 +152,14 @@ class Settings(BaseSettings):
     offline_policy: Literal["accept", "refuse"] = Field(
         "accept",
         description="Messages for offline banners: accept (delivered on reconnect) or refuse with 503",
+    )
+    #: A banner runs through its bookings back to back (domain/bookings.py); 0 answers bookings 403.
+    queue_length: int = Field(
+        DEFAULT_QUEUE_LENGTH,
+        ge=0,
+        le=MAX_QUEUE_LENGTH,
+        description="Bookings a banner holds behind its message (each waits one message time more); "
+        "0 turns booking off",
     )
     runtime: Literal["embedded", "dapr"] = Field(
         "embedded", description="embedded: one process with SQLite; dapr: banner actors on daprd"
@@ -231,6 +251,7 @@ class Settings(BaseSettings):
             max_text_length=self.max_text_length,
             display_seconds=self.message_seconds,
             refuse_offline=self.offline_policy == "refuse",
+            queue_length=self.queue_length,
         )
 
     @property

@@ -1,4 +1,5 @@
-"""One behaviour suite, run against three runtimes, each behind a real uvicorn server in the test's loop:
+"""One behaviour suite, run against three runtimes (tests/behaviour/conftest.py), each behind a real uvicorn
+server in the test's loop:
 
 - embedded: banner actors in-process, state in SQLite under tmp_path;
 - dapr: the Dapr SDK host behind the daprd double of tests/runtimes/dapr/double.py, with a real Redis for
@@ -17,23 +18,6 @@ from collections import Counter
 import pytest
 
 from tests.conftest import StreamClient, connect_device, recv
-
-RUNTIMES = ["embedded", "dapr", "dapr-real"]
-
-
-@pytest.fixture(params=RUNTIMES)
-def start_service(request, start_server):
-    """Start a server on the parametrized runtime."""
-
-    async def start(**settings):
-        return await start_server(runtime=request.param, **settings)
-
-    return start
-
-
-@pytest.fixture
-async def service(start_service):
-    return await start_service(message_seconds=60)
 
 
 async def submit(service, banner_id: str, text: str, **headers: str):

@@ -344,3 +344,48 @@ async def test_each_card_tells_whether_the_physical_banner_shows_the_message(web
         await device.send(json.dumps({"type": "ack", "version": cleared["version"]}))
         await expect(device_state).to_have_text("device online")
     await expect(device_state).to_have_text("device offline")
+
+
+async def test_a_refused_submit_books_the_next_slot_and_follows_its_place_in_line(
+    start_web_server, open_fleet
+):
+    server = await start_web_server(message_seconds=4)
+    await server.create("b1", "Busy banner")
+    booker, watcher = await open_fleet(server.url), await open_fleet(server.url)
+    await booker.wait_live()
+    await watcher.wait_live()
+    assert (
+        await server.client.post("/api/v1/banners/b1/message", json={"text": "Already up"})
+    ).status_code == 201
+    await expect(booker.message("b1")).to_have_text("Already up")
+
+    await booker.submit("b1", "<b>Next</b> please")
+    card = booker.card("b1")
+    await card.get_by_test_id("book").click()
+    await expect(card.get_by_test_id("mine")).to_have_text(re.compile(r"^Your message is number 1 in line"))
+    await expect(card.get_by_test_id("queue")).to_have_text(re.compile(r"^1 waiting, next at "))
+    await expect(watcher.card("b1").get_by_test_id("queue")).to_have_text(re.compile(r"^1 waiting"))
+    # Its slot comes: the booked text shows, as text, and the queue line goes.
+    await expect(card.get_by_test_id("mine")).to_have_text(
+        "Your message is showing now.", timeout=UI_TIMEOUT_MS
+    )
+    await expect(watcher.message("b1")).to_have_text("<b>Next</b> please")
+    await expect(watcher.card("b1").get_by_test_id("queue")).to_be_hidden()
+
+
+async def test_a_booking_made_on_the_page_can_be_cancelled_there(web_server, open_fleet):
+    await web_server.create("b1", "Busy banner")
+    fleet = await open_fleet(web_server.url)
+    await fleet.wait_live()
+    assert (
+        await web_server.client.post("/api/v1/banners/b1/message", json={"text": "Up"})
+    ).status_code == 201
+    await expect(fleet.message("b1")).to_have_text("Up")
+    await fleet.submit("b1", "Later")
+    card = fleet.card("b1")
+    await card.get_by_test_id("book").click()
+    await expect(card.get_by_test_id("mine")).to_have_text(re.compile(r"^Your message is number 1"))
+    await card.get_by_test_id("cancel-booking").click()
+    await expect(card.get_by_test_id("mine")).to_be_hidden()
+    await expect(card.get_by_test_id("queue")).to_be_hidden()
+    assert (await web_server.client.get("/api/v1/banners/b1/bookings")).json()["items"] == []

@@ -1,7 +1,7 @@
 """Embedded virtual-actor runtime: turn-based actors with durable state and reminders in SQLite."""
 
 from ._actor import ActivationStatus, Actor, ActorContext
-from ._batching import BatchHandler, ReminderBatching, ReminderEffect
+from ._batching import NEEDS_TURN, BatchHandler, ReminderBatching, ReminderEffect
 from ._bulk import StateImport
 from ._host import DEFAULT_IDLE_TIMEOUT, ActorHost
 from ._lock import StoreLock
@@ -32,6 +32,7 @@ __all__ = [
     "Durability",
     "ReminderBatching",
     "ReminderEffect",
+    "NEEDS_TURN",
     "ReminderRecord",
     "RuntimeClosed",
     "RuntimeStats",

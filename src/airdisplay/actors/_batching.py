@@ -11,7 +11,9 @@ reminders of types without batching always do.
 The contract for the function: it must do exactly what the actor's `receive_reminder` would do to its
 state and events for that reminder, must be idempotent (delivery is at least once), and the actor must
 keep no state outside its state manager (the host changes an idle actor's stored state without a turn,
-and the actor leaves memory after the batch unless calls wait for it).
+and the actor leaves memory after the batch unless calls wait for it). A reminder that needs more than the
+function can do (register another reminder, read other keys) it leaves to a turn: it answers NEEDS_TURN,
+and the reminder is then fired as the reminders of busy actors are.
 """
 
 from __future__ import annotations
@@ -43,6 +45,12 @@ class ReminderEffect:
     state_set: tuple[tuple[str, bytes], ...] = ()
     state_removed: tuple[str, ...] = ()
     events: tuple[object, ...] = ()
+    #: The reminder needs a turn of the actor's own (see the module's docstring).
+    needs_turn: bool = False
+
+
+#: A handler's answer for a reminder it leaves to a turn.
+NEEDS_TURN = ReminderEffect(needs_turn=True)
 
 
 #: (the due reminder, the actor's stored values of `ReminderBatching.keys` (encoded), the host's clock)
@@ -120,8 +128,9 @@ class ReminderBatches:
             return None
         return Claim(record, act, batching)
 
-    async def run(self, claims: list[Claim]) -> list[ReminderRecord]:
-        """Handle reminders of held actors together: one read, one transaction; then events, then release."""
+    async def run(self, claims: list[Claim]) -> tuple[list[ReminderRecord], list[ReminderRecord]]:
+        """Handle reminders of held actors together: one read, one transaction; then events, then release.
+        Returns the reminders that failed (to retry) and those the handler left to a turn (to fire now)."""
         try:
             await self._read_claimed(claims)
         except Exception:
@@ -129,11 +138,12 @@ class ReminderBatches:
                 "reading the state of %d actors for a reminder batch failed; will retry", len(claims)
             )
             self._release_claims(claims)
-            return [claim.record for claim in claims]
+            return [claim.record for claim in claims], []
         now = self._clock()
         write = ReminderBatchWrite()
         handled: list[Claim] = []
         failed: list[ReminderRecord] = []
+        turns: list[ReminderRecord] = []
         for claim in claims:
             record = claim.record
             try:
@@ -145,6 +155,10 @@ class ReminderBatches:
                 failed.append(record)
                 self._release_claims([claim])
                 continue
+            if effect is not None and effect.needs_turn:
+                turns.append(record)
+                self._release_claims([claim])
+                continue
             write.fired.append(record)
             if effect is not None:
                 who = (record.actor_type, record.actor_id)
@@ -152,7 +166,7 @@ class ReminderBatches:
                 write.state_removed.extend((*who, key) for key in effect.state_removed)
             handled.append(claim)
         if not handled:
-            return failed
+            return failed, turns
         pending = self._store.write_batch(write)
         try:
             await asyncio.shield(pending)
@@ -166,9 +180,9 @@ class ReminderBatches:
             pass  # _finish_batch sees the failure on the future
         not_written = self._finish_batch(handled, pending)
         if not_written:
-            return failed + not_written
+            return failed + not_written, turns
         await self._evict_idle(handled)
-        return failed
+        return failed, turns
 
     async def _read_claimed(self, claims: list[Claim]) -> None:
         """Fill in each claim's stored state: from memory for resident actors, else one read per type."""

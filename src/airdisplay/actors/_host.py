@@ -364,10 +364,17 @@ class ActorHost:
                     claims[key] = claim
         work = [self._fire_single(record) for record in singles]
         if claims:
-            work.append(self._batches.run(list(claims.values())))
+            work.append(self._fire_batch(list(claims.values())))
         if len(work) == 1:
             return await work[0]
         return [record for failed in await asyncio.gather(*work) for record in failed]
+
+    async def _fire_batch(self, claims: list[Claim]) -> list[ReminderRecord]:
+        """A batch, then the turns of the reminders its handler left to one; returns those that failed."""
+        failed, turns = await self._batches.run(claims)
+        for record in turns:
+            failed += await self._fire_single(record)
+        return failed
 
     async def _fire_single(self, record: ReminderRecord) -> list[ReminderRecord]:
         try:

@@ -14,7 +14,12 @@ Rules (docs/security.md):
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import os
+import secrets
 from collections.abc import Callable
+from pathlib import Path
 
 from fastapi.responses import JSONResponse
 from starlette.requests import HTTPConnection
@@ -22,11 +27,13 @@ from starlette.websockets import WebSocket
 
 from ..access import (
     Blocklist,
+    BookingQuota,
     ConnectionLimiter,
     KeyRing,
     Principal,
     RateLimiter,
     Role,
+    client_key,
     operator_routes_open,
     retry_after_seconds,
 )
@@ -35,9 +42,37 @@ from ..domain import TextNotAllowed
 from ._metrics import ServiceMetrics
 from .problems import ProblemError, problem
 
+#: The key of client address hashes: a file of the data directory, 32 random bytes.
+CLIENT_HASH_KEY_FILE = "client-hash.key"
+CLIENT_HASH_KEY_BYTES = 32
+#: 64 bits of the hash: tells clients apart, and is no use for guessing an address offline without the key.
+CLIENT_HASH_HEX = 16
+#: A client at its booking quota may try again after this: one of its bookings may have shown by then.
+BOOKING_RETRY_AFTER = 60
 #: A refused stream may try again after this; streams of the same client end as tabs close.
 STREAM_RETRY_AFTER = 5
 _CHALLENGE = {"WWW-Authenticate": 'Bearer realm="airdisplay"'}
+
+
+def client_hash_key(data_dir: Path) -> bytes:
+    """The secret that keys the hashes of client addresses: made once per data directory, so a client's
+    hash is the same after a restart (and no one without the file can tell an address from its hash)."""
+    path = data_dir / CLIENT_HASH_KEY_FILE
+    try:
+        key = path.read_bytes()
+        if len(key) == CLIENT_HASH_KEY_BYTES:
+            return key
+    except FileNotFoundError:
+        pass
+    key = secrets.token_bytes(CLIENT_HASH_KEY_BYTES)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_suffix(".tmp")
+    with open(os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as out:
+        out.write(key)
+        out.flush()
+        os.fsync(out.fileno())
+    os.replace(temporary, path)
+    return key
 
 
 def client_address(connection: HTTPConnection) -> str:
@@ -68,6 +103,9 @@ class AccessControl:
         )
         self.blocklist = Blocklist(settings.blocklist)
         self.metrics = metrics
+        self._client_key = client_hash_key(settings.data_dir)
+        self._ipv6_prefix = settings.rate_limit_ipv6_prefix
+        self.bookings = BookingQuota(settings.bookings_per_client)
 
     @property
     def operator_open(self) -> bool:
@@ -178,6 +216,41 @@ class AccessControl:
             kind="too-many-streams",
             headers={"Retry-After": str(STREAM_RETRY_AFTER)},
         )
+
+    def is_operator(self, authorization: str | None) -> bool:
+        """True for an operator key, or no key where operator routes are open; 401 for a bad key."""
+        principal = self.principal(authorization)
+        if principal is None:
+            return self.operator_open
+        return principal.role is Role.OPERATOR
+
+    def who(self, connection: HTTPConnection, authorization: str | None) -> str:
+        """Who makes a request, for what it leaves behind (a booking): `key:<id>` for a key, else a keyed
+        hash of the client's address or IPv6 network (`client:<hex>`), never the address itself."""
+        principal = self.principal(authorization)
+        if principal is not None:
+            return f"key:{principal.key_id}"
+        client = client_key(client_address(connection), self._ipv6_prefix)
+        digest = hmac.new(self._client_key, client.encode(), hashlib.sha256)
+        return f"client:{digest.hexdigest()[:CLIENT_HASH_HEX]}"
+
+    def reserve_booking(self, who: str, authorization: str | None) -> bool:
+        """Take a place in `who`'s booking quota (429 at the limit); False when none was needed (an
+        operator key), True when one was taken (to hand back or keep: `bookings`)."""
+        principal = self.principal(authorization)
+        if principal is not None and principal.role is Role.OPERATOR:
+            return False
+        if not self.bookings.reserve(who):
+            limit = self.bookings.per_client
+            raise ProblemError(
+                429,
+                "Too many bookings",
+                f"a client may hold at most {limit} waiting bookings across the fleet; cancel one or wait "
+                "until one has shown",
+                "too-many-bookings",
+                {"Retry-After": str(BOOKING_RETRY_AFTER)},
+            )
+        return True
 
     def check_text(self, text: str) -> None:
         """Refuse text the fleet's blocklist names (TextNotAllowed, a 422)."""

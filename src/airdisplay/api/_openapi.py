@@ -108,8 +108,9 @@ def install_openapi(app: FastAPI) -> None:
                 if "401" in responses:
                     # Routes that check a role (403) need a key, except submitting, which is open by default
                     # and rate-limited (429; docs/security.md). Elsewhere a key is optional but checked.
+                    # A route may say so itself (cancelling a booking: its cancel token or an operator key).
                     needs_key = "403" in responses and "429" not in responses
-                    operation["security"] = [{"bearer": []}] if needs_key else [{}, {"bearer": []}]
+                    operation.setdefault("security", [{"bearer": []}] if needs_key else [{}, {"bearer": []}])
                 if path.endswith("/events"):
                     responses["200"] = {
                         "description": "Server-Sent Events: `event: banner`, `id: <banner>:<version>`",

@@ -117,6 +117,14 @@ def expected_version(if_match: str | None) -> int | None:
     return int(found.group(1))
 
 
+def valid_idempotency_key(key: str | None) -> None:
+    """400 for an Idempotency-Key that is not 1-255 visible ASCII characters."""
+    if key is not None and not _IDEMPOTENCY_KEY.match(key):
+        raise ProblemError(
+            400, "Bad Idempotency-Key", "Idempotency-Key must be 1-255 visible ASCII characters", "bad-header"
+        )
+
+
 async def submit_flow(
     access: AccessControl,
     runtime: BannerRuntime,
@@ -127,10 +135,7 @@ async def submit_flow(
     if_match: str | None,
 ) -> SubmitOutcome:
     """Show `text` on the banner unless one is showing; an exception names the problem if not."""
-    if idempotency_key is not None and not _IDEMPOTENCY_KEY.match(idempotency_key):
-        raise ProblemError(
-            400, "Bad Idempotency-Key", "Idempotency-Key must be 1-255 visible ASCII characters", "bad-header"
-        )
+    valid_idempotency_key(idempotency_key)
     version = expected_version(if_match)
     access.check_text(text)
     try:

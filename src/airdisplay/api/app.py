@@ -28,7 +28,7 @@ from ._observe import HttpObserver
 from ._openapi import install_openapi
 from ._submit import SubmitFastPath
 from .problems import install_problem_handlers
-from .routes import banners, devices, events, health, legacy, stream, ui
+from .routes import banners, bookings, devices, events, health, legacy, stream, ui
 from .routes import metrics as metrics_route
 from .routes.devices import DeviceChannel
 
@@ -141,6 +141,8 @@ def create_app(settings: Settings, runtime: BannerRuntime | None = None) -> Fast
     )
     loop_watch = LoopWatch(metrics.registry)
     app.state.access = access = AccessControl(settings, metrics)
+    if settings.bookings_per_client:
+        runtime.add_listener(access.bookings.banner_changed)
     for collector in runtime.collectors():
         metrics.registry.register(collector)
     metrics.add_gauges(
@@ -154,6 +156,7 @@ def create_app(settings: Settings, runtime: BannerRuntime | None = None) -> Fast
     install_problem_handlers(app)
     install_openapi(app)
     app.include_router(banners.router)
+    app.include_router(bookings.router)
     app.include_router(stream.router)
     app.include_router(events.router)
     app.include_router(health.router)
@@ -170,7 +173,14 @@ def create_app(settings: Settings, runtime: BannerRuntime | None = None) -> Fast
             CORSMiddleware,
             allow_origins=list(settings.cors_origins),
             allow_methods=["GET", "POST", "DELETE"],
-            allow_headers=["Authorization", "Content-Type", "Idempotency-Key", "If-Match", "Last-Event-ID"],
+            allow_headers=[
+                "Authorization",
+                "Content-Type",
+                "Idempotency-Key",
+                "If-Match",
+                "Last-Event-ID",
+                "Cancel-Token",
+            ],
             expose_headers=["ETag", "Location", "Retry-After", "Idempotent-Replayed"],
             max_age=600,
         )

@@ -20,10 +20,14 @@ from ..domain import (
     BannerBusy,
     BannerNotFound,
     BannerOffline,
+    BookingNotFound,
+    BookingOff,
+    CancelTokenInvalid,
     IdempotencyKeyReused,
     InvalidBannerId,
     InvalidBannerName,
     InvalidMessageText,
+    QueueFull,
     TextNotAllowed,
     VersionMismatch,
     format_time,
@@ -70,16 +74,39 @@ class ProblemError(Exception):
         return problem(self.status, self.title, self.detail, kind=self.kind, headers=self.headers)
 
 
-def _busy(exc: BannerBusy) -> JSONResponse:
-    seconds = max(1, math.ceil((exc.free_at - datetime.now(UTC)).total_seconds()))
+def _conflict_until(exc: Exception, title: str, kind: str, until: datetime, **extra: Any) -> JSONResponse:
+    """A 409 that clears at `until`: `Retry-After` says in how many seconds."""
+    seconds = max(1, math.ceil((until - datetime.now(UTC)).total_seconds()))
     return problem(
         409,
-        "Banner is showing a message",
+        title,
         f"{exc}; try again in {seconds} s",
-        kind="banner-busy",
+        kind=kind,
         headers={"Retry-After": str(seconds)},
+        **extra,
+    )
+
+
+def _busy(exc: BannerBusy) -> JSONResponse:
+    return _conflict_until(
+        exc,
+        "Banner is showing a message",
+        "banner-busy",
+        exc.free_at,
         banner_id=exc.banner_id,
         free_at=format_time(exc.free_at),
+    )
+
+
+def _queue_full(exc: QueueFull) -> JSONResponse:
+    return _conflict_until(
+        exc,
+        "Banner's queue is full",
+        "queue-full",
+        exc.frees_at,
+        banner_id=exc.banner_id,
+        queue_length=exc.length,
+        frees_at=format_time(exc.frees_at),
     )
 
 
@@ -115,6 +142,15 @@ def install_problem_handlers(app: FastAPI) -> None:
     on(BannerNotFound, lambda e: problem(404, "Banner not found", str(e), kind="banner-not-found"))
     on(BannerAlreadyExists, lambda e: problem(409, "Banner exists", str(e), kind="banner-exists"))
     on(BannerBusy, _busy)
+    on(QueueFull, _queue_full)
+    on(
+        BookingNotFound,
+        lambda e: problem(
+            404, "Booking not found", str(e), kind="booking-not-found", booking_id=e.booking_id
+        ),
+    )
+    on(CancelTokenInvalid, lambda e: problem(403, "Wrong cancel token", str(e), kind="cancel-token-invalid"))
+    on(BookingOff, lambda e: problem(403, "Booking is off", str(e), kind="booking-off"))
     on(
         BannerOffline,
         lambda e: problem(503, "Banner offline", str(e), kind="banner-offline", banner_id=e.banner_id),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -75,3 +76,49 @@ class BannersPage(BaseModel):
 
 class Health(BaseModel):
     status: str
+
+
+class BookingCreate(BaseModel):
+    """Book the banner's next free slot (shown at once when the banner is free)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    text: str = Field(
+        min_length=1,
+        max_length=1000,
+        description="The message, under the rules of a submit's text (see `POST .../message`).",
+        examples=["Happy birthday, Sam!"],
+    )
+
+
+class BookingQueued(BaseModel):
+    """A booking waiting for its slot."""
+
+    banner_id: str
+    booking_id: str = Field(description="Names the booking; its message has this id once it shows")
+    position: int = Field(ge=1, description="1: next after the message showing now")
+    starts_at: datetime = Field(
+        description="When it starts, if no booking ahead is cancelled and the banner is not cleared early "
+        "(either moves it earlier; pages and devices hear of it on the stream)"
+    )
+    cancel_token: str | None = Field(
+        description="Shown only in this answer (null when a retry with the same Idempotency-Key replays "
+        "it): send it as the `Cancel-Token` header of `DELETE .../bookings/{booking_id}`"
+    )
+
+
+class BookingSlot(BaseModel):
+    """One waiting booking; its text only for an operator."""
+
+    booking_id: str
+    position: int
+    starts_at: datetime
+    text: str | None = Field(None, description="Only in an operator's listing")
+
+
+class BookingsList(BaseModel):
+    """A banner's waiting bookings, in the order they start."""
+
+    banner_id: str
+    items: list[BookingSlot]
+    queue_length: int = Field(description="The most bookings a banner here holds (0: booking is off)")

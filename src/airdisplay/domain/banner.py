@@ -40,6 +40,9 @@ _CHARACTER = regex.compile(r"\X")
 _JOINS = regex.compile(r"\P{Grapheme_Cluster_Break=Other}")
 #: The product promise: a message shows for one minute.
 DEFAULT_DISPLAY_SECONDS = 60.0
+#: Bookings a banner holds when the operator does not say otherwise (`--queue-length`): ten minutes of
+#: messages (domain/bookings.py).
+DEFAULT_QUEUE_LENGTH = 10
 MAX_NAME_LENGTH = 100
 #: Idempotency keys remembered per banner: enough for client retries, small enough to keep state tiny.
 SUBMISSION_LOG_SIZE = 16
@@ -56,6 +59,15 @@ class Message(BaseModel):
     text: str
     shown_at: datetime
     expires_at: datetime
+
+
+class QueuedBooking(BaseModel):
+    """A booking waiting on the banner, as everyone may see it: its id and when it starts."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    id: str
+    starts_at: datetime
 
 
 class DeviceState(BaseModel):
@@ -84,6 +96,8 @@ class Banner(BaseModel):
     version: int = 1
     display_version: int = 1
     device: DeviceState = DeviceState()
+    #: Bookings waiting for the message to end, in the order they start (domain/bookings.py).
+    queue: tuple[QueuedBooking, ...] = ()
     created_at: datetime
     updated_at: datetime
 
@@ -132,12 +146,16 @@ class BannerRules:
     display_seconds: float = DEFAULT_DISPLAY_SECONDS
     #: Refuse messages for a banner whose device is offline (default: accept; it catches up on reconnect).
     refuse_offline: bool = False
+    #: Bookings one banner holds behind its message; 0 turns booking off.
+    queue_length: int = DEFAULT_QUEUE_LENGTH
 
     def __post_init__(self) -> None:
         if self.max_text_length < 1:
             raise ValueError("max_text_length must be at least 1")
         if not self.display_seconds > 0:
             raise ValueError("display_seconds must be positive")
+        if self.queue_length < 0:
+            raise ValueError("queue_length must be 0 (booking off) or more")
 
     def clean_text(self, raw: str) -> str:
         """Trim and NFC-normalise the text, and check that a banner can show it; raise InvalidMessageText."""
@@ -256,14 +274,18 @@ def submit_message(
         raise BannerOffline(banner.id)
     showing = banner.showing(now)
     if showing is not None:
-        raise BannerBusy(banner.id, showing.expires_at)
+        # Free once the bookings waiting behind the message have had their turns too.
+        free_at = showing.expires_at
+        if banner.queue:
+            free_at = banner.queue[-1].starts_at + timedelta(seconds=rules.display_seconds)
+        raise BannerBusy(banner.id, free_at)
     message = Message(
         id=message_id,
         text=text,
         shown_at=now,
         expires_at=now + timedelta(seconds=rules.display_seconds),
     )
-    updated = _updated(
+    updated = updated_banner(
         banner,
         message=message,
         version=banner.version + 1,
@@ -290,7 +312,7 @@ def clear_message(banner: Banner, now: datetime) -> Banner | None:
 
 
 def _without_message(banner: Banner, now: datetime) -> Banner:
-    return _updated(
+    return updated_banner(
         banner,
         message=None,
         version=banner.version + 1,
@@ -299,7 +321,7 @@ def _without_message(banner: Banner, now: datetime) -> Banner:
     )
 
 
-def _updated(banner: Banner, **changes: object) -> Banner:
+def updated_banner(banner: Banner, **changes: object) -> Banner:
     """`banner` with `changes`, validated: ~3x faster than `model_copy(update=...)` for a banner here
     (1.3 us against 3.8 us; expiry is the hot path), since the values it keeps are already models and
     datetimes, which validation takes as they are."""
@@ -348,4 +370,4 @@ def display_status(banner: Banner) -> str:
 
 
 def _with_device(banner: Banner, device: DeviceState, now: datetime) -> Banner:
-    return _updated(banner, device=device, version=banner.version + 1, updated_at=now)
+    return updated_banner(banner, device=device, version=banner.version + 1, updated_at=now)

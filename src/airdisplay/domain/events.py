@@ -19,6 +19,8 @@ class ChangeKind(enum.StrEnum):
     DEVICE_ONLINE = "device_online"
     DEVICE_OFFLINE = "device_offline"
     DEVICE_ACKNOWLEDGED = "device_acknowledged"
+    BOOKING_QUEUED = "booking_queued"
+    BOOKING_CANCELLED = "booking_cancelled"
     DELETED = "deleted"
 
 

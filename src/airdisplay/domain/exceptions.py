@@ -96,3 +96,41 @@ class TextNotAllowed(DomainError, ValueError):
     def __init__(self, entry: str) -> None:
         super().__init__(f"the text contains {entry!r}, which this fleet does not allow on its banners")
         self.entry = entry
+
+
+class QueueFull(DomainError):
+    """Raised when a booking finds the banner's queue full."""
+
+    def __init__(self, banner_id: str, length: int, frees_at: datetime) -> None:
+        super().__init__(
+            f"banner {banner_id!r} has {length} bookings waiting, its most; a place frees at "
+            f"{format_time(frees_at)}"
+        )
+        self.banner_id = banner_id
+        self.length = length
+        self.frees_at = frees_at
+
+
+class BookingNotFound(DomainError, LookupError):
+    """Raised when a booking is not waiting on the banner (unknown, already shown or cancelled)."""
+
+    def __init__(self, banner_id: str, booking_id: str) -> None:
+        super().__init__(f"no booking {booking_id!r} is waiting on banner {banner_id!r}")
+        self.banner_id = banner_id
+        self.booking_id = booking_id
+
+
+class CancelTokenInvalid(DomainError, PermissionError):
+    """Raised when a cancel token is not the one given for the booking."""
+
+    def __init__(self, banner_id: str, booking_id: str) -> None:
+        super().__init__(f"the cancel token is not the one of booking {booking_id!r}")
+        self.banner_id = banner_id
+        self.booking_id = booking_id
+
+
+class BookingOff(DomainError):
+    """Raised when a booking reaches a server whose operator turned booking off (`--queue-length 0`)."""
+
+    def __init__(self) -> None:
+        super().__init__("booking is turned off on this server; submit when the banner is free")

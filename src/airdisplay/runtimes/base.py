@@ -17,7 +17,7 @@ from prometheus_client.registry import Collector
 from starlette.types import ASGIApp
 
 from .. import tracing
-from ..domain import Banner, BannerChanged, SubmitOutcome
+from ..domain import Banner, BannerChanged, BookingQueue, BookOutcome, SubmitOutcome
 from ..events import EventBus, Published
 from .behaviour import Registration
 
@@ -106,6 +106,21 @@ class BannerRuntime(ABC):
 
     @abstractmethod
     async def clear_message(self, banner_id: str) -> Banner: ...
+
+    @abstractmethod
+    async def book(
+        self, banner_id: str, text: str, *, by: str, idempotency_key: str | None = None
+    ) -> BookOutcome:
+        """Show `text` now if the banner is free, else queue it for the next free slot (domain/bookings.py);
+        `by` says who booked (a key id or a keyed hash of the client address)."""
+
+    @abstractmethod
+    async def cancel_booking(self, banner_id: str, booking_id: str, token: str | None) -> Banner:
+        """Cancel a waiting booking with its cancel token, or with `token` None as an operator."""
+
+    @abstractmethod
+    async def bookings(self, banner_id: str) -> BookingQueue:
+        """The banner's waiting bookings with their texts (for an operator)."""
 
     @abstractmethod
     async def rotate_device_token(self, banner_id: str) -> str: ...

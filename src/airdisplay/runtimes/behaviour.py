@@ -15,38 +15,61 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import logging
 import os
 import random
 import secrets
+import unicodedata
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from ..domain import (
+    NO_BOOKINGS,
     Banner,
     BannerAlreadyExists,
     BannerChanged,
     BannerNotFound,
+    BannerOffline,
     BannerRules,
+    BookingOff,
+    BookingQueue,
+    BookOutcome,
     ChangeKind,
     DeviceTokenInvalid,
+    IdempotencyKeyReused,
     SubmissionLog,
     SubmitOutcome,
+    advance,
+    book,
+    cancel,
     clear_message,
     device_acknowledged,
     device_connected,
     device_disconnected,
     expire_message,
     register_banner,
+    replayed_booking,
     submit_message,
 )
+from ..logs import about
+
+log = logging.getLogger("airdisplay.banner")
 
 BANNER_KEY = "banner"
 SUBMISSIONS_KEY = "submissions"
 DEVICE_TOKEN_KEY = "device_token_sha256"
+#: The banner's bookings (domain/bookings.py): absent while it has none and no receipts to keep.
+BOOKINGS_KEY = "bookings"
 EXPIRE_REMINDER = "expire"
 #: 32 random bytes: a token nobody guesses, so a plain SHA-256 of it is a safe thing to store.
 DEVICE_TOKEN_BYTES = 32
+#: A cancel token guards one waiting booking: 16 random bytes are past guessing.
+CANCEL_TOKEN_BYTES = 16
+
+
+class BookingsWaiting(Exception):
+    """Raised by `expire_stored` for a message with bookings waiting behind it: its expiry needs a turn."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,6 +194,8 @@ class BannerBehaviour:
         self, text: str, idempotency_key: str | None = None, expected_version: int | None = None
     ) -> SubmitOutcome:
         banner = await self._load()
+        if banner.queue:
+            banner = await self._caught_up(banner)
         found, raw_log = await self._state_manager.try_get_state(SUBMISSIONS_KEY)
         log = _log_of(raw_log) if found else _NO_LOG
         decision = submit_message(
@@ -199,7 +224,10 @@ class BannerBehaviour:
     async def clear(self) -> Banner:
         """Take the message off early; the banner unchanged if it shows none."""
         banner = await self._load()
-        cleared = clear_message(banner, self._now())
+        now = self._now()
+        if banner.queue and banner.message is not None:  # the next booking starts now
+            return await self._advance(banner, now, ChangeKind.MESSAGE_CLEARED, cleared_early=True)
+        cleared = clear_message(banner, now)
         if cleared is None:
             return banner
         await self.unregister_reminder(EXPIRE_REMINDER)
@@ -209,7 +237,7 @@ class BannerBehaviour:
     async def delete(self) -> None:
         """Forget the banner, its idempotency log and its pending expiry."""
         banner = await self._load()
-        for key in (BANNER_KEY, SUBMISSIONS_KEY, DEVICE_TOKEN_KEY):
+        for key in (BANNER_KEY, SUBMISSIONS_KEY, DEVICE_TOKEN_KEY, BOOKINGS_KEY):
             if await self._state_manager.contains_state(key):
                 await self._state_manager.remove_state(key)
         await self.unregister_reminder(EXPIRE_REMINDER)
@@ -220,9 +248,74 @@ class BannerBehaviour:
         found, raw = await self._state_manager.try_get_state(BANNER_KEY)
         if not found:
             return  # deleted while the expiry was on its way
-        expired = expire_message(banner_of(raw), message_id, self._now())
+        banner = banner_of(raw)
+        if banner.queue and banner.message is not None and banner.message.id == message_id:
+            await self._advance(banner, banner.message.expires_at, ChangeKind.MESSAGE_EXPIRED)
+            return
+        expired = expire_message(banner, message_id, self._now())
         if expired is not None:
             await self._save(expired, ChangeKind.MESSAGE_EXPIRED)
+
+    async def book(self, text: str, by: str, idempotency_key: str | None = None) -> BookOutcome:
+        """Show `text` now if the banner is free (as a submit), else queue it for the next free slot."""
+        rules = self.rules
+        if rules.queue_length <= 0:
+            raise BookingOff()
+        banner = await self._load()
+        if banner.queue:
+            banner = await self._caught_up(banner)
+        now = self._now()
+        queue = await self._bookings()
+        as_stored = unicodedata.normalize("NFC", text).strip()
+        replay = replayed_booking(queue, idempotency_key, as_stored, now)
+        if replay is not None:
+            return replay
+        if idempotency_key is not None:  # shown at once the first time: the submit's log has it
+            found, raw_log = await self._state_manager.try_get_state(SUBMISSIONS_KEY)
+            earlier = (_log_of(raw_log) if found else _NO_LOG).find(idempotency_key, now)
+            if earlier is not None:
+                if earlier.text != as_stored:
+                    raise IdempotencyKeyReused(idempotency_key)
+                return BookOutcome(shown=SubmitOutcome(earlier.result, replayed=True))
+        if banner.showing(now) is None:
+            return BookOutcome(shown=await self.submit(text, idempotency_key))
+        clean = rules.clean_text(text)
+        if rules.refuse_offline and not banner.device.online:
+            raise BannerOffline(banner.id)
+        booked, queue, outcome = book(
+            banner,
+            queue,
+            clean,
+            now=now,
+            rules=rules,
+            queue_length=rules.queue_length,
+            booking_id=new_message_id(),
+            by=by,
+            cancel_token=secrets.token_urlsafe(CANCEL_TOKEN_BYTES),
+            idempotency_key=idempotency_key,
+        )
+        await self._store_bookings(queue)
+        await self._save(booked, ChangeKind.BOOKING_QUEUED)
+        return outcome
+
+    async def cancel_booking(self, booking_id: str, token: str | None) -> Banner:
+        """Take a waiting booking out of the queue: with its cancel token, or (`token` None) an operator's."""
+        banner = await self._load()
+        if banner.queue:
+            banner = await self._caught_up(banner)
+        updated, queue = cancel(
+            banner, await self._bookings(), booking_id, token=token, now=self._now(), rules=self.rules
+        )
+        await self._store_bookings(queue)
+        await self._save(updated, ChangeKind.BOOKING_CANCELLED)
+        return updated
+
+    async def bookings(self) -> BookingQueue:
+        """The banner's waiting bookings, texts and all (for an operator)."""
+        banner = await self._load()
+        if banner.queue:
+            banner = await self._caught_up(banner)
+        return await self._bookings()
 
     async def receive_reminder(
         self, name: str, state: bytes, due_time: timedelta, period: timedelta | None
@@ -235,6 +328,7 @@ class BannerBehaviour:
         stored: bytes | None, message_id: str, now: float
     ) -> tuple[bytes, BannerChanged] | None:
         """`expire` without an actor: from the stored banner JSON, its new JSON and the event, or None.
+        BookingsWaiting when bookings wait behind the message: starting the next one needs a turn.
 
         For runtimes that expire many banners at once without a turn each. JSON to model and back through
         Pydantic's own parser and serialiser: ~7 us, less than `json.loads` + `json.dumps` of the same
@@ -242,9 +336,10 @@ class BannerBehaviour:
         """
         if stored is None:
             return None  # deleted while the expiry was on its way
-        expired = expire_message(
-            Banner.model_validate_json(stored), message_id, datetime.fromtimestamp(now, UTC)
-        )
+        banner = Banner.model_validate_json(stored)
+        if banner.queue and banner.message is not None and banner.message.id == message_id:
+            raise BookingsWaiting(banner.id)
+        expired = expire_message(banner, message_id, datetime.fromtimestamp(now, UTC))
         if expired is None:
             return None
         stored_json = expired.model_dump_json().encode()
@@ -262,6 +357,52 @@ class BannerBehaviour:
 
     def _now(self) -> datetime:
         return datetime.fromtimestamp(self.now(), UTC)
+
+    async def _bookings(self) -> BookingQueue:
+        found, raw = await self._state_manager.try_get_state(BOOKINGS_KEY)
+        if not found:
+            return NO_BOOKINGS
+        if isinstance(raw, bytes):
+            return BookingQueue.model_validate_json(raw)
+        return BookingQueue.model_validate(raw)
+
+    async def _store_bookings(self, queue: BookingQueue) -> None:
+        if queue.entries or queue.receipts:
+            await self._state_manager.set_state(BOOKINGS_KEY, queue.model_dump_json().encode())
+        elif await self._state_manager.contains_state(BOOKINGS_KEY):
+            await self._state_manager.remove_state(BOOKINGS_KEY)
+
+    async def _caught_up(self, banner: Banner) -> Banner:
+        """`banner` with its queue moved on if its message's time is up and the expiry has not come yet
+        (a reminder a little late): no call may see a free banner while bookings wait."""
+        message = banner.message
+        if message is None or banner.showing(self._now()) is not None:
+            return banner
+        return await self._advance(banner, message.expires_at, ChangeKind.MESSAGE_EXPIRED)
+
+    async def _advance(
+        self, banner: Banner, ended_at: datetime, kind: ChangeKind, *, cleared_early: bool = False
+    ) -> Banner:
+        """End the message at `ended_at` and start the next booking in the same turn (one write): its
+        expiry is armed before the state is saved, as a submit's is. `kind` is the change's when no
+        booking is left to start."""
+        now = self._now()
+        moved = advance(banner, await self._bookings(), ended_at=ended_at, now=now, rules=self.rules)
+        for missed in moved.missed:
+            log.warning(
+                "banner %s: booking %s missed its slot (the service was down through it)",
+                banner.id,
+                missed.id,
+                extra=about(banner.id),
+            )
+        message = moved.banner.message
+        if message is not None:
+            await self.register_reminder(EXPIRE_REMINDER, message.id.encode(), message.expires_at - now, None)
+        elif cleared_early:
+            await self.unregister_reminder(EXPIRE_REMINDER)
+        await self._store_bookings(moved.queue)
+        await self._save(moved.banner, kind if message is None else ChangeKind.MESSAGE_SHOWN)
+        return moved.banner
 
     async def _load(self) -> Banner:
         found, raw = await self._state_manager.try_get_state(BANNER_KEY)

@@ -17,6 +17,7 @@ from prometheus_client.registry import Collector
 
 from ..actors import (
     DEFAULT_IDLE_TIMEOUT,
+    NEEDS_TURN,
     ActivationFailed,
     Actor,
     ActorContext,
@@ -29,10 +30,10 @@ from ..actors import (
     SqliteStore,
     StoreError,
 )
-from ..domain import Banner, BannerChanged, BannerRules, SubmitOutcome
+from ..domain import Banner, BannerChanged, BannerRules, BookingQueue, BookOutcome, SubmitOutcome
 from ..events import InProcessEventBus
 from .base import BannerRuntime, RuntimeNotRunning, StorageUnavailable, banner_call
-from .behaviour import BANNER_KEY, EXPIRE_REMINDER, BannerBehaviour, Registration
+from .behaviour import BANNER_KEY, EXPIRE_REMINDER, BannerBehaviour, BookingsWaiting, Registration
 
 if TYPE_CHECKING:
     from ..config import Settings
@@ -59,8 +60,12 @@ class BannerActor(BannerBehaviour, Actor):
 def _expire_in_batch(
     record: ReminderRecord, stored: Mapping[str, bytes], now: float
 ) -> ReminderEffect | None:
-    """The expiry of a banner that is not busy: what `BannerBehaviour.expire` does, without a turn."""
-    expired = BannerBehaviour.expire_stored(stored.get(BANNER_KEY), record.data.decode(), now)
+    """The expiry of a banner that is not busy: what `BannerBehaviour.expire` does, without a turn (but
+    for one with bookings waiting: starting the next arms its expiry, in a turn)."""
+    try:
+        expired = BannerBehaviour.expire_stored(stored.get(BANNER_KEY), record.data.decode(), now)
+    except BookingsWaiting:
+        return NEEDS_TURN
     if expired is None:
         return None
     value, event = expired
@@ -225,6 +230,17 @@ class EmbeddedRuntime(BannerRuntime):
 
     async def clear_message(self, banner_id: str) -> Banner:
         return await self._call(banner_id, BannerActor.clear)
+
+    async def book(
+        self, banner_id: str, text: str, *, by: str, idempotency_key: str | None = None
+    ) -> BookOutcome:
+        return await self._call(banner_id, BannerActor.book, text, by, idempotency_key)
+
+    async def cancel_booking(self, banner_id: str, booking_id: str, token: str | None) -> Banner:
+        return await self._call(banner_id, BannerActor.cancel_booking, booking_id, token)
+
+    async def bookings(self, banner_id: str) -> BookingQueue:
+        return await self._call(banner_id, BannerActor.bookings)
 
     async def list_banners(self, *, after: str | None, limit: int, search: str | None = None) -> list[Banner]:
         store = self.host.store

@@ -50,7 +50,7 @@ from ...logs import about
 from ..behaviour import BANNER_KEY, BannerBehaviour
 from ._directory import RedisDirectory, stamp_of
 from ._events import DaprEventBus
-from ._wire import banner_value, error, ok
+from ._wire import banner_value, book_value, error, ok
 
 log = logging.getLogger("airdisplay.dapr.actor")
 
@@ -121,6 +121,15 @@ class BannerActorInterface(ActorInterface):
 
     @_turn_named(BannerBehaviour.expire)
     async def call_expire(self, data: dict[str, Any]) -> dict[str, Any]: ...
+
+    @_turn_named(BannerBehaviour.book)
+    async def call_book(self, data: dict[str, Any]) -> dict[str, Any]: ...
+
+    @_turn_named(BannerBehaviour.cancel_booking)
+    async def call_cancel_booking(self, data: dict[str, Any]) -> dict[str, Any]: ...
+
+    @_turn_named(BannerBehaviour.bookings)
+    async def call_bookings(self, data: dict[str, Any]) -> dict[str, Any]: ...
 
 
 class BannerActor(BannerBehaviour, Actor, BannerActorInterface, Remindable):
@@ -334,6 +343,30 @@ class BannerActor(BannerBehaviour, Actor, BannerActorInterface, Remindable):
             return None
 
         return await self._turn(run, "expire")
+
+    async def call_book(self, data: dict[str, Any]) -> dict[str, Any]:
+        async def run() -> object:
+            outcome = await self.book(
+                str(data.get("text", "")), str(data.get("by", "")), data.get("idempotency_key")
+            )
+            return book_value(outcome)
+
+        return await self._turn(run, "book")
+
+    async def call_cancel_booking(self, data: dict[str, Any]) -> dict[str, Any]:
+        token = data.get("token")
+        return await self._turn(
+            lambda: self._as_value(
+                self.cancel_booking(str(data.get("booking_id", "")), None if token is None else str(token))
+            ),
+            "cancel_booking",
+        )
+
+    async def call_bookings(self, data: dict[str, Any]) -> dict[str, Any]:
+        async def run() -> object:
+            return (await self.bookings()).model_dump(mode="json")
+
+        return await self._turn(run, "bookings")
 
     async def receive_reminder(
         self,

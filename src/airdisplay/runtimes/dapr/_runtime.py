@@ -32,7 +32,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ...actors import RuntimeStats
 from ...config import Settings
-from ...domain import Banner, BannerRules, SubmitOutcome
+from ...domain import Banner, BannerRules, BookingQueue, BookOutcome, SubmitOutcome
 from ...events import change_from_json
 from ..base import BannerRuntime, RuntimeEndpoints, StorageUnavailable, banner_call
 from ..behaviour import BannerBehaviour, Registration
@@ -43,7 +43,7 @@ from ._preflight import SIDECAR_WAIT_SECONDS
 from ._serializer import PlainJSONSerializer
 from ._sidecar import Sidecar, SidecarActorClient, SidecarUnreachable
 from ._sweep import ExpirySweep
-from ._wire import ActorCallFailed, unwrap
+from ._wire import ActorCallFailed, book_outcome, unwrap
 
 if TYPE_CHECKING:
     from pydantic import SecretStr
@@ -237,6 +237,24 @@ class DaprRuntime(BannerRuntime):
 
     async def clear_message(self, banner_id: str) -> Banner:
         return Banner.model_validate(await self._call(banner_id, BannerBehaviour.clear))
+
+    async def book(
+        self, banner_id: str, text: str, *, by: str, idempotency_key: str | None = None
+    ) -> BookOutcome:
+        value = await self._call(
+            banner_id, BannerBehaviour.book, {"text": text, "by": by, "idempotency_key": idempotency_key}
+        )
+        return book_outcome(value)
+
+    async def cancel_booking(self, banner_id: str, booking_id: str, token: str | None) -> Banner:
+        return Banner.model_validate(
+            await self._call(
+                banner_id, BannerBehaviour.cancel_booking, {"booking_id": booking_id, "token": token}
+            )
+        )
+
+    async def bookings(self, banner_id: str) -> BookingQueue:
+        return BookingQueue.model_validate(await self._call(banner_id, BannerBehaviour.bookings))
 
     async def rotate_device_token(self, banner_id: str) -> str:
         return str(await self._call(banner_id, BannerBehaviour.rotate_device_token))

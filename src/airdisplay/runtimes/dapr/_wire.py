@@ -16,12 +16,18 @@ from ...domain import (
     BannerBusy,
     BannerNotFound,
     BannerOffline,
+    BookingNotFound,
+    BookingOff,
+    BookOutcome,
+    CancelTokenInvalid,
     DeviceTokenInvalid,
     DomainError,
     IdempotencyKeyReused,
     InvalidBannerId,
     InvalidBannerName,
     InvalidMessageText,
+    QueueFull,
+    SubmitOutcome,
     UnknownDisplayVersion,
     VersionMismatch,
     format_time,
@@ -46,6 +52,10 @@ def error(exc: DomainError) -> dict[str, Any]:
         body |= {"banner_id": exc.banner_id, "expected": exc.expected, "actual": exc.actual}
     elif isinstance(exc, IdempotencyKeyReused):
         body |= {"key": exc.key}
+    elif isinstance(exc, QueueFull):
+        body |= {"banner_id": exc.banner_id, "length": exc.length, "frees_at": format_time(exc.frees_at)}
+    elif isinstance(exc, BookingNotFound | CancelTokenInvalid):
+        body |= {"banner_id": exc.banner_id, "booking_id": exc.booking_id}
     elif isinstance(exc, UnknownDisplayVersion) or hasattr(exc, "banner_id"):
         body |= {"banner_id": exc.banner_id}
     return {"ok": False, "error": body}
@@ -84,6 +94,14 @@ def _rebuild(err: dict[str, Any]) -> Exception:
             return InvalidBannerName(detail)
         case "InvalidBannerId":
             return InvalidBannerId(detail)
+        case "QueueFull":
+            return QueueFull(banner_id, int(err["length"]), datetime.fromisoformat(err["frees_at"]))
+        case "BookingNotFound":
+            return BookingNotFound(banner_id, str(err.get("booking_id", "")))
+        case "CancelTokenInvalid":
+            return CancelTokenInvalid(banner_id, str(err.get("booking_id", "")))
+        case "BookingOff":
+            return BookingOff()
         case "UnknownDisplayVersion":
             exc = UnknownDisplayVersion(banner_id, 0, 0)
             exc.args = (detail,)
@@ -93,3 +111,32 @@ def _rebuild(err: dict[str, Any]) -> Exception:
 
 def banner_value(banner: Banner) -> dict[str, Any]:
     return banner.model_dump(mode="json")
+
+
+def book_value(outcome: BookOutcome) -> dict[str, Any]:
+    shown = outcome.shown
+    return {
+        "shown": None
+        if shown is None
+        else {"banner": banner_value(shown.banner), "replayed": shown.replayed},
+        "booking_id": outcome.booking_id,
+        "position": outcome.position,
+        "starts_at": None if outcome.starts_at is None else format_time(outcome.starts_at),
+        "cancel_token": outcome.cancel_token,
+        "replayed": outcome.replayed,
+    }
+
+
+def book_outcome(value: dict[str, Any]) -> BookOutcome:
+    shown = value.get("shown")
+    starts_at = value.get("starts_at")
+    return BookOutcome(
+        shown=None
+        if shown is None
+        else SubmitOutcome(Banner.model_validate(shown["banner"]), bool(shown["replayed"])),
+        booking_id=str(value.get("booking_id", "")),
+        position=int(value.get("position", 0)),
+        starts_at=None if starts_at is None else datetime.fromisoformat(starts_at),
+        cancel_token=value.get("cancel_token"),
+        replayed=bool(value.get("replayed")),
+    )

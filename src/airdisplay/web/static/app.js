@@ -46,6 +46,7 @@
     const card = {
       id: banner.id, name: banner.name, version: 0, createdAt: '', message: null, shownMs: 0, expiresMs: 0,
       gone: false, draft: '', sending: false, problem: '', busyUntil: 0, device: null, displayVersion: 0,
+      queue: [], mine: null, booking: false, queueFullUntil: 0,
     };
     setBanner(card, banner);
     return card;
@@ -61,7 +62,11 @@
     card.displayVersion = banner.display_version || 0;
     card.shownMs = banner.message ? parseTime(banner.message.shown_at) : 0;
     card.expiresMs = banner.message ? parseTime(banner.message.expires_at) : 0;
+    card.queue = banner.queue || [];
     if (!banner.message) card.busyUntil = 0; // it is free now, whatever the last refusal said
+    // This page's own booking: done once it is neither waiting nor showing.
+    if (card.mine && !card.queue.some((b) => b.id === card.mine.id)
+        && !(banner.message && banner.message.id === card.mine.id)) card.mine = null;
   }
 
   /** A stream frame applies when it is newer than the card, or when it tells that the banner left
@@ -405,6 +410,7 @@
         card.sending = true;
         card.problem = '';
         card.busyUntil = 0;
+        card.queueFullUntil = 0;
         const path = '/api/v1/banners/' + encodeURIComponent(card.id) + '/message';
         const body = { text: card.draft };
         const headers = { 'Idempotency-Key': newIdempotencyKey() };
@@ -433,7 +439,86 @@
         }
       },
 
-      hasNotice(card) { return this.tooLong(card) || Boolean(card.problem) || card.busyUntil > 0; },
+      // ---- booking the next slot ----------------------------------------------------------------------
+
+      queueText(card) {
+        const waiting = card.queue.length;
+        if (!waiting) return '';
+        const next = new Date(parseTime(card.queue[0].starts_at) - skewMs).toLocaleTimeString();
+        return waiting + ' waiting, next at ' + next;
+      },
+      /** A refused submit offers the next free slot instead, when the page holds no booking yet. */
+      canBook(card) {
+        return card.busyUntil > 0 && !card.mine && !card.gone && !this.tooLong(card) && card.draft.trim() !== '';
+      },
+      bookLabel(card) { return card.booking ? 'Booking…' : 'Book the next slot'; },
+      mineText(card) {
+        const mine = card.mine;
+        if (!mine) return '';
+        if (card.message && card.message.id === mine.id) return 'Your message is showing now.';
+        const index = card.queue.findIndex((b) => b.id === mine.id);
+        if (index < 0) return '';
+        const at = new Date(parseTime(card.queue[index].starts_at) - skewMs).toLocaleTimeString();
+        return 'Your message is number ' + (index + 1) + ' in line: it shows at ' + at + '.';
+      },
+      canCancelMine(card) {
+        return Boolean(card.mine) && card.queue.some((b) => b.id === card.mine.id);
+      },
+
+      async book(card) {
+        if (!this.canBook(card) || card.booking) return;
+        card.booking = true;
+        card.problem = '';
+        const path = '/api/v1/banners/' + encodeURIComponent(card.id) + '/bookings';
+        const body = { text: card.draft };
+        const headers = { 'Idempotency-Key': newIdempotencyKey() };
+        let response;
+        try {
+          response = await this.request('POST', path, body, headers);
+        } catch (err) {
+          card.booking = false;
+          card.problem = 'Network error: the slot was not booked.';
+          return;
+        }
+        card.booking = false;
+        if (response.status === 202 && response.data) {
+          card.draft = '';
+          card.busyUntil = 0;
+          card.mine = { id: response.data.booking_id, token: response.data.cancel_token };
+        } else if (response.status === 201) {
+          card.draft = '';
+          card.busyUntil = 0;
+          if (response.data && advances(card, response.data)) this.showBanner(card, response.data);
+        } else if (response.status === 409 && response.data && response.data.frees_at) {
+          card.busyUntil = 0;
+          card.queueFullUntil = parseTime(response.data.frees_at) || (this.now + retryAfterMs(response));
+        } else if (response.status === 401 || response.status === 403) {
+          card.problem = response.data && response.data.type && response.data.type.endsWith('/booking-off')
+            ? 'This server takes no bookings: send again when the banner is free.'
+            : this.askForKey(response, 'to book');
+        } else {
+          card.problem = problemText(response);
+        }
+      },
+
+      async cancelMine(card) {
+        const mine = card.mine;
+        if (!mine) return;
+        const path = '/api/v1/banners/' + encodeURIComponent(card.id) + '/bookings/' + encodeURIComponent(mine.id);
+        let response;
+        try {
+          response = await this.request('DELETE', path, undefined, { 'Cancel-Token': mine.token || '' });
+        } catch (err) {
+          card.problem = 'Network error: the booking was not cancelled.';
+          return;
+        }
+        if (response.status === 204 || response.status === 404) card.mine = null;
+        else card.problem = problemText(response);
+      },
+
+      hasNotice(card) {
+        return this.tooLong(card) || Boolean(card.problem) || card.busyUntil > 0 || card.queueFullUntil > this.now;
+      },
       noticeText(card) {
         if (this.tooLong(card)) {
           const over = this.draftLength(card) - this.textLimit;
@@ -445,9 +530,16 @@
           const at = new Date(card.busyUntil - skewMs).toLocaleTimeString();
           return 'Banner busy — free in ' + seconds + ' s (at ' + at + ')';
         }
+        if (card.queueFullUntil > this.now) {
+          const seconds = Math.max(0, Math.ceil((card.queueFullUntil - this.now) / 1000));
+          return 'The line for this banner is full — a place frees in ' + seconds + ' s';
+        }
         return card.problem;
       },
-      noticeClass(card) { return card.busyUntil > 0 && !this.tooLong(card) ? 'notice-busy' : 'notice-error'; },
+      noticeClass(card) {
+        const waiting = card.busyUntil > 0 || card.queueFullUntil > this.now;
+        return waiting && !this.tooLong(card) ? 'notice-busy' : 'notice-error';
+      },
 
       // ---- operator tools ----------------------------------------------------------------------------
 
