@@ -36,7 +36,10 @@ def test_batched_expiry_stores_and_publishes_what_the_expiry_turn_would():
     later = NOW + timedelta(seconds=60, microseconds=7)
     result = BannerBehaviour.expire_stored(stored, "m1", later.timestamp())
     assert result is not None
-    value, event = result
+    value, event, (record_id, at, patch) = result
+    # The history entry's patch: ended as expired, at the message's own end.
+    assert (record_id, at) == ("m1", NOW.timestamp())
+    assert json.loads(patch) == {"ended": "expired", "ended_at": "2025-06-15T12:01:00.123456Z"}
     by_turn = expire_message(banner, "m1", later)
     assert by_turn is not None
     assert json.loads(value) == by_turn.model_dump(mode="json")  # what the state manager would store

@@ -292,5 +292,14 @@ async def test_a_restart_shows_overdue_bookings_in_order_and_skips_those_whose_s
             ChangeKind.MESSAGE_EXPIRED,
         ]
         assert await showing() is None
+        # The history says so: the first booking missed its slot, the others showed, each in its own.
+        page = await runtime.history("b1", before=None, limit=10)
+        entries = {e.message_id: e for e in page.items}
+        missed = entries[booked[0].booking_id]
+        assert missed.ended == "missed" and missed.shown_at is None and missed.slot_start == start + slot
+        assert [(entries[b.booking_id].shown_at, entries[b.booking_id].ended) for b in booked[1:]] == [
+            (start + 2 * slot, "expired"),
+            (start + 3 * slot, "expired"),
+        ]
     finally:
         await runtime.stop()

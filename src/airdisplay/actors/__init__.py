@@ -5,7 +5,7 @@ from ._batching import NEEDS_TURN, BatchHandler, ReminderBatching, ReminderEffec
 from ._bulk import StateImport
 from ._host import DEFAULT_IDLE_TIMEOUT, ActorHost
 from ._lock import StoreLock
-from ._records import ReminderRecord
+from ._records import Record, RecordPrune, ReminderRecord
 from ._state import ActorStateManager
 from ._state import encode as encode_state
 from ._stats import RuntimeStats
@@ -34,6 +34,8 @@ __all__ = [
     "ReminderEffect",
     "NEEDS_TURN",
     "ReminderRecord",
+    "Record",
+    "RecordPrune",
     "RuntimeClosed",
     "RuntimeStats",
     "SqliteStore",

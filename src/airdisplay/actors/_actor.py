@@ -6,7 +6,7 @@ import enum
 from datetime import timedelta
 from typing import Any
 
-from ._records import ReminderRecord, TurnWrite
+from ._records import Record, ReminderRecord, TurnWrite
 from ._state import ActorStateManager
 
 
@@ -30,6 +30,7 @@ class ActorContext:
         "_reminders_set",
         "_reminders_removed",
         "_events",
+        "_records",
     )
 
     def __init__(self, actor_type: str, actor_id: str, state: ActorStateManager, clock: Any) -> None:
@@ -43,6 +44,7 @@ class ActorContext:
         self._reminders_set: dict[str, ReminderRecord] | None = None
         self._reminders_removed: set[str] | None = None
         self._events: list[object] | None = None
+        self._records: list[Record] | None = None
 
     def set_reminder(self, name: str, data: bytes, due_time: timedelta, period: timedelta | None) -> None:
         due_at = self.clock() + due_time.total_seconds()
@@ -69,9 +71,16 @@ class ActorContext:
             self._events = []
         self._events.append(event)
 
+    def put_record(self, record: Record) -> None:
+        if self._records is None:
+            self._records = []
+        self._records.append(record)
+
     def build_write(self) -> TurnWrite:
         turn = TurnWrite(self.actor_type, self.actor_id)
         self.state.collect(turn)
+        if self._records:
+            turn.records.extend(self._records)
         if self._reminders_set:
             turn.reminders_set.extend(self._reminders_set.values())
         if self._reminders_removed:
@@ -91,6 +100,7 @@ class ActorContext:
             self._events = None
         self._reminders_set = None
         self._reminders_removed = None
+        self._records = None
 
 
 class Actor:
@@ -148,3 +158,7 @@ class Actor:
     def publish(self, event: object) -> None:
         """Hand `event` to the host's event sink once this turn's write is durable, in turn order."""
         self._ctx.emit(event)
+
+    def put_record(self, record: Record) -> None:
+        """Write `record` (see `Record`) with this turn's changes, in the same transaction."""
+        self._ctx.put_record(record)

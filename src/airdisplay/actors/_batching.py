@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from .. import tracing
 from ._activation import Activation, Activations
 from ._actor import ActivationStatus
-from ._records import ReminderBatchWrite, ReminderRecord
+from ._records import Record, ReminderBatchWrite, ReminderRecord
 from ._scheduler import ReminderScheduler
 from ._store import SqliteStore
 from ._traces import ReminderTraces, fired_span
@@ -45,6 +45,8 @@ class ReminderEffect:
     state_set: tuple[tuple[str, bytes], ...] = ()
     state_removed: tuple[str, ...] = ()
     events: tuple[object, ...] = ()
+    #: Records to write with the state (see `Record`).
+    records: tuple[Record, ...] = ()
     #: The reminder needs a turn of the actor's own (see the module's docstring).
     needs_turn: bool = False
 
@@ -164,6 +166,7 @@ class ReminderBatches:
                 who = (record.actor_type, record.actor_id)
                 write.state_set.extend((*who, key, value) for key, value in effect.state_set)
                 write.state_removed.extend((*who, key) for key in effect.state_removed)
+                write.records.extend((*who, record) for record in effect.records)
             handled.append(claim)
         if not handled:
             return failed, turns

@@ -25,6 +25,22 @@ class ReminderRecord:
         return (self.due_at, self.actor_type, self.actor_id, self.name)
 
 
+@dataclass(frozen=True, slots=True)
+class Record:
+    """An entry of an actor's record (its history): written with the turn that makes it, kept after
+    the actor's state changes, read by time (`SqliteStore.records_of`, `records_between`).
+
+    `value` is JSON. With `patch` it is an RFC 7396 merge patch of the stored record of that id and time
+    instead (SQLite's json_patch), for a record that grows (a message shown, then ended); a patch of a
+    record that is not there changes nothing.
+    """
+
+    record_id: str
+    at: float
+    value: bytes
+    patch: bool = False
+
+
 @dataclass(slots=True)
 class TurnWrite:
     """Everything one turn changes, written in one transaction (atomic per turn, grouped per commit)."""
@@ -40,10 +56,17 @@ class TurnWrite:
     fired: ReminderRecord | None = None
     #: For a periodic `fired` reminder: its next due time.
     fired_next_due: float | None = None
+    #: Records the turn writes (see `Record`): kept apart from the actor's state, queried by time.
+    records: list[Record] = field(default_factory=list)
 
     def __bool__(self) -> bool:
         return bool(
-            self.state_set or self.state_removed or self.reminders_set or self.reminders_removed or self.fired
+            self.state_set
+            or self.state_removed
+            or self.reminders_set
+            or self.reminders_removed
+            or self.fired
+            or self.records
         )
 
 
@@ -60,6 +83,18 @@ class ReminderBatchWrite:
     state_set: list[tuple[str, str, str, bytes]] = field(default_factory=list)
     #: (actor type, actor id, key)
     state_removed: list[tuple[str, str, str]] = field(default_factory=list)
+    #: (actor type, actor id, record)
+    records: list[tuple[str, str, Record]] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.fired)
+
+
+@dataclass(frozen=True, slots=True)
+class RecordPrune:
+    """Delete up to `limit` of the oldest records of an actor type made before `before` (Unix seconds),
+    in the writer's order with turns; its result says whether it deleted `limit` (more may be left)."""
+
+    actor_type: str
+    before: float
+    limit: int

@@ -43,7 +43,7 @@ from pathlib import Path
 from typing import Any, Literal, NamedTuple
 
 from ._bulk import StateImport
-from ._records import ReminderBatchWrite, ReminderRecord, TurnWrite
+from ._records import RecordPrune, ReminderBatchWrite, ReminderRecord, TurnWrite
 from ._stats import RuntimeStats
 from ._transactions import T, Write, actors_changed, apply_batch, transaction, write_fault
 from .exceptions import StoreError, StoreReadOnly
@@ -52,7 +52,8 @@ log = logging.getLogger("airdisplay.store")
 
 #: Marks the file as ours (PRAGMA application_id), so a foreign SQLite file is refused at start-up.
 APPLICATION_ID = 0x41495244  # "AIRD"
-SCHEMA_VERSION = 1
+#: 2: actor records (`Record`).
+SCHEMA_VERSION = 2
 #: Turns per transaction. With synchronous=FULL SQLite takes ~2,900 upserts/s one per transaction, ~133k/s
 #: at 1,000 per transaction and ~141k/s at 10,000 here (bench/sqlite_batch.py,
 #: docs/benchmarks/results/sqlite_batch.md): larger batches gain little and add latency to their first turn.
@@ -80,6 +81,15 @@ CREATE TABLE IF NOT EXISTS reminders (
     PRIMARY KEY (actor_type, actor_id, name)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS reminders_by_due ON reminders (due_at, actor_type, actor_id, name);
+CREATE TABLE IF NOT EXISTS actor_records (
+    actor_type TEXT NOT NULL,
+    actor_id   TEXT NOT NULL,
+    at         REAL NOT NULL,
+    record_id  TEXT NOT NULL,
+    value      BLOB NOT NULL,
+    PRIMARY KEY (actor_type, actor_id, at, record_id)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS records_by_time ON actor_records (actor_type, at, actor_id, record_id);
 """
 
 #: How often the WAL is copied into the database: often enough to keep the WAL small (a second of
@@ -448,6 +458,45 @@ class SqliteStore:
         future: asyncio.Future[bool] = self._loop.create_future()
         self._queue.put(_QueuedWrite(turn, future))
         return future
+
+    def prune_records(self, prune: RecordPrune) -> asyncio.Future[bool]:
+        """Queue a prune of old records with the turns' writes; True once done if more may be left."""
+        if self._thread is None or self._loop is None:
+            raise StoreError("the store is not open")
+        future: asyncio.Future[bool] = self._loop.create_future()
+        self._queue.put(_QueuedWrite(prune, future))
+        return future
+
+    def records_of(
+        self, actor_type: str, actor_id: str, before: tuple[float, str] | None, limit: int
+    ) -> list[tuple[float, str, bytes]]:
+        """(time, id, value) of an actor's records, newest first, strictly before cursor `before`."""
+        at, record_id = before if before is not None else (float("inf"), "")
+        rows = self._r.execute(
+            "SELECT at, record_id, value FROM actor_records WHERE actor_type=? AND actor_id=? "
+            "AND (at < ? OR (at = ? AND record_id < ?)) ORDER BY at DESC, record_id DESC LIMIT ?",
+            (actor_type, actor_id, at, at, record_id, limit),
+        ).fetchall()
+        return [(at, record_id, bytes(value)) for at, record_id, value in rows]
+
+    def records_between(
+        self,
+        actor_type: str,
+        since: float,
+        until: float,
+        after: tuple[float, str, str] | None,
+        limit: int,
+    ) -> list[tuple[str, float, str, bytes]]:
+        """(actor id, time, id, value) of records of a type made in [since, until), oldest first, strictly
+        after cursor `after` (time, actor id, record id)."""
+        at, actor_id, record_id = after if after is not None else (since, "", "")
+        rows = self._r.execute(
+            "SELECT actor_id, at, record_id, value FROM actor_records WHERE actor_type=? "
+            "AND at >= ? AND at < ? AND (at, actor_id, record_id) > (?, ?, ?) "
+            "ORDER BY at, actor_id, record_id LIMIT ?",
+            (actor_type, since, until, at, actor_id, record_id, limit),
+        ).fetchall()
+        return [(actor_id, at, record_id, bytes(value)) for actor_id, at, record_id, value in rows]
 
     def write_batch(self, batch: ReminderBatchWrite) -> asyncio.Future[bool]:
         """Queue a reminder batch; the future resolves once all of it is durable, or fails for all of it."""

@@ -7,10 +7,10 @@ import sqlite3
 from collections.abc import Callable
 from typing import TypeVar
 
-from ._records import ReminderBatchWrite, TurnWrite
+from ._records import Record, RecordPrune, ReminderBatchWrite, TurnWrite
 
 T = TypeVar("T")
-Write = TurnWrite | ReminderBatchWrite
+Write = TurnWrite | ReminderBatchWrite | RecordPrune
 
 #: Errors after which writes cannot succeed until something outside the process changes (primary result
 #: codes; a full tmpfs reports a WAL index it cannot grow as SQLITE_IOERR_SHMSIZE).
@@ -58,6 +58,7 @@ def apply_batch(conn: sqlite3.Connection, writes: list[Write]) -> list[bool]:
     """
     turns = [w for w in writes if isinstance(w, TurnWrite)]
     batches = [w for w in writes if isinstance(w, ReminderBatchWrite)]
+    pruned = {id(w): prune_records(conn, w) for w in writes if isinstance(w, RecordPrune)}
     matched = {id(t): apply_fired(conn, t) for t in turns if t.fired is not None}
     fired = [(r.actor_type, r.actor_id, r.name, r.due_at) for b in batches for r in b.fired]
     if fired:
@@ -87,7 +88,40 @@ def apply_batch(conn: sqlite3.Connection, writes: list[Write]) -> list[bool]:
             "INSERT OR REPLACE INTO actor_state (actor_type, actor_id, key, value) VALUES (?, ?, ?, ?)",
             values,
         )
-    return [matched.get(id(w), True) for w in writes]
+    records = [(t.actor_type, t.actor_id, r) for t in turns for r in t.records]
+    records += [row for b in batches for row in b.records]
+    if records:
+        apply_records(conn, records)
+    return [pruned.get(id(w), matched.get(id(w), True)) for w in writes]
+
+
+def prune_records(conn: sqlite3.Connection, prune: RecordPrune) -> bool:
+    """Delete the oldest records of a prune (by the time index); True if it deleted its whole limit."""
+    cur = conn.execute(
+        "DELETE FROM actor_records WHERE (actor_type, at, actor_id, record_id) IN ("
+        "SELECT actor_type, at, actor_id, record_id FROM actor_records WHERE actor_type=? AND at<? "
+        "ORDER BY at LIMIT ?)",
+        (prune.actor_type, prune.before, prune.limit),
+    )
+    return cur.rowcount >= prune.limit
+
+
+def apply_records(conn: sqlite3.Connection, records: list[tuple[str, str, Record]]) -> None:
+    """Write records in order (a patch after the record it patches, in one batch too)."""
+    for actor_type, actor_id, record in records:
+        key = (actor_type, actor_id, record.at, record.record_id)
+        if record.patch:
+            conn.execute(
+                "UPDATE actor_records SET value=CAST(json_patch(CAST(value AS TEXT), ?) AS BLOB) "
+                "WHERE actor_type=? AND actor_id=? AND at=? AND record_id=?",
+                (record.value.decode(), *key),
+            )
+        else:
+            conn.execute(
+                "INSERT OR REPLACE INTO actor_records (actor_type, actor_id, at, record_id, value) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (*key, record.value),
+            )
 
 
 def apply_fired(conn: sqlite3.Connection, turn: TurnWrite) -> bool:

@@ -133,14 +133,16 @@ async def submit_flow(
     *,
     idempotency_key: str | None,
     if_match: str | None,
+    by: str | None = None,
 ) -> SubmitOutcome:
-    """Show `text` on the banner unless one is showing; an exception names the problem if not."""
+    """Show `text` on the banner unless one is showing; an exception names the problem if not. `by` is
+    who sends it (`AccessControl.who`), for the banner's history."""
     valid_idempotency_key(idempotency_key)
     version = expected_version(if_match)
     access.check_text(text)
     try:
         outcome = await runtime.submit_message(
-            banner_id, text, idempotency_key=idempotency_key, expected_version=version
+            banner_id, text, idempotency_key=idempotency_key, expected_version=version, by=by
         )
     except BannerBusy:
         access.metrics.busy.inc()
@@ -239,7 +241,8 @@ class SubmitFastPath:
     ) -> SubmitOutcome:
         state = self.api.state
         access: AccessControl = state.access
-        access.admit_submit(request, _text(headers.get(b"authorization")))
+        authorization = _text(headers.get(b"authorization"))
+        access.admit_submit(request, authorization)
         submit = read_submit(await _read_body(receive, self.max_body_bytes))
         return await submit_flow(
             access,
@@ -248,6 +251,7 @@ class SubmitFastPath:
             submit.text,
             idempotency_key=_text(headers.get(b"idempotency-key")),
             if_match=_text(headers.get(b"if-match")),
+            by=access.who(request, authorization),
         )
 
     async def _problem(self, request: Request, exc: Exception) -> Response:

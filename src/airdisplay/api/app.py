@@ -28,7 +28,7 @@ from ._observe import HttpObserver
 from ._openapi import install_openapi
 from ._submit import SubmitFastPath
 from .problems import install_problem_handlers
-from .routes import banners, bookings, devices, events, health, legacy, stream, ui
+from .routes import banners, bookings, devices, events, health, history, legacy, stream, ui
 from .routes import metrics as metrics_route
 from .routes.devices import DeviceChannel
 
@@ -157,6 +157,7 @@ def create_app(settings: Settings, runtime: BannerRuntime | None = None) -> Fast
     install_openapi(app)
     app.include_router(banners.router)
     app.include_router(bookings.router)
+    app.include_router(history.router)
     app.include_router(stream.router)
     app.include_router(events.router)
     app.include_router(health.router)

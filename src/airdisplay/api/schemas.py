@@ -7,7 +7,7 @@ from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from ..domain import BANNER_ID_PATTERN, MAX_NAME_LENGTH, Banner
+from ..domain import BANNER_ID_PATTERN, MAX_NAME_LENGTH, Banner, HistoryEntry
 
 _BANNER_ID = re.compile(BANNER_ID_PATTERN)
 
@@ -122,3 +122,20 @@ class BookingsList(BaseModel):
     banner_id: str
     items: list[BookingSlot]
     queue_length: int = Field(description="The most bookings a banner here holds (0: booking is off)")
+
+
+class BannerHistory(BaseModel):
+    """What a banner showed, newest first; pass `next` as `before` for the page after."""
+
+    banner_id: str
+    items: list[HistoryEntry]
+    next: str | None
+
+
+class FleetHistory(BaseModel):
+    """What the fleet showed in [since, until), oldest first; pass `next` as `after` for the page after."""
+
+    since: datetime
+    until: datetime
+    items: list[HistoryEntry]
+    next: str | None

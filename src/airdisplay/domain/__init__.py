@@ -59,9 +59,25 @@ from .exceptions import (
     UnknownDisplayVersion,
     VersionMismatch,
 )
+from .history import (
+    Ended,
+    HistoryEntry,
+    HistoryPage,
+    banner_cursor,
+    fleet_cursor,
+    read_banner_cursor,
+    read_fleet_cursor,
+)
 from .times import format_time
 
 __all__ = [
+    "Ended",
+    "HistoryEntry",
+    "HistoryPage",
+    "banner_cursor",
+    "fleet_cursor",
+    "read_banner_cursor",
+    "read_fleet_cursor",
     "DEFAULT_QUEUE_LENGTH",
     "NO_BOOKINGS",
     "Advanced",

@@ -102,8 +102,8 @@ class Advanced:
     queue: BookingQueue
     #: The booking now showing, if one is.
     started: Booking | None
-    #: Bookings whose whole slot passed before they could show, in order.
-    missed: tuple[Booking, ...]
+    #: Bookings whose whole slot passed before they could show, in order, with the slot's start.
+    missed: tuple[tuple[Booking, datetime], ...]
 
 
 def cancel_hash(token: str) -> str:
@@ -188,12 +188,12 @@ def advance(
     Display and banner versions go up by one either way."""
     slot = timedelta(seconds=rules.display_seconds)
     entries = list(queue.entries)
-    missed: list[Booking] = []
+    missed: list[tuple[Booking, datetime]] = []
     start = ended_at
     while entries:
         booking = entries.pop(0)
         if start + slot <= now:
-            missed.append(booking)
+            missed.append((booking, start))
             start += slot
             continue
         message = Message(id=booking.id, text=booking.text, shown_at=start, expires_at=start + slot)

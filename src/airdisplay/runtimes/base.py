@@ -10,6 +10,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import TypeVar
 
 from opentelemetry.trace import SpanKind
@@ -17,7 +18,7 @@ from prometheus_client.registry import Collector
 from starlette.types import ASGIApp
 
 from .. import tracing
-from ..domain import Banner, BannerChanged, BookingQueue, BookOutcome, SubmitOutcome
+from ..domain import Banner, BannerChanged, BookingQueue, BookOutcome, HistoryPage, SubmitOutcome
 from ..events import EventBus, Published
 from .behaviour import Registration
 
@@ -102,7 +103,9 @@ class BannerRuntime(ABC):
         *,
         idempotency_key: str | None = None,
         expected_version: int | None = None,
-    ) -> SubmitOutcome: ...
+        by: str | None = None,
+    ) -> SubmitOutcome:
+        """Show `text` unless a message shows; `by` says who sent it (for the banner's history)."""
 
     @abstractmethod
     async def clear_message(self, banner_id: str) -> Banner: ...
@@ -121,6 +124,17 @@ class BannerRuntime(ABC):
     @abstractmethod
     async def bookings(self, banner_id: str) -> BookingQueue:
         """The banner's waiting bookings with their texts (for an operator)."""
+
+    @abstractmethod
+    async def history(self, banner_id: str, *, before: str | None, limit: int) -> HistoryPage:
+        """What the banner showed, newest first, from cursor `before` (ValueError for a bad cursor)."""
+
+    @abstractmethod
+    async def fleet_history(
+        self, *, since: datetime, until: datetime, after: str | None, limit: int
+    ) -> HistoryPage:
+        """What every banner showed from `since` until `until` (by when it showed), oldest first, from
+        cursor `after` (ValueError for a bad cursor)."""
 
     @abstractmethod
     async def rotate_device_token(self, banner_id: str) -> str: ...

@@ -38,6 +38,7 @@ from ..domain import (
     ChangeKind,
     DeviceTokenInvalid,
     IdempotencyKeyReused,
+    Message,
     SubmissionLog,
     SubmitOutcome,
     advance,
@@ -52,6 +53,7 @@ from ..domain import (
     replayed_booking,
     submit_message,
 )
+from ..domain.history import Ended, acked_patch, ended_patch, missed_entry, shown_entry
 from ..logs import about
 
 log = logging.getLogger("airdisplay.banner")
@@ -138,6 +140,8 @@ class BannerBehaviour:
             self, name: str, state: bytes, due_time: timedelta, period: timedelta | None = None
         ) -> None: ...
         async def unregister_reminder(self, name: str) -> None: ...
+        def _history(self, record_id: str, at: float, value: bytes, patch: bool) -> None:
+            """Write a history record (domain/history.py) with this turn's changes."""
 
     # -- turns -------------------------------------------------------------------------------------
 
@@ -181,9 +185,15 @@ class BannerBehaviour:
 
     async def device_ack(self, display_version: int) -> Banner:
         banner = await self._load()
-        acknowledged = device_acknowledged(banner, display_version, self._now())
+        now = self._now()
+        acknowledged = device_acknowledged(banner, display_version, now)
         if acknowledged is None:
             return banner
+        message = banner.message
+        if message is not None and display_version == banner.display_version:
+            before = banner.device.displayed_version
+            if before is None or before < display_version:  # the device shows it from now
+                self._history(message.id, message.shown_at.timestamp(), acked_patch(now), True)
         await self._save(acknowledged, ChangeKind.DEVICE_ACKNOWLEDGED)
         return acknowledged
 
@@ -191,7 +201,11 @@ class BannerBehaviour:
         return await self._load()
 
     async def submit(
-        self, text: str, idempotency_key: str | None = None, expected_version: int | None = None
+        self,
+        text: str,
+        idempotency_key: str | None = None,
+        expected_version: int | None = None,
+        by: str | None = None,
     ) -> SubmitOutcome:
         banner = await self._load()
         if banner.queue:
@@ -218,6 +232,9 @@ class BannerBehaviour:
         )
         if decision.log is not log:
             await self._state_manager.set_state(SUBMISSIONS_KEY, decision.log.model_dump_json().encode())
+        self._history(
+            message.id, message.shown_at.timestamp(), shown_entry(message, by, shown.updated_at), False
+        )
         stored = await self._save(shown, ChangeKind.MESSAGE_SHOWN)
         return SubmitOutcome(shown, replayed=False, banner_json=stored)
 
@@ -228,8 +245,9 @@ class BannerBehaviour:
         if banner.queue and banner.message is not None:  # the next booking starts now
             return await self._advance(banner, now, ChangeKind.MESSAGE_CLEARED, cleared_early=True)
         cleared = clear_message(banner, now)
-        if cleared is None:
+        if cleared is None or banner.message is None:
             return banner
+        self._ended(banner.message, Ended.CLEARED, now)
         await self.unregister_reminder(EXPIRE_REMINDER)
         await self._save(cleared, ChangeKind.MESSAGE_CLEARED)
         return cleared
@@ -237,6 +255,8 @@ class BannerBehaviour:
     async def delete(self) -> None:
         """Forget the banner, its idempotency log and its pending expiry."""
         banner = await self._load()
+        if banner.message is not None:
+            self._ended(banner.message, Ended.DELETED, min(self._now(), banner.message.expires_at))
         for key in (BANNER_KEY, SUBMISSIONS_KEY, DEVICE_TOKEN_KEY, BOOKINGS_KEY):
             if await self._state_manager.contains_state(key):
                 await self._state_manager.remove_state(key)
@@ -253,7 +273,8 @@ class BannerBehaviour:
             await self._advance(banner, banner.message.expires_at, ChangeKind.MESSAGE_EXPIRED)
             return
         expired = expire_message(banner, message_id, self._now())
-        if expired is not None:
+        if expired is not None and banner.message is not None:
+            self._ended(banner.message, Ended.EXPIRED, banner.message.expires_at)
             await self._save(expired, ChangeKind.MESSAGE_EXPIRED)
 
     async def book(self, text: str, by: str, idempotency_key: str | None = None) -> BookOutcome:
@@ -278,7 +299,7 @@ class BannerBehaviour:
                     raise IdempotencyKeyReused(idempotency_key)
                 return BookOutcome(shown=SubmitOutcome(earlier.result, replayed=True))
         if banner.showing(now) is None:
-            return BookOutcome(shown=await self.submit(text, idempotency_key))
+            return BookOutcome(shown=await self.submit(text, idempotency_key, by=by))
         clean = rules.clean_text(text)
         if rules.refuse_offline and not banner.device.online:
             raise BannerOffline(banner.id)
@@ -326,8 +347,9 @@ class BannerBehaviour:
     @staticmethod
     def expire_stored(
         stored: bytes | None, message_id: str, now: float
-    ) -> tuple[bytes, BannerChanged] | None:
-        """`expire` without an actor: from the stored banner JSON, its new JSON and the event, or None.
+    ) -> tuple[bytes, BannerChanged, tuple[str, float, bytes]] | None:
+        """`expire` without an actor: from the stored banner JSON, its new JSON, the event and the history
+        record's patch (id, time, patch), or None.
         BookingsWaiting when bookings wait behind the message: starting the next one needs a turn.
 
         For runtimes that expire many banners at once without a turn each. JSON to model and back through
@@ -340,13 +362,15 @@ class BannerBehaviour:
         if banner.queue and banner.message is not None and banner.message.id == message_id:
             raise BookingsWaiting(banner.id)
         expired = expire_message(banner, message_id, datetime.fromtimestamp(now, UTC))
-        if expired is None:
+        if expired is None or banner.message is None:
             return None
         stored_json = expired.model_dump_json().encode()
         event = BannerChanged(
             ChangeKind.MESSAGE_EXPIRED, expired.id, expired.version, expired, expired.updated_at, stored_json
         )
-        return stored_json, event
+        message = banner.message
+        ended = (message.id, message.shown_at.timestamp(), ended_patch(Ended.EXPIRED, message.expires_at))
+        return stored_json, event, ended
 
     # -- internals ---------------------------------------------------------------------------------
 
@@ -357,6 +381,9 @@ class BannerBehaviour:
 
     def _now(self) -> datetime:
         return datetime.fromtimestamp(self.now(), UTC)
+
+    def _ended(self, message: Message, how: Ended, at: datetime) -> None:
+        self._history(message.id, message.shown_at.timestamp(), ended_patch(how, at), True)
 
     async def _bookings(self) -> BookingQueue:
         found, raw = await self._state_manager.try_get_state(BOOKINGS_KEY)
@@ -388,16 +415,29 @@ class BannerBehaviour:
         booking is left to start."""
         now = self._now()
         moved = advance(banner, await self._bookings(), ended_at=ended_at, now=now, rules=self.rules)
-        for missed in moved.missed:
+        if banner.message is not None:
+            self._ended(banner.message, Ended.CLEARED if cleared_early else Ended.EXPIRED, ended_at)
+        slot = timedelta(seconds=self.rules.display_seconds)
+        for missed, start in moved.missed:
             log.warning(
                 "banner %s: booking %s missed its slot (the service was down through it)",
                 banner.id,
                 missed.id,
                 extra=about(banner.id),
             )
+            entry = missed_entry(missed.id, missed.text, missed.by, missed.booked_at, start, start + slot)
+            self._history(missed.id, start.timestamp(), entry, False)
         message = moved.banner.message
         if message is not None:
             await self.register_reminder(EXPIRE_REMINDER, message.id.encode(), message.expires_at - now, None)
+            assert moved.started is not None
+            started = moved.started
+            self._history(
+                message.id,
+                message.shown_at.timestamp(),
+                shown_entry(message, started.by, started.booked_at),
+                False,
+            )
         elif cleared_early:
             await self.unregister_reminder(EXPIRE_REMINDER)
         await self._store_bookings(moved.queue)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Concatenate, ParamSpec, TypeVar
 
@@ -23,6 +24,7 @@ from ..actors import (
     ActorContext,
     ActorHost,
     Durability,
+    Record,
     ReminderBatching,
     ReminderEffect,
     ReminderRecord,
@@ -30,7 +32,20 @@ from ..actors import (
     SqliteStore,
     StoreError,
 )
-from ..domain import Banner, BannerChanged, BannerRules, BookingQueue, BookOutcome, SubmitOutcome
+from ..domain import (
+    Banner,
+    BannerChanged,
+    BannerRules,
+    BookingQueue,
+    BookOutcome,
+    HistoryEntry,
+    HistoryPage,
+    SubmitOutcome,
+    banner_cursor,
+    fleet_cursor,
+    read_banner_cursor,
+    read_fleet_cursor,
+)
 from ..events import InProcessEventBus
 from .base import BannerRuntime, RuntimeNotRunning, StorageUnavailable, banner_call
 from .behaviour import BANNER_KEY, EXPIRE_REMINDER, BannerBehaviour, BookingsWaiting, Registration
@@ -56,6 +71,9 @@ class BannerActor(BannerBehaviour, Actor):
         super().__init__(ctx)
         self.rules = rules
 
+    def _history(self, record_id: str, at: float, value: bytes, patch: bool) -> None:
+        self.put_record(Record(record_id, at, value, patch))
+
 
 def _expire_in_batch(
     record: ReminderRecord, stored: Mapping[str, bytes], now: float
@@ -68,8 +86,14 @@ def _expire_in_batch(
         return NEEDS_TURN
     if expired is None:
         return None
-    value, event = expired
-    return ReminderEffect(state_set=((BANNER_KEY, value),), events=(event,))
+    value, event, (record_id, at, patch) = expired
+    return ReminderEffect(
+        state_set=((BANNER_KEY, value),), events=(event,), records=(Record(record_id, at, patch, patch=True),)
+    )
+
+
+def _entry(banner_id: str, value: bytes) -> HistoryEntry:
+    return HistoryEntry.model_validate_json(value).model_copy(update={"banner_id": banner_id})
 
 
 #: Expiries of banners that are not busy go in batches: one read and one transaction per batch instead of
@@ -219,6 +243,7 @@ class EmbeddedRuntime(BannerRuntime):
         *,
         idempotency_key: str | None = None,
         expected_version: int | None = None,
+        by: str | None = None,
     ) -> SubmitOutcome:
         return await self._call(
             banner_id,
@@ -226,6 +251,7 @@ class EmbeddedRuntime(BannerRuntime):
             text,
             idempotency_key=idempotency_key,
             expected_version=expected_version,
+            by=by,
         )
 
     async def clear_message(self, banner_id: str) -> Banner:
@@ -241,6 +267,30 @@ class EmbeddedRuntime(BannerRuntime):
 
     async def bookings(self, banner_id: str) -> BookingQueue:
         return await self._call(banner_id, BannerActor.bookings)
+
+    async def history(self, banner_id: str, *, before: str | None, limit: int) -> HistoryPage:
+        cursor = None if before is None else read_banner_cursor(before)
+        try:
+            rows = self.host.store.records_of(BANNER_ACTOR_TYPE, banner_id, cursor, limit)
+        except StoreError as exc:
+            raise StorageUnavailable(str(exc)) from exc
+        items = [_entry(banner_id, value) for _, _, value in rows]
+        last = rows[-1] if len(rows) == limit else None
+        return HistoryPage(items, None if last is None else banner_cursor(last[0], last[1]))
+
+    async def fleet_history(
+        self, *, since: datetime, until: datetime, after: str | None, limit: int
+    ) -> HistoryPage:
+        cursor = None if after is None else read_fleet_cursor(after)
+        try:
+            rows = self.host.store.records_between(
+                BANNER_ACTOR_TYPE, since.timestamp(), until.timestamp(), cursor, limit
+            )
+        except StoreError as exc:
+            raise StorageUnavailable(str(exc)) from exc
+        items = [_entry(banner_id, value) for banner_id, _, _, value in rows]
+        last = rows[-1] if len(rows) == limit else None
+        return HistoryPage(items, None if last is None else fleet_cursor(last[1], last[0], last[2]))
 
     async def list_banners(self, *, after: str | None, limit: int, search: str | None = None) -> list[Banner]:
         store = self.host.store

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Header, Path, Query, Response, status
+from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response, status
 
 from ...domain import BANNER_ID_PATTERN
 from .._openapi import JSON_BODY_PROBLEMS, KEY_PROBLEMS, OPERATOR_PROBLEMS, SUBMIT_PROBLEMS
@@ -120,8 +120,10 @@ async def delete_banner(banner_id: BannerId, runtime: Runtime) -> Response:
 async def submit_message(
     banner_id: BannerId,
     body: Annotated[MessageSubmit, Depends(submit_body)],
+    request: Request,
     runtime: Runtime,
     access: Access,
+    authorization: Annotated[str | None, Header(include_in_schema=False)] = None,
     idempotency_key: Annotated[
         str | None,
         Header(
@@ -141,7 +143,13 @@ async def submit_message(
     """Show a message on the banner unless one is showing."""
     # Well-formed requests are served by api/_submit.py's fast path with this same flow.
     outcome = await submit_flow(
-        access, runtime, banner_id, body.text, idempotency_key=idempotency_key, if_match=if_match
+        access,
+        runtime,
+        banner_id,
+        body.text,
+        idempotency_key=idempotency_key,
+        if_match=if_match,
+        by=access.who(request, authorization),
     )
     return submitted_response(outcome)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Response, WebSocket
+from fastapi import APIRouter, Header, Path, Request, Response, WebSocket
 from pydantic import BaseModel, ConfigDict, Field
 
 from ...domain import BANNER_ID_PATTERN
@@ -69,11 +69,24 @@ async def legacy_get(banner_id: LegacyId, runtime: Runtime) -> Response:
     dependencies=[Submitter, JsonBody],
 )
 async def legacy_update(
-    banner_id: LegacyId, body: LegacyUpdate, runtime: Runtime, access: Access
+    banner_id: LegacyId,
+    body: LegacyUpdate,
+    request: Request,
+    runtime: Runtime,
+    access: Access,
+    authorization: Annotated[str | None, Header(include_in_schema=False)] = None,
 ) -> Response:
     """Legacy: show a message; 409 with {"detail": ...} while one is showing."""
     # The v1 submit's flow, so the text policy and the message counters apply alike (docs/security.md).
-    outcome = await submit_flow(access, runtime, banner_id, body.message, idempotency_key=None, if_match=None)
+    outcome = await submit_flow(
+        access,
+        runtime,
+        banner_id,
+        body.message,
+        idempotency_key=None,
+        if_match=None,
+        by=access.who(request, authorization),
+    )
     return _json(legacy_banner_json(banner_id, outcome.banner))
 
 

@@ -50,6 +50,7 @@ from ...logs import about
 from ..behaviour import BANNER_KEY, BannerBehaviour
 from ._directory import RedisDirectory, stamp_of
 from ._events import DaprEventBus
+from ._history import OUTBOX_KEY
 from ._wire import banner_value, book_value, error, ok
 
 log = logging.getLogger("airdisplay.dapr.actor")
@@ -150,6 +151,8 @@ class BannerActor(BannerBehaviour, Actor, BannerActorInterface, Remindable):
         self._bus = bus
         self._directory = directory
         self._events: list[object] = []
+        #: The turn's history records (_history.py), written to Redis once the turn's state is saved.
+        self._records: list[dict[str, Any]] = []
         #: The banner a Delete turn removes: its tombstone in the directory needs its life and name.
         self._deleting: Banner | None = None
 
@@ -158,6 +161,9 @@ class BannerActor(BannerBehaviour, Actor, BannerActorInterface, Remindable):
 
     def publish(self, event: object) -> None:
         self._events.append(event)
+
+    def _history(self, record_id: str, at: float, value: bytes, patch: bool) -> None:
+        self._records.append({"id": record_id, "at": at, "value": value.decode(), "patch": patch})
 
     async def _turn(self, action: Callable[[], Awaitable[object]], method: str) -> dict[str, Any]:
         """Run one turn (of BannerBehaviour's `method`): all or nothing for state, events only after the
@@ -173,6 +179,7 @@ class BannerActor(BannerBehaviour, Actor, BannerActorInterface, Remindable):
 
     async def _run_turn(self, action: Callable[[], Awaitable[object]]) -> dict[str, Any]:
         self._events = []
+        self._records = []
         try:
             value = await action()
         except DomainError as exc:
@@ -182,7 +189,12 @@ class BannerActor(BannerBehaviour, Actor, BannerActorInterface, Remindable):
             await self._state_manager.clear_cache()
             raise
         changes = [event for event in self._events if isinstance(event, BannerChanged)]
-        self._events = []
+        records, self._events, self._records = self._records, [], []
+        if self._deleting is not None:  # nothing of a deleted banner stays in its state
+            if await self._state_manager.contains_state(OUTBOX_KEY):
+                await self._state_manager.remove_state(OUTBOX_KEY)
+        elif records:  # saved with the turn, so that a replica dying before Redis has them loses none
+            await self._state_manager.set_state(OUTBOX_KEY, records)
         if changes and changes[-1].banner is not None:
             await self._state_manager.set_state(LAST_CHANGE_KEY, changes[-1].kind.value)
         elif changes and await self._state_manager.contains_state(LAST_CHANGE_KEY):
@@ -194,6 +206,8 @@ class BannerActor(BannerBehaviour, Actor, BannerActorInterface, Remindable):
         else:
             await self._state_manager.save_state()
         self._stats.commit_seconds.observe(time.perf_counter() - saving)
+        if records:
+            await self._write_history(records)
         gone = self._deleting
         for change in changes:
             await self._settle(change, None if gone is None else (stamp_of(gone.created_at), gone.name))
@@ -219,8 +233,18 @@ class BannerActor(BannerBehaviour, Actor, BannerActorInterface, Remindable):
 
         await self._bus.send(change, record)
 
+    async def _write_history(self, records: list[dict[str, Any]]) -> None:
+        try:
+            await self._directory.history.write(self.id.id, records)
+        except Exception as exc:  # Redis down: the outbox keeps them for the next activation
+            log.warning("banner %s: history not written yet: %s", self.id.id, exc, extra=about(self.id.id))
+
     async def _on_activate(self) -> None:
-        """Publish and record the banner's state again if a replica died between saving it and that."""
+        """Publish and record the banner's state again if a replica died between saving it and that, and
+        write history records a replica may have left in the outbox."""
+        found, outbox = await self._state_manager.try_get_state(OUTBOX_KEY)
+        if found and isinstance(outbox, list):
+            await self._write_history(outbox)
         try:
             recorded = await self._directory.recorded(str(self.id))
             found, raw = await self._state_manager.try_get_state(BANNER_KEY)
@@ -295,6 +319,7 @@ class BannerActor(BannerBehaviour, Actor, BannerActorInterface, Remindable):
                 str(data.get("text", "")),
                 idempotency_key=data.get("idempotency_key"),
                 expected_version=data.get("expected_version"),
+                by=data.get("by"),
             )
             return {"banner": banner_value(outcome.banner), "replayed": outcome.replayed}
 

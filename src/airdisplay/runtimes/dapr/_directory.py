@@ -28,6 +28,7 @@ from datetime import UTC, datetime, timedelta
 import redis.asyncio as redis
 
 from ...domain import Banner
+from ._history import RedisHistory
 
 IDS_KEY = "airdisplay:banners"
 NAMES_KEY = "airdisplay:banner-names"
@@ -88,6 +89,8 @@ class RedisDirectory:
         pool = redis.BlockingConnectionPool.from_url(url, max_connections=POOL_SIZE, timeout=POOL_WAIT)
         self._redis = redis.Redis(connection_pool=pool)
         self._record = self._redis.register_script(_RECORD)
+        #: The fleet's history, in the same Redis (_history.py).
+        self.history = RedisHistory(self._redis)
 
     async def ping(self) -> None:
         await self._redis.ping()

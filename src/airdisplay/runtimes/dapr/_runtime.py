@@ -15,7 +15,7 @@ from __future__ import annotations
 import hmac
 import logging
 from collections.abc import Awaitable, Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from dapr.actor.runtime.config import ActorRuntimeConfig
@@ -32,7 +32,16 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ...actors import RuntimeStats
 from ...config import Settings
-from ...domain import Banner, BannerRules, BookingQueue, BookOutcome, SubmitOutcome
+from ...domain import (
+    Banner,
+    BannerRules,
+    BookingQueue,
+    BookOutcome,
+    HistoryPage,
+    SubmitOutcome,
+    read_banner_cursor,
+    read_fleet_cursor,
+)
 from ...events import change_from_json
 from ..base import BannerRuntime, RuntimeEndpoints, StorageUnavailable, banner_call
 from ..behaviour import BannerBehaviour, Registration
@@ -227,11 +236,17 @@ class DaprRuntime(BannerRuntime):
         *,
         idempotency_key: str | None = None,
         expected_version: int | None = None,
+        by: str | None = None,
     ) -> SubmitOutcome:
         value = await self._call(
             banner_id,
             BannerBehaviour.submit,
-            {"text": text, "idempotency_key": idempotency_key, "expected_version": expected_version},
+            {
+                "text": text,
+                "idempotency_key": idempotency_key,
+                "expected_version": expected_version,
+                "by": by,
+            },
         )
         return SubmitOutcome(Banner.model_validate(value["banner"]), value["replayed"])
 
@@ -274,6 +289,22 @@ class DaprRuntime(BannerRuntime):
         return Banner.model_validate(
             await self._call(banner_id, BannerBehaviour.device_ack, {"version": display_version})
         )
+
+    async def history(self, banner_id: str, *, before: str | None, limit: int) -> HistoryPage:
+        cursor = None if before is None else read_banner_cursor(before)
+        try:
+            return await self.directory.history.of(banner_id, cursor, limit)
+        except RedisError as exc:
+            raise StorageUnavailable(f"the fleet history (Redis) is unavailable: {exc}") from None
+
+    async def fleet_history(
+        self, *, since: datetime, until: datetime, after: str | None, limit: int
+    ) -> HistoryPage:
+        cursor = None if after is None else read_fleet_cursor(after)
+        try:
+            return await self.directory.history.between(since.timestamp(), until.timestamp(), cursor, limit)
+        except RedisError as exc:
+            raise StorageUnavailable(f"the fleet history (Redis) is unavailable: {exc}") from None
 
     async def list_banners(self, *, after: str | None, limit: int, search: str | None = None) -> list[Banner]:
         try:

@@ -1,0 +1,146 @@
+"""What a banner showed (domain/history.py), on every runtime of tests/behaviour/conftest.py."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+
+import httpx
+
+from tests.conftest import connect_device, eventually, recv
+
+
+def at(value: str) -> datetime:
+    return datetime.fromisoformat(value)
+
+
+async def submit(service, banner_id: str, text: str, **headers: str) -> httpx.Response:
+    return await service.client.post(
+        f"/api/v1/banners/{banner_id}/message", json={"text": text}, headers=headers
+    )
+
+
+async def history(service, banner_id: str, **params: object) -> dict:
+    response = await service.client.get(f"/api/v1/banners/{banner_id}/history", params=params)
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+async def test_every_message_shown_is_recorded_with_how_it_ended_newest_first(start_service):
+    service = await start_service(message_seconds=1)
+    await service.create("b1")
+    first = (await submit(service, "b1", "first")).json()["message"]
+    await service.wait_for_change("b1", "message_expired")
+    second = (await submit(service, "b1", "second")).json()["message"]
+    assert (await service.client.delete("/api/v1/banners/b1/message")).status_code == 200
+    third = (await submit(service, "b1", "third")).json()["message"]
+
+    page = await history(service, "b1")
+    items = page["items"]
+    assert [i["message_id"] for i in items] == [third["id"], second["id"], first["id"]]
+    assert [i["text"] for i in items] == ["third", "second", "first"]
+    assert [i["ended"] for i in items] == [None, "cleared", "expired"]
+    assert at(items[2]["shown_at"]) == at(first["shown_at"])
+    assert at(items[2]["ended_at"]) == at(first["expires_at"])  # it left when its time was up
+    assert items[1]["ended_at"] is not None and at(items[1]["ended_at"]) < at(second["expires_at"])
+    assert all(i["banner_id"] == "b1" for i in items)
+    # Who sent each: shown to an operator, as anyone is on a loopback server without keys.
+    assert len({i["by"] for i in items}) == 1 and items[0]["by"].startswith("client:")
+
+
+async def test_history_pages_with_a_cursor_and_refuses_a_bad_one(service):
+    await service.create("b1")
+    ids = []
+    for i in range(5):
+        ids.append((await submit(service, "b1", f"m{i}")).json()["message"]["id"])
+        assert (await service.client.delete("/api/v1/banners/b1/message")).status_code == 200
+    first = await history(service, "b1", limit=2)
+    second = await history(service, "b1", limit=2, before=first["next"])
+    third = await history(service, "b1", limit=2, before=second["next"])
+    seen = [i["message_id"] for page in (first, second, third) for i in page["items"]]
+    assert seen == ids[::-1] and third["next"] is None
+    bad = await service.client.get("/api/v1/banners/b1/history", params={"before": "nonsense"})
+    assert bad.status_code == 400 and bad.json()["type"].endswith("/bad-cursor")
+
+
+async def test_the_fleet_history_lists_a_time_range_with_who_sent_each(start_service):
+    key = "k" * 32
+    service = await start_service(api_key=key, client_sends_key=True, message_seconds=60)
+    for banner_id in ("a1", "b2"):
+        await service.create(banner_id)
+    started = datetime.now(UTC) - timedelta(seconds=1)
+    async with httpx.AsyncClient(base_url=service.url) as anonymous:
+        sent = await anonymous.post("/api/v1/banners/a1/message", json={"text": "from anyone"})
+        assert sent.status_code == 201
+        public = (await anonymous.get("/api/v1/banners/a1/history")).json()["items"]
+        assert [(i["text"], i["by"]) for i in public] == [("from anyone", None)]
+        refused = await anonymous.get("/api/v1/history")
+        assert refused.status_code == 401
+    assert (await submit(service, "b2", "from the operator")).status_code == 201
+    fleet = await service.client.get(
+        "/api/v1/history", params={"since": started.isoformat(), "until": datetime.now(UTC).isoformat()}
+    )
+    assert fleet.status_code == 200, fleet.text
+    items = fleet.json()["items"]
+    assert [(i["banner_id"], i["text"]) for i in items] == [
+        ("a1", "from anyone"),
+        ("b2", "from the operator"),
+    ]
+    anyone, operator = items[0]["by"], items[1]["by"]
+    assert anyone.startswith("client:") and "127.0.0.1" not in anyone
+    assert operator.startswith("key:")
+    empty = await service.client.get("/api/v1/history", params={"until": started.isoformat()})
+    assert empty.json()["items"] == []
+    backwards = await service.client.get(
+        "/api/v1/history", params={"since": datetime.now(UTC).isoformat(), "until": started.isoformat()}
+    )
+    assert backwards.status_code == 400
+
+
+async def test_the_devices_ack_is_recorded_with_the_message_it_showed(service):
+    token = (await service.create("b1")).json()["device_token"]
+    device = await connect_device(service, "b1", token)
+    try:
+        assert (await recv(device))["type"] == "display"
+        shown = (await submit(service, "b1", "on the banner")).json()
+        frame = await recv(device)
+        assert frame["text"] == "on the banner"
+        await device.send(json.dumps({"type": "ack", "version": frame["version"]}))
+
+        async def entry() -> dict:
+            return (await history(service, "b1"))["items"][0]
+
+        acked = await eventually(entry, lambda e: e["acked_at"] is not None, what="the ack in the history")
+        assert acked["message_id"] == shown["message"]["id"]
+        assert at(acked["acked_at"]) >= at(acked["shown_at"])
+    finally:
+        await device.close()
+
+
+async def test_a_booking_is_history_once_it_shows(start_service):
+    service = await start_service(message_seconds=1)
+    await service.create("b1")
+    await submit(service, "b1", "first")
+    booked = (await service.client.post("/api/v1/banners/b1/bookings", json={"text": "booked"})).json()
+    assert "booking_id" in booked, booked
+
+    async def shown_then_expired() -> list:
+        return (await history(service, "b1"))["items"]
+
+    items = await eventually(
+        shown_then_expired,
+        lambda items: len(items) == 2 and items[0]["ended"] == "expired",
+        what="the booking shown and ended",
+        limit=20,
+    )
+    assert items[0]["message_id"] == booked["booking_id"] and items[0]["text"] == "booked"
+    assert at(items[0]["shown_at"]) == at(items[1]["ended_at"])  # no gap
+    assert items[0]["requested_at"] is not None and at(items[0]["requested_at"]) < at(items[0]["shown_at"])
+
+
+async def test_a_deleted_banner_keeps_its_history(service):
+    await service.create("b1")
+    shown = (await submit(service, "b1", "last words")).json()["message"]
+    assert (await service.client.delete("/api/v1/banners/b1")).status_code == 204
+    items = (await history(service, "b1"))["items"]
+    assert [(i["message_id"], i["ended"]) for i in items] == [(shown["id"], "deleted")]
