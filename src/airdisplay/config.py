@@ -31,6 +31,8 @@ DEFAULT_MAX_CONNECTIONS_PER_CLIENT = 1000
 #: a few hundred bytes, which even a weak cellular link sends in well under a second.
 DEFAULT_HEADER_TIMEOUT = 10.0
 
+#: A quarter of history: complaints and billing look back weeks, not years.
+DEFAULT_HISTORY_DAYS = 90.0
 #: A queue of 1,000 bookings is 1,000 minutes (16 h) of one banner's messages: past any real schedule,
 #: and a banner's bookings are one state value its actor reads whole.
 MAX_QUEUE_LENGTH = 1000
@@ -160,6 +162,12 @@ class Settings(BaseSettings):
         le=MAX_QUEUE_LENGTH,
         description="Bookings a banner holds behind its message (each waits one message time more); "
         "0 turns booking off",
+    )
+    #: Operators answer complaints and bill from it (domain/history.py); pruned an hour at a time.
+    history_days: float = Field(
+        DEFAULT_HISTORY_DAYS,
+        ge=0,
+        description="Days each shown message stays in the history; 0 keeps it for good",
     )
     runtime: Literal["embedded", "dapr"] = Field(
         "embedded", description="embedded: one process with SQLite; dapr: banner actors on daprd"

@@ -144,3 +144,16 @@ async def test_a_deleted_banner_keeps_its_history(service):
     assert (await service.client.delete("/api/v1/banners/b1")).status_code == 204
     items = (await history(service, "b1"))["items"]
     assert [(i["message_id"], i["ended"]) for i in items] == [(shown["id"], "deleted")]
+
+
+async def test_entries_older_than_the_retention_are_pruned_and_newer_ones_kept(service):
+    await service.create("b1")
+    old = (await submit(service, "b1", "old")).json()["message"]
+    assert (await service.client.delete("/api/v1/banners/b1/message")).status_code == 200
+    newer = (await submit(service, "b1", "newer")).json()["message"]
+    cutoff = (at(old["shown_at"]) + (at(newer["shown_at"]) - at(old["shown_at"])) / 2).timestamp()
+    assert await service.runtime.retention.prune_once(cutoff) == 1
+    assert [i["message_id"] for i in (await history(service, "b1"))["items"]] == [newer["id"]]
+    since = datetime.fromtimestamp(0, UTC).isoformat()
+    fleet = await service.client.get("/api/v1/history", params={"since": since})
+    assert [i["message_id"] for i in fleet.json()["items"]] == [newer["id"]]

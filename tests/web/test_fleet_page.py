@@ -389,3 +389,26 @@ async def test_a_booking_made_on_the_page_can_be_cancelled_there(web_server, ope
     await expect(card.get_by_test_id("mine")).to_be_hidden()
     await expect(card.get_by_test_id("queue")).to_be_hidden()
     assert (await web_server.client.get("/api/v1/banners/b1/bookings")).json()["items"] == []
+
+
+async def test_a_card_opens_what_its_banner_showed_and_its_queue(web_server, open_fleet):
+    await web_server.create("b1", "Busy banner")
+    fleet = await open_fleet(web_server.url)
+    await fleet.wait_live()
+    for text in ["<i>first</i>", "second"]:
+        assert (
+            await web_server.client.post("/api/v1/banners/b1/message", json={"text": text})
+        ).status_code == 201
+        if text != "second":
+            assert (await web_server.client.delete("/api/v1/banners/b1/message")).status_code == 200
+    booked = await web_server.client.post("/api/v1/banners/b1/bookings", json={"text": "third"})
+    assert booked.status_code == 202
+    card = fleet.card("b1")
+    await card.get_by_test_id("history-toggle").click()
+    entries = card.get_by_test_id("history-entry")
+    await expect(entries).to_have_count(2)
+    await expect(entries.nth(0)).to_contain_text("second")
+    await expect(entries.nth(0)).to_contain_text("showing now")
+    await expect(entries.nth(1)).to_contain_text("<i>first</i>")  # as text, never markup
+    await expect(entries.nth(1)).to_contain_text("cleared early")
+    await expect(card.get_by_test_id("queue-list")).to_contain_text("1. at ")

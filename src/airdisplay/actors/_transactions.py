@@ -107,21 +107,23 @@ def prune_records(conn: sqlite3.Connection, prune: RecordPrune) -> bool:
 
 
 def apply_records(conn: sqlite3.Connection, records: list[tuple[str, str, Record]]) -> None:
-    """Write records in order (a patch after the record it patches, in one batch too)."""
-    for actor_type, actor_id, record in records:
-        key = (actor_type, actor_id, record.at, record.record_id)
-        if record.patch:
-            conn.execute(
-                "UPDATE actor_records SET value=CAST(json_patch(CAST(value AS TEXT), ?) AS BLOB) "
-                "WHERE actor_type=? AND actor_id=? AND at=? AND record_id=?",
-                (record.value.decode(), *key),
-            )
-        else:
-            conn.execute(
-                "INSERT OR REPLACE INTO actor_records (actor_type, actor_id, at, record_id, value) "
-                "VALUES (?, ?, ?, ?, ?)",
-                (*key, record.value),
-            )
+    """Write records: new ones, then patches (one statement each, executemany: this runs for every submit).
+    A patch never meets its record's insert in one batch (a batch holds one write per actor, and a turn
+    does not show and end the same message), so inserts first keeps each record's order."""
+    inserts = [(t, a, r.at, r.record_id, r.value) for t, a, r in records if not r.patch]
+    if inserts:
+        conn.executemany(
+            "INSERT OR REPLACE INTO actor_records (actor_type, actor_id, at, record_id, value) "
+            "VALUES (?, ?, ?, ?, ?)",
+            inserts,
+        )
+    patches = [(r.value.decode(), t, a, r.at, r.record_id) for t, a, r in records if r.patch]
+    if patches:
+        conn.executemany(
+            "UPDATE actor_records SET value=CAST(json_patch(CAST(value AS TEXT), ?) AS BLOB) "
+            "WHERE actor_type=? AND actor_id=? AND at=? AND record_id=?",
+            patches,
+        )
 
 
 def apply_fired(conn: sqlite3.Connection, turn: TurnWrite) -> bool:

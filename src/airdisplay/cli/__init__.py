@@ -1,4 +1,5 @@
-"""The `airdisplay` command line: `serve` runs the service; `keys`, `banners`, `simulate`, `dapr` help."""
+"""The `airdisplay` command line: `serve` runs the service; `keys`, `banners`, `history`, `simulate`, `dapr`
+help."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import click
 from .. import __version__
 from ._banners import banners
 from ._dapr import dapr
+from ._history import history
 from ._keys import keys
 from ._serve import serve
 from ._simulate import simulate
@@ -19,7 +21,7 @@ def main() -> None:
     """AirDisplay: electronic aircraft banners as durable virtual actors."""
 
 
-for command in (serve, keys, simulate, dapr, banners):
+for command in (serve, keys, simulate, dapr, banners, history):
     main.add_command(command)
 
 __all__ = ["GC_GEN0_THRESHOLD", "WS_MAX_FRAME", "main", "tune_garbage_collector", "uvicorn_options"]

@@ -25,6 +25,7 @@ from ..actors import (
     ActorHost,
     Durability,
     Record,
+    RecordPrune,
     ReminderBatching,
     ReminderEffect,
     ReminderRecord,
@@ -47,6 +48,7 @@ from ..domain import (
     read_fleet_cursor,
 )
 from ..events import InProcessEventBus
+from ._retention import HistoryRetention
 from .base import BannerRuntime, RuntimeNotRunning, StorageUnavailable, banner_call
 from .behaviour import BANNER_KEY, EXPIRE_REMINDER, BannerBehaviour, BookingsWaiting, Registration
 
@@ -114,6 +116,7 @@ class EmbeddedRuntime(BannerRuntime):
         idle_timeout: float | None = None,
         durability: Durability = "full",
         clock: Callable[[], float] = time.time,
+        history_days: float = 0.0,
     ) -> None:
         """`clock` (seconds since the epoch) drives the actors' time and reminders; tests pass a fake one."""
         self.database = data_dir / DATABASE_FILE
@@ -128,6 +131,8 @@ class EmbeddedRuntime(BannerRuntime):
         )
         self.event_bus = InProcessEventBus()
         self._running = False
+        #: History older than `history_days` goes (0: kept for good).
+        self.retention = HistoryRetention(self._prune_history, history_days, clock=clock)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> EmbeddedRuntime:
@@ -136,6 +141,7 @@ class EmbeddedRuntime(BannerRuntime):
             settings.rules,
             idle_timeout=settings.idle_seconds,
             durability=settings.durability,
+            history_days=settings.history_days,
         )
 
     async def start(self) -> None:
@@ -147,9 +153,11 @@ class EmbeddedRuntime(BannerRuntime):
             await self.event_bus.stop()
             raise
         self._running = True
+        self.retention.start()
 
     async def stop(self) -> None:
         self._running = False
+        await self.retention.stop()
         await self.host.stop()
         await self.event_bus.stop()
 
@@ -267,6 +275,9 @@ class EmbeddedRuntime(BannerRuntime):
 
     async def bookings(self, banner_id: str) -> BookingQueue:
         return await self._call(banner_id, BannerActor.bookings)
+
+    async def _prune_history(self, before: float, limit: int) -> bool:
+        return await self.host.store.prune_records(RecordPrune(BANNER_ACTOR_TYPE, before, limit))
 
     async def history(self, banner_id: str, *, before: str | None, limit: int) -> HistoryPage:
         cursor = None if before is None else read_banner_cursor(before)

@@ -103,6 +103,20 @@ class RedisHistory:
         cursor = None if last is None else fleet_cursor(_seconds(last[0]), last[1], last[2])
         return HistoryPage(entries, cursor)
 
+    async def prune(self, before: float, limit: int) -> bool:
+        """Delete up to `limit` of the oldest entries made before `before`; True if that many went."""
+        members = await self._redis.zrangebylex(FLEET_KEY, "-", f"({_time(before)}", start=0, num=limit)
+        if not members:
+            return False
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for member in members:
+                at, banner_id, record_id = _text(member).split("~", 2)
+                pipe.zrem(banner_key(banner_id), f"{at}~{record_id}")
+                pipe.hdel(ENTRIES_KEY, f"{banner_id}~{record_id}")
+            pipe.zrem(FLEET_KEY, *members)
+            await pipe.execute()
+        return len(members) >= limit
+
     async def _entries(self, ids: list[tuple[str, str]]) -> list[HistoryEntry]:
         if not ids:
             return []

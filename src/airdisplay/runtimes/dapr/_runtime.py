@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hmac
 import logging
+import uuid
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -43,6 +44,7 @@ from ...domain import (
     read_fleet_cursor,
 )
 from ...events import change_from_json
+from .._retention import HistoryRetention
 from ..base import BannerRuntime, RuntimeEndpoints, StorageUnavailable, banner_call
 from ..behaviour import BannerBehaviour, Registration
 from ._actor import DAPR_ACTOR_TYPE, BannerActor
@@ -87,6 +89,7 @@ class DaprRuntime(BannerRuntime):
         dapr_api_token: str | None = None,
         app_api_token: str | None = None,
         actor_client: DaprActorClientBase | None = None,
+        history_days: float = 0.0,
     ) -> None:
         self.rules = rules
         self.dapr_url = dapr_url.rstrip("/")
@@ -100,6 +103,9 @@ class DaprRuntime(BannerRuntime):
         self._running = False
         self._endpoints: RuntimeEndpoints | None = None
         self.sweep = ExpirySweep(self.directory, self._expire)
+        #: History older than `history_days` goes (0: kept for good); one replica prunes a round.
+        self.retention = HistoryRetention(self._prune_history, history_days)
+        self._holder = uuid.uuid4().hex
         #: Turns of the actors this replica hosts, and their state saves.
         self.stats = RuntimeStats()
 
@@ -116,6 +122,7 @@ class DaprRuntime(BannerRuntime):
             topic=settings.dapr_topic,
             dapr_api_token=secret(settings.dapr_api_token),
             app_api_token=secret(settings.app_api_token),
+            history_days=settings.history_days,
         )
 
     # -- lifecycle ---------------------------------------------------------------------------------
@@ -183,10 +190,12 @@ class DaprRuntime(BannerRuntime):
         )
         await self.directory.ping()
         self.sweep.start()
+        self.retention.start()
         self._running = True
 
     async def stop(self) -> None:
         self._running = False
+        await self.retention.stop()
         await self.sweep.stop()
         await self.directory.close()
         await self.event_bus.stop()  # last: its flush is the last call to daprd; it closes the sidecar's pool
@@ -289,6 +298,12 @@ class DaprRuntime(BannerRuntime):
         return Banner.model_validate(
             await self._call(banner_id, BannerBehaviour.device_ack, {"version": display_version})
         )
+
+    async def _prune_history(self, before: float, limit: int) -> bool:
+        """One batch, by the replica that holds this round's lock (the others find nothing to do)."""
+        if not await self.directory.try_lock("history-prune", self._holder, 60.0):
+            return False
+        return await self.directory.history.prune(before, limit)
 
     async def history(self, banner_id: str, *, before: str | None, limit: int) -> HistoryPage:
         cursor = None if before is None else read_banner_cursor(before)

@@ -47,6 +47,7 @@
       id: banner.id, name: banner.name, version: 0, createdAt: '', message: null, shownMs: 0, expiresMs: 0,
       gone: false, draft: '', sending: false, problem: '', busyUntil: 0, device: null, displayVersion: 0,
       queue: [], mine: null, booking: false, queueFullUntil: 0,
+      historyOpen: false, history: [], historyNote: '',
     };
     setBanner(card, banner);
     return card;
@@ -514,6 +515,47 @@
         }
         if (response.status === 204 || response.status === 404) card.mine = null;
         else card.problem = problemText(response);
+      },
+
+      // ---- what the banner showed ---------------------------------------------------------------------
+
+      async toggleHistory(card) {
+        card.historyOpen = !card.historyOpen;
+        if (card.historyOpen) await this.loadHistory(card);
+      },
+      async loadHistory(card) {
+        card.historyNote = 'Loading…';
+        let response;
+        try {
+          response = await this.request('GET', '/api/v1/banners/' + encodeURIComponent(card.id) + '/history?limit=10');
+        } catch (err) {
+          card.historyNote = 'Network error: the history did not load.';
+          return;
+        }
+        if (response.status !== 200 || !response.data) {
+          card.historyNote = problemText(response);
+          return;
+        }
+        card.history = response.data.items;
+        card.historyNote = card.history.length ? '' : 'Nothing shown yet.';
+      },
+      historyLabel(card) { return card.historyOpen ? 'Hide history' : 'History'; },
+      historyWhen(entry) {
+        const at = parseTime(entry.shown_at || entry.slot_start);
+        return at ? new Date(at - skewMs).toLocaleString() : '';
+      },
+      historyHow(entry) {
+        if (!entry.ended) return 'showing now';
+        const how = { expired: 'shown in full', cleared: 'cleared early', deleted: 'banner deleted',
+          missed: 'missed its slot' }[entry.ended] || entry.ended;
+        return entry.acked_at ? how + ' · on the banner' : how;
+      },
+      queueSlots(card) {
+        return card.queue.map((b, i) => ({
+          id: b.id,
+          text: (i + 1) + '. at ' + new Date(parseTime(b.starts_at) - skewMs).toLocaleTimeString()
+            + (card.mine && card.mine.id === b.id ? ' (yours)' : ''),
+        }));
       },
 
       hasNotice(card) {

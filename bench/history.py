@@ -1,0 +1,204 @@
+"""History at size: paging a banner's history and the fleet's with 10,000,000 entries, and pruning 1,000,000.
+
+Seeds `--rows` history entries straight into a data directory's `actor_records` table (`--banners`
+banners, their entries spread evenly over the last 100 days, so 10% are older than the 90-day retention),
+then runs `airdisplay serve` on it, pinned to CPU 0, with this client on CPU 1:
+1. with `--history-days 0` (no pruning): `--requests` sequential requests of one banner's newest page
+   (`GET /api/v1/banners/{id}/history`, random banners), the same number of second pages (with the first
+   page's cursor), and of the fleet's history from a random time (`GET /api/v1/history?since=...`);
+   latency p50/p99 as the client sees it;
+2. restarted with `--history-days 90`: its first pruning round deletes the entries older than 90 days, a
+   thousand at a time; how long that took (from the server's log) and the longest event-loop stall
+   meanwhile (from its /metrics), with a submit every 50 ms to a banner running throughout.
+
+    uv run python bench/history.py [--rows 10000000 --banners 100000 --requests 2000 --json PATH]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import re
+import shutil
+import sqlite3
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+from _fleet import NO_SUBMIT_LIMIT, ServerProcess, airdisplay_command, free_port, pinned, run_async
+from _report import machine, percentile, stop_on_signals, table, write_json
+from airdisplay.domain import BannerRules
+from airdisplay.runtimes import EmbeddedRuntime
+from devices import LoopFigures
+
+DAY = 86400.0
+SPAN_DAYS = 100
+RETENTION_DAYS = 90
+
+
+async def make_schema(data_dir: Path) -> None:
+    runtime = EmbeddedRuntime(data_dir, BannerRules())
+    await runtime.start()
+    await runtime.create_banner("live", "The banner submitted to while pruning")
+    await runtime.stop()
+
+
+def seed(data_dir: Path, rows: int, banners: int, now: float) -> float:
+    """Insert `rows` entries, in key order (the fastest way into a WITHOUT ROWID table); seconds taken."""
+    started = time.perf_counter()
+    conn = sqlite3.connect(data_dir / "airdisplay.db")
+    conn.execute("PRAGMA synchronous=OFF")
+    per_banner = rows // banners
+    step = SPAN_DAYS * DAY / per_banner
+    conn.execute("BEGIN")
+    for b in range(banners):
+        banner_id = f"h{b:07d}"
+        offset = random.random() * step
+        batch = []
+        for j in range(per_banner):
+            at = now - SPAN_DAYS * DAY + offset + j * step
+            record_id = f"{b:07d}{j:06d}".ljust(32, "0")
+            stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(at))
+            value = json.dumps(
+                {
+                    "message_id": record_id,
+                    "text": f"Message {j} on banner {b}",
+                    "by": "client:0123456789abcdef",
+                    "requested_at": stamp,
+                    "shown_at": stamp,
+                    "ended_at": stamp,
+                    "ended": "expired",
+                },
+                separators=(",", ":"),
+            ).encode()
+            batch.append(("banner", banner_id, at, record_id, value))
+        conn.executemany(
+            "INSERT INTO actor_records (actor_type, actor_id, at, record_id, value) VALUES (?, ?, ?, ?, ?)",
+            batch,
+        )
+        if b % 5000 == 4999:
+            conn.execute("COMMIT")
+            print(f"  seeded {(b + 1) * per_banner:,}/{rows:,}", file=sys.stderr)
+            conn.execute("BEGIN")
+    conn.execute("COMMIT")
+    conn.close()
+    return time.perf_counter() - started
+
+
+def start_server(data_dir: Path, history_days: float, log: Path) -> ServerProcess:
+    port = free_port()
+    argv = [*airdisplay_command(), "serve", "--port", str(port), "--data-dir", str(data_dir)]
+    argv += ["--history-days", f"{history_days:g}", *NO_SUBMIT_LIMIT]
+    server = ServerProcess("airdisplay", pinned(0, argv), port, log)
+    server.start()
+    server.wait_ready(timeout=600)
+    return server
+
+
+def timed(client: httpx.Client, path: str, params: dict[str, object]) -> tuple[float, dict[str, object]]:
+    started = time.perf_counter()
+    response = client.get(path, params=params)
+    took = (time.perf_counter() - started) * 1000
+    assert response.status_code == 200, response.text
+    return took, response.json()
+
+
+def paging(server: ServerProcess, banners: int, requests: int, now: float) -> dict[str, list[float]]:
+    times: dict[str, list[float]] = {"banner, newest page": [], "banner, next page": [], "fleet, a page": []}
+    with httpx.Client(base_url=server.base_url, timeout=30) as client:
+        for _ in range(requests):
+            path = f"/api/v1/banners/h{random.randrange(banners):07d}/history"
+            took, page = timed(client, path, {"limit": 10})
+            times["banner, newest page"].append(took)
+            took, _ = timed(client, path, {"limit": 10, "before": page["next"]})
+            times["banner, next page"].append(took)
+            since = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now - random.random() * SPAN_DAYS * DAY))
+            took, _ = timed(client, "/api/v1/history", {"since": since, "limit": 100})
+            times["fleet, a page"].append(took)
+    return times
+
+
+def prune(data_dir: Path, log: Path) -> dict[str, object]:
+    server = start_server(data_dir, RETENTION_DAYS, log)
+    try:
+        before = LoopFigures(server)
+        stalls = []
+        with httpx.Client(base_url=server.base_url, timeout=30) as client:
+            deadline = time.monotonic() + 900
+            while time.monotonic() < deadline:
+                client.delete("/api/v1/banners/live/message")
+                client.post("/api/v1/banners/live/message", json={"text": "still here"})
+                text = log.read_text(errors="replace")
+                found = re.search(r"pruned (\d+) batches of entries older than \S+ days in ([\d.]+) s", text)
+                if found:
+                    stalls.append(LoopFigures(server).longest_since(before))
+                    return {
+                        "batches": int(found.group(1)),
+                        "seconds": float(found.group(2)),
+                        "stall": stalls[-1],
+                    }
+                time.sleep(0.05)
+        raise SystemExit("no pruning round was logged within 15 minutes")
+    finally:
+        server.stop()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--rows", type=int, default=10_000_000)
+    parser.add_argument("--banners", type=int, default=100_000)
+    parser.add_argument("--requests", type=int, default=2000)
+    parser.add_argument("--json", metavar="PATH")
+    args = parser.parse_args()
+    stop_on_signals()
+    work = Path(tempfile.mkdtemp(prefix="airdisplay-history-"))
+    try:
+        data_dir = work / "data"
+        data_dir.mkdir()
+        now = time.time()
+        run_async(make_schema(data_dir))
+        print(f"seeding {args.rows:,} history entries ...", file=sys.stderr)
+        seeded_in = seed(data_dir, args.rows, args.banners, now)
+        size_mb = (data_dir / "airdisplay.db").stat().st_size / 1e6
+        server = start_server(data_dir, 0, work / "serve.log")
+        try:
+            times = paging(server, args.banners, args.requests, now)
+        finally:
+            server.stop()
+        pruned = prune(data_dir, work / "prune.log")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    rows = [
+        (name, f"{len(values):,}", f"{percentile(values, 50):.2f}", f"{percentile(values, 99):.2f}")
+        for name, values in times.items()
+    ]
+    sized = f"{size_mb:,.0f} MB, seeded in {seeded_in:.0f} s"
+    print(f"\n{args.rows:,} history entries of {args.banners:,} banners ({sized})\n")
+    print(table(("request", "requests", "p50 ms", "p99 ms"), rows))
+    prune_rows = [(f"{args.rows // 10:,}", pruned["batches"], pruned["seconds"], pruned["stall"])]
+    print()
+    print(table(("entries older than 90 days", "batches", "seconds", "longest loop stall ms"), prune_rows))
+    print()
+    print(machine())
+    write_json(
+        args.json,
+        "history",
+        {
+            "rows": args.rows,
+            "banners": args.banners,
+            "paging": {
+                name: {"p50_ms": percentile(v, 50), "p99_ms": percentile(v, 99)} for name, v in times.items()
+            },
+            "prune": pruned,
+        },
+    )
+
+
+if __name__ == "__main__":
+    main()
