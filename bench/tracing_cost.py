@@ -22,7 +22,9 @@ does not move.
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -47,6 +49,18 @@ def server(name: str, data_dir: Path, tmp: Path, env: dict[str, str]) -> ServerP
     argv += ["--message-seconds", f"{BURST_MESSAGE_SECONDS:g}", *NO_SUBMIT_LIMIT]
     log = tmp / f"{name.replace(' ', '-')}.log"
     return ServerProcess(name, pinned(SERVER_CPU, argv), port, log, env=env or None)
+
+
+def seed_with(src: Path, data_dir: Path, banners: int) -> None:
+    """Seed the fleet with the code of `src`, in a process of its own: a database seeded by newer code can
+    hold what older code refuses (a newer schema version, a banner field it does not know)."""
+    print(f"seeding {banners:,} banners with {src} ...", file=sys.stderr)
+    script = (
+        "import sys; from pathlib import Path; from _fleet import run_async, seed_fleet; "
+        f"run_async(seed_fleet(Path({str(data_dir)!r}), {banners}))"
+    )
+    env = {**os.environ, "PYTHONPATH": f"{src}{os.pathsep}{Path(__file__).parent}"}
+    subprocess.run([sys.executable, "-c", script], env=env, check=True)
 
 
 def main() -> None:
@@ -91,7 +105,7 @@ def main() -> None:
         servers.append(server(on_name, tmp / "data-on", tmp, traced_env))
         shutil.copytree(seeded, tmp / "data-on")
     if args.before is not None:
-        shutil.copytree(seeded, tmp / "data-before")
+        seed_with(args.before, tmp / "data-before", args.banners)
         env = {"PYTHONPATH": str(args.before)}
         servers.append(server("before tracing", tmp / "data-before", tmp, env))
     targets = [Target(s, args.banners) for s in servers]
