@@ -126,7 +126,6 @@ def prune(data_dir: Path, log: Path) -> dict[str, object]:
     server = start_server(data_dir, RETENTION_DAYS, log)
     try:
         before = LoopFigures(server)
-        stalls = []
         with httpx.Client(base_url=server.base_url, timeout=30) as client:
             deadline = time.monotonic() + 900
             while time.monotonic() < deadline:
@@ -135,11 +134,10 @@ def prune(data_dir: Path, log: Path) -> dict[str, object]:
                 text = log.read_text(errors="replace")
                 found = re.search(r"pruned (\d+) batches of entries older than \S+ days in ([\d.]+) s", text)
                 if found:
-                    stalls.append(LoopFigures(server).longest_since(before))
                     return {
                         "batches": int(found.group(1)),
                         "seconds": float(found.group(2)),
-                        "stall": stalls[-1],
+                        "stall": LoopFigures(server).longest_since(before),
                     }
                 time.sleep(0.05)
         raise SystemExit("no pruning round was logged within 15 minutes")

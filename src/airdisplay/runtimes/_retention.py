@@ -23,6 +23,8 @@ PRUNE_BATCH = 1000
 
 #: (delete entries made before this time, at most this many) -> whether it deleted that many (more left).
 PruneBatch = Callable[[float, int], Awaitable[bool]]
+#: () -> whether this process may prune this round (a fleet's replicas: one of them a round).
+RoundLock = Callable[[], Awaitable[bool]]
 
 
 class HistoryRetention:
@@ -36,8 +38,10 @@ class HistoryRetention:
         every: float = PRUNE_SECONDS,
         first: float = FIRST_PRUNE_SECONDS,
         clock: Callable[[], float] = time.time,
+        round_lock: RoundLock | None = None,
     ) -> None:
         self._prune = prune
+        self._round_lock = round_lock
         self.days = days
         self._every = every
         self._first = first
@@ -71,6 +75,9 @@ class HistoryRetention:
         while True:
             started = time.monotonic()
             try:
+                if self._round_lock is not None and not await self._round_lock():
+                    await asyncio.sleep(self._every)
+                    continue
                 batches = await self.prune_once()
                 if batches > 1:
                     log.info(

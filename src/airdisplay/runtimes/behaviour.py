@@ -207,9 +207,7 @@ class BannerBehaviour:
         expected_version: int | None = None,
         by: str | None = None,
     ) -> SubmitOutcome:
-        banner = await self._load()
-        if banner.queue:
-            banner = await self._caught_up(banner)
+        banner = await self._caught_up(await self._load())
         found, raw_log = await self._state_manager.try_get_state(SUBMISSIONS_KEY)
         log = _log_of(raw_log) if found else _NO_LOG
         decision = submit_message(
@@ -282,9 +280,7 @@ class BannerBehaviour:
         rules = self.rules
         if rules.queue_length <= 0:
             raise BookingOff()
-        banner = await self._load()
-        if banner.queue:
-            banner = await self._caught_up(banner)
+        banner = await self._caught_up(await self._load())
         now = self._now()
         queue = await self._bookings()
         as_stored = unicodedata.normalize("NFC", text).strip()
@@ -321,9 +317,7 @@ class BannerBehaviour:
 
     async def cancel_booking(self, booking_id: str, token: str | None) -> Banner:
         """Take a waiting booking out of the queue: with its cancel token, or (`token` None) an operator's."""
-        banner = await self._load()
-        if banner.queue:
-            banner = await self._caught_up(banner)
+        banner = await self._caught_up(await self._load())
         updated, queue = cancel(
             banner, await self._bookings(), booking_id, token=token, now=self._now(), rules=self.rules
         )
@@ -333,9 +327,7 @@ class BannerBehaviour:
 
     async def bookings(self) -> BookingQueue:
         """The banner's waiting bookings, texts and all (for an operator)."""
-        banner = await self._load()
-        if banner.queue:
-            banner = await self._caught_up(banner)
+        await self._caught_up(await self._load())
         return await self._bookings()
 
     async def receive_reminder(
@@ -403,7 +395,7 @@ class BannerBehaviour:
         """`banner` with its queue moved on if its message's time is up and the expiry has not come yet
         (a reminder a little late): no call may see a free banner while bookings wait."""
         message = banner.message
-        if message is None or banner.showing(self._now()) is not None:
+        if not banner.queue or message is None or banner.showing(self._now()) is not None:
             return banner
         return await self._advance(banner, message.expires_at, ChangeKind.MESSAGE_EXPIRED)
 

@@ -44,7 +44,7 @@ from ...domain import (
     read_fleet_cursor,
 )
 from ...events import change_from_json
-from .._retention import HistoryRetention
+from .._retention import PRUNE_SECONDS, HistoryRetention
 from ..base import BannerRuntime, RuntimeEndpoints, StorageUnavailable, banner_call
 from ..behaviour import BannerBehaviour, Registration
 from ._actor import DAPR_ACTOR_TYPE, BannerActor
@@ -104,8 +104,10 @@ class DaprRuntime(BannerRuntime):
         self._endpoints: RuntimeEndpoints | None = None
         self.sweep = ExpirySweep(self.directory, self._expire)
         #: History older than `history_days` goes (0: kept for good); one replica prunes a round.
-        self.retention = HistoryRetention(self._prune_history, history_days)
         self._holder = uuid.uuid4().hex
+        self.retention = HistoryRetention(
+            self.directory.history.prune, history_days, round_lock=self._prune_round
+        )
         #: Turns of the actors this replica hosts, and their state saves.
         self.stats = RuntimeStats()
 
@@ -299,11 +301,9 @@ class DaprRuntime(BannerRuntime):
             await self._call(banner_id, BannerBehaviour.device_ack, {"version": display_version})
         )
 
-    async def _prune_history(self, before: float, limit: int) -> bool:
-        """One batch, by the replica that holds this round's lock (the others find nothing to do)."""
-        if not await self.directory.try_lock("history-prune", self._holder, 60.0):
-            return False
-        return await self.directory.history.prune(before, limit)
+    async def _prune_round(self) -> bool:
+        """Whether this replica prunes this round: the one that takes the lock (for most of the round)."""
+        return await self.directory.try_lock("history-prune", self._holder, PRUNE_SECONDS * 0.9)
 
     async def history(self, banner_id: str, *, before: str | None, limit: int) -> HistoryPage:
         cursor = None if before is None else read_banner_cursor(before)
