@@ -39,12 +39,14 @@ async def test_export_writes_what_the_fleet_showed_as_csv(start_server):
         assert (
             await server.client.post(f"/api/v1/banners/{banner_id}/message", json={"text": text})
         ).status_code == 201
+        # In the fleet's history once it ended.
+        assert (await server.client.delete(f"/api/v1/banners/{banner_id}/message")).status_code == 200
     code, out, err = await export(server.url, "--since", "2000-01-01T00:00:00Z")
     assert code == 0, err
     rows = list(csv.DictReader(io.StringIO(out)))
     assert [(r["banner_id"], r["text"], r["ended"]) for r in rows] == [
-        ("a1", 'Hello, "world"', ""),
-        ("b2", "Zürich, 14:03", ""),
+        ("a1", 'Hello, "world"', "cleared"),
+        ("b2", "Zürich, 14:03", "cleared"),
     ]
     assert all(r["by"].startswith("key:") and r["shown_at"] for r in rows)
     assert err.strip().endswith("2 entries exported")

@@ -34,12 +34,22 @@ def test_batched_expiry_stores_and_publishes_what_the_expiry_turn_would():
     banner = showing_banner()
     stored = json.dumps(banner.model_dump(mode="json"), separators=(",", ":"), ensure_ascii=False).encode()
     later = NOW + timedelta(seconds=60, microseconds=7)
-    result = BannerBehaviour.expire_stored(stored, "m1", later.timestamp())
+    note = b'{"by":"key:k1","acked_at":"2025-06-15T12:00:01Z"}'
+    result = BannerBehaviour.expire_stored(stored, note, "m1", later.timestamp())
     assert result is not None
-    value, event, (record_id, at, patch) = result
-    # The history entry's patch: ended as expired, at the message's own end.
+    value, event, (record_id, at, entry) = result
+    # The history entry, whole: the message, its note, ended as expired at the message's own end.
     assert (record_id, at) == ("m1", NOW.timestamp())
-    assert json.loads(patch) == {"ended": "expired", "ended_at": "2025-06-15T12:01:00.123456Z"}
+    assert json.loads(entry) == {
+        "message_id": "m1",
+        "text": banner.message.text,
+        "by": "key:k1",
+        "requested_at": "2025-06-15T12:00:00.123456Z",
+        "shown_at": "2025-06-15T12:00:00.123456Z",
+        "ended": "expired",
+        "ended_at": "2025-06-15T12:01:00.123456Z",
+        "acked_at": "2025-06-15T12:00:01Z",
+    }
     by_turn = expire_message(banner, "m1", later)
     assert by_turn is not None
     assert json.loads(value) == by_turn.model_dump(mode="json")  # what the state manager would store
@@ -49,8 +59,8 @@ def test_batched_expiry_stores_and_publishes_what_the_expiry_turn_would():
 def test_batched_expiry_is_idempotent():
     banner = showing_banner()
     stored = banner.model_dump_json().encode()
-    assert BannerBehaviour.expire_stored(stored, "another-message", NOW.timestamp()) is None
-    assert BannerBehaviour.expire_stored(None, "m1", NOW.timestamp()) is None  # deleted meanwhile
+    assert BannerBehaviour.expire_stored(stored, None, "another-message", NOW.timestamp()) is None
+    assert BannerBehaviour.expire_stored(None, None, "m1", NOW.timestamp()) is None  # deleted meanwhile
 
 
 async def test_expiries_are_published_once_in_version_order_and_banners_leave_memory(tmp_path):

@@ -77,6 +77,10 @@ async def test_the_fleet_history_lists_a_time_range_with_who_sent_each(start_ser
         refused = await anonymous.get("/api/v1/history")
         assert refused.status_code == 401
     assert (await submit(service, "b2", "from the operator")).status_code == 201
+    # A message is in the fleet's history once it ended (its entry is written then); its banner's own
+    # history lists it from the start (above).
+    for banner_id in ("a1", "b2"):
+        assert (await service.client.delete(f"/api/v1/banners/{banner_id}/message")).status_code == 200
     fleet = await service.client.get(
         "/api/v1/history", params={"since": started.isoformat(), "until": datetime.now(UTC).isoformat()}
     )
@@ -154,6 +158,7 @@ async def test_entries_older_than_the_retention_are_pruned_and_newer_ones_kept(s
     cutoff = (at(old["shown_at"]) + (at(newer["shown_at"]) - at(old["shown_at"])) / 2).timestamp()
     assert await service.runtime.retention.prune_once(cutoff) == 1
     assert [i["message_id"] for i in (await history(service, "b1"))["items"]] == [newer["id"]]
+    assert (await service.client.delete("/api/v1/banners/b1/message")).status_code == 200
     since = datetime.fromtimestamp(0, UTC).isoformat()
     fleet = await service.client.get("/api/v1/history", params={"since": since})
     assert [i["message_id"] for i in fleet.json()["items"]] == [newer["id"]]

@@ -30,15 +30,13 @@ class Record:
     """An entry of an actor's record (its history): written with the turn that makes it, kept after
     the actor's state changes, read by time (`SqliteStore.records_of`, `records_between`).
 
-    `value` is JSON. With `patch` it is an RFC 7396 merge patch of the stored record of that id and time
-    instead (SQLite's json_patch), for a record that grows (a message shown, then ended); a patch of a
-    record that is not there changes nothing.
+    `value` is a JSON object, written as an RFC 7396 merge patch of a stored record of that id and time
+    (SQLite's json_patch), or as it is when there is none: a record may be written again with more in it.
     """
 
     record_id: str
     at: float
     value: bytes
-    patch: bool = False
 
 
 @dataclass(slots=True)

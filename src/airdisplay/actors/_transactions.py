@@ -107,23 +107,14 @@ def prune_records(conn: sqlite3.Connection, prune: RecordPrune) -> bool:
 
 
 def apply_records(conn: sqlite3.Connection, records: list[tuple[str, str, Record]]) -> None:
-    """Write records: new ones, then patches (one statement each, executemany: this runs for every submit).
-    A patch never meets its record's insert in one batch (a batch holds one write per actor, and a turn
-    does not show and end the same message), so inserts first keeps each record's order."""
-    inserts = [(t, a, r.at, r.record_id, r.value) for t, a, r in records if not r.patch]
-    if inserts:
-        conn.executemany(
-            "INSERT OR REPLACE INTO actor_records (actor_type, actor_id, at, record_id, value) "
-            "VALUES (?, ?, ?, ?, ?)",
-            inserts,
-        )
-    patches = [(r.value.decode(), t, a, r.at, r.record_id) for t, a, r in records if r.patch]
-    if patches:
-        conn.executemany(
-            "UPDATE actor_records SET value=CAST(json_patch(CAST(value AS TEXT), ?) AS BLOB) "
-            "WHERE actor_type=? AND actor_id=? AND at=? AND record_id=?",
-            patches,
-        )
+    """Write records (one statement, executemany): each is inserted, or merged into the stored record of
+    its key (see `Record`)."""
+    conn.executemany(
+        "INSERT INTO actor_records (actor_type, actor_id, at, record_id, value) VALUES (?, ?, ?, ?, ?) "
+        "ON CONFLICT (actor_type, actor_id, at, record_id) DO UPDATE SET "
+        "value=CAST(json_patch(CAST(value AS TEXT), CAST(excluded.value AS TEXT)) AS BLOB)",
+        [(t, a, r.at, r.record_id, r.value) for t, a, r in records],
+    )
 
 
 def apply_fired(conn: sqlite3.Connection, turn: TurnWrite) -> bool:

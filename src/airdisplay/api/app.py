@@ -190,6 +190,11 @@ def create_app(settings: Settings, runtime: BannerRuntime | None = None) -> Fast
         app.fast_submit = SubmitFastPath(app, settings.max_body_bytes, cors=bool(settings.cors_origins))
     app.observer = HttpObserver(app.serve, metrics.registry)
     app.device_channel = devices.DeviceChannel(
-        runtime, links, metrics, settings.device_timeout, settings.device_offline_grace
+        runtime,
+        links,
+        metrics,
+        settings.device_timeout,
+        settings.device_offline_grace,
+        slot_seconds=settings.message_seconds,
     )
     return app

@@ -39,7 +39,7 @@ from .bookings import (
     replayed_booking,
 )
 from .content import ContentPolicy
-from .events import BannerChanged, ChangeKind
+from .events import BannerChanged, ChangeKind, Upcoming
 from .exceptions import (
     BannerAlreadyExists,
     BannerBusy,
@@ -121,6 +121,7 @@ __all__ = [
     "SubmitDecision",
     "SubmitOutcome",
     "UnknownDisplayVersion",
+    "Upcoming",
     "VersionMismatch",
     "check_banner_id",
     "clean_name",

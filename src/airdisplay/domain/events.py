@@ -25,11 +25,24 @@ class ChangeKind(enum.StrEnum):
 
 
 @dataclass(frozen=True, slots=True)
+class Upcoming:
+    """The booking that shows next on a banner, text and all: for the banner's own device, which shows it
+    on time even over a slow link (docs/device-protocol.md). Never part of the public banner."""
+
+    booking_id: str
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
 class BannerChanged:
     """A committed change: the banner's new state (None once deleted) at `version`.
 
     `banner_json` is that state as JSON (`model_dump_json`), the very bytes the actor stored, when the
     change carries them: frames and replies reuse them instead of serialising the banner again.
+
+    `upcoming` is the first waiting booking's text, carried by the changes that move the queue (a booking
+    queued or cancelled, a message ended and the next started) when a booking waits: devices read it,
+    streams never send it. The public `banner.queue` says which booking is first in every change.
     """
 
     kind: ChangeKind
@@ -38,6 +51,7 @@ class BannerChanged:
     banner: Banner | None
     at: datetime
     banner_json: bytes | None = field(default=None, repr=False, compare=False)
+    upcoming: Upcoming | None = field(default=None, repr=False, compare=False)
 
     @property
     def json(self) -> bytes:

@@ -1,9 +1,15 @@
 """What a banner showed: one entry per message, from when it showed until it ended and why (issue 15).
 
-An entry is written by the turn that shows the message (who sent it, when it was asked for, when it
-showed) and completed by the turn that ends it (when, how) and the one in which the device acknowledged
-it. A booking skipped because its whole slot passed while the service was down is an entry too, `missed`,
-never shown. Refused submits and cancelled bookings showed nothing and are not history.
+An entry is written once, by the turn that ends the message (expired, cleared, deleted), in the same
+transaction: the submit path writes nothing of it. While a message shows, what the entry needs beyond
+the banner's own state (who sent it, when it was asked for, when the device acknowledged it) is a small
+note in the banner's state (`ShowingNote`), and a banner's history lists the message showing now from the
+banner and that note. A booking skipped because its whole slot passed while the service was down is an
+entry too, `missed`, never shown. Refused submits and cancelled bookings showed nothing and are not
+history.
+
+Entries are written as merge patches of what is stored under their id (RFC 7396, null fields left out):
+an entry that an earlier version wrote when its message showed is completed, not replaced.
 """
 
 from __future__ import annotations
@@ -77,19 +83,93 @@ def read_fleet_cursor(cursor: str) -> tuple[float, str, str]:
     return float(parts[0]), parts[1], parts[2]
 
 
-def shown_entry(message: Message, by: str | None, requested_at: datetime) -> bytes:
-    """The entry of a message that shows from now on, as its record's JSON, built by hand: every submit
-    writes one (json.dumps of the whole entry was 2.2% of a submit's samples, bench/submit_vs_bare.py
-    --profile)."""
+class ShowingNote(BaseModel):
+    """What the history entry of the message showing now needs beyond the banner: kept in the banner's
+    state from when it shows until the turn that ends it writes its entry."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    #: Who sent it (`HistoryEntry.by`).
+    by: str | None = None
+    #: When it was booked, for a booking (a submit's is when it showed).
+    requested_at: datetime | None = None
+    acked_at: datetime | None = None
+
+
+def showing_note(by: str | None, requested_at: datetime | None = None) -> bytes:
+    """The note of a message that shows from now on, as JSON, built by hand: every submit writes one."""
+    parts = []
+    if by is not None:
+        parts.append(b'"by":%s' % json.dumps(by).encode())
+    if requested_at is not None:
+        parts.append(b'"requested_at":"%s"' % format_time(requested_at).encode())
+    return b"{%s}" % b",".join(parts)
+
+
+def note_of(stored: bytes | dict[str, object] | None) -> ShowingNote:
+    """The note from its stored JSON (bytes, or decoded by Dapr's state manager); empty if none."""
+    if stored is None:
+        return _NO_NOTE
+    if isinstance(stored, bytes):
+        return ShowingNote.model_validate_json(stored)
+    return ShowingNote.model_validate(stored)
+
+
+_NO_NOTE = ShowingNote()
+
+
+def acked_note(note: ShowingNote, at: datetime) -> bytes:
+    return note.model_copy(update={"acked_at": at}).model_dump_json(exclude_none=True).encode()
+
+
+def ended_entry(message: Message, note: ShowingNote, ended: Ended, at: datetime) -> bytes:
+    """The whole entry of a message that ended at `at`, as JSON built by hand (it is written for every
+    message that ends, in the expiry's batch too); fields it does not know are left out, not null."""
     shown = format_time(message.shown_at)
-    requested = shown if requested_at == message.shown_at else format_time(requested_at)
-    return b'{"message_id":"%s","text":%s,"by":%s,"requested_at":"%s","shown_at":"%s"}' % (
-        message.id.encode(),
-        json.dumps(message.text, ensure_ascii=False).encode(),
-        b"null" if by is None else json.dumps(by).encode(),
-        requested.encode(),
-        shown.encode(),
+    parts = [
+        b'"message_id":"%s"' % message.id.encode(),
+        b'"text":%s' % json.dumps(message.text, ensure_ascii=False).encode(),
+    ]
+    if note.by is not None:
+        parts.append(b'"by":%s' % json.dumps(note.by).encode())
+    requested = shown if note.requested_at is None else format_time(note.requested_at)
+    parts.append(b'"requested_at":"%s","shown_at":"%s"' % (requested.encode(), shown.encode()))
+    parts.append(b'"ended_at":"%s","ended":"%s"' % (format_time(at).encode(), ended.value.encode()))
+    if note.acked_at is not None:
+        parts.append(b'"acked_at":"%s"' % format_time(note.acked_at).encode())
+    return b"{%s}" % b",".join(parts)
+
+
+def showing_entry(banner_id: str, message: Message, note: ShowingNote) -> HistoryEntry:
+    """The entry of the message showing now, not written yet (it is when the message ends)."""
+    return HistoryEntry(
+        banner_id=banner_id,
+        message_id=message.id,
+        text=message.text,
+        by=note.by,
+        requested_at=note.requested_at or message.shown_at,
+        shown_at=message.shown_at,
+        acked_at=note.acked_at,
     )
+
+
+def with_showing(
+    page: HistoryPage, showing: HistoryEntry | None, before: tuple[float, str] | None, limit: int
+) -> HistoryPage:
+    """A banner's page of written entries (newest first) with the entry of the message showing now, where
+    it belongs: it is the newest, so it leads the first page (and no later one), and the page stays at
+    `limit` entries. An entry already written for it (it ended meanwhile) wins."""
+    if showing is None or showing.shown_at is None or before is not None:
+        return page
+    if any(entry.message_id == showing.message_id for entry in page.items):
+        return page
+    items = [showing, *page.items]
+    if len(items) <= limit:
+        return HistoryPage(items, page.next)
+    last = items[limit - 1]
+    assert last.shown_at is not None or last.slot_start is not None
+    at = (last.shown_at or last.slot_start or showing.shown_at).timestamp()
+    return HistoryPage(items[:limit], banner_cursor(at, last.message_id))
 
 
 def missed_entry(
@@ -105,15 +185,6 @@ def missed_entry(
         "slot_start": format_time(slot_start),
     }
     return json.dumps(entry, ensure_ascii=False, separators=(",", ":")).encode()
-
-
-def ended_patch(ended: Ended, at: datetime) -> bytes:
-    """The merge patch that completes a shown message's entry when it ends."""
-    return b'{"ended_at":"%s","ended":"%s"}' % (format_time(at).encode(), ended.value.encode())
-
-
-def acked_patch(at: datetime) -> bytes:
-    return b'{"acked_at":"%s"}' % format_time(at).encode()
 
 
 @dataclass(frozen=True, slots=True)

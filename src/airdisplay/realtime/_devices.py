@@ -20,11 +20,12 @@ import contextlib
 import json
 import time
 from collections.abc import Callable
+from datetime import datetime, timedelta
 
 from opentelemetry.trace import SpanContext
 
 from .. import tracing
-from ..domain import Banner, format_time
+from ..domain import Banner, Upcoming, format_time
 from ..events import EventBus, Published
 from ._subscriber import Outgoing, Subscriber
 from ._traces import delivered, offered
@@ -47,6 +48,31 @@ def display_frame(banner: Banner) -> str:
     )
 
 
+def display_frame_with_next(banner: Banner, upcoming: Upcoming | None, slot: timedelta) -> str:
+    """`display_frame` with `next`: the booking that shows when this message ends, its text and slot (for
+    firmware that asked for it when it connected, `?next=1`); null while none waits, or while its text is
+    not known to this link (it comes with the next change that moves the queue)."""
+    message = banner.message
+    first = banner.queue[0] if banner.queue else None
+    following = None
+    if first is not None and upcoming is not None and upcoming.booking_id == first.id:
+        following = {
+            "text": upcoming.text,
+            "starts_at": format_time(first.starts_at),
+            "expires_at": format_time(first.starts_at + slot),
+        }
+    return json.dumps(
+        {
+            "type": "display",
+            "version": banner.display_version,
+            "text": message.text if message else None,
+            "expires_at": format_time(message.expires_at) if message else None,
+            "next": following,
+        },
+        ensure_ascii=False,
+    )
+
+
 class DeviceLink:
     """One connected device: its outbox and when it was last heard from."""
 
@@ -59,10 +85,24 @@ class DeviceLink:
         "revoked",
         "timed_out",
         "shown_trace",
+        "next_slot",
+        "upcoming",
+        "next_sent",
     )
 
-    def __init__(self, banner_id: str, coalesce_count: Callable[[], None] | None = None) -> None:
+    def __init__(
+        self,
+        banner_id: str,
+        coalesce_count: Callable[[], None] | None = None,
+        next_slot: timedelta | None = None,
+    ) -> None:
         self.banner_id = banner_id
+        #: Set for firmware that takes the next booking ahead (`?next=1`): the length of a slot.
+        self.next_slot = next_slot
+        #: The first waiting booking's text as the last change that moved the queue carried it.
+        self.upcoming: Upcoming | None = None
+        #: What the last frame said comes next: (booking id, starts at), or None.
+        self.next_sent: tuple[str, datetime] | None = None
         self.subscriber = Subscriber(DEVICE_SEND_BUFFER, coalesce_count=coalesce_count)
         #: With tracing on: the display version last written to the device and its delivery span, so
         #: the device's ack of it joins that trace.
@@ -80,9 +120,30 @@ class DeviceLink:
     def silent_for(self) -> float:
         return time.monotonic() - self.last_heard
 
-    def show(self, banner: Banner) -> None:
+    def show(self, banner: Banner, upcoming: Upcoming | None = None) -> None:
+        """Send what the banner should show, if it changed; for firmware that takes the next booking ahead,
+        also when only what comes next changed (the same display version again, with a new `next`)."""
         version = banner.display_version
-        if self.subscriber.offer(self.banner_id, version, display_frame(banner)) and tracing.enabled:
+        if self.next_slot is None:
+            frame = display_frame(banner)
+            resets = False
+        else:
+            if upcoming is not None:
+                self.upcoming = upcoming
+            first = banner.queue[0] if banner.queue else None
+            if first is None:
+                self.upcoming = None
+            known = self.upcoming
+            if known is None or first is None or known.booking_id != first.id:
+                known = None
+            following = None if known is None or first is None else (first.id, first.starts_at)
+            last = self.subscriber.version_of(self.banner_id)
+            if last is not None and (version < last or (version == last and following == self.next_sent)):
+                return  # an older display, or nothing new
+            resets = version == last
+            self.next_sent = following
+            frame = display_frame_with_next(banner, known, self.next_slot)
+        if self.subscriber.offer(self.banner_id, version, frame, resets=resets) and tracing.enabled:
             offered(self.subscriber, self.banner_id, version, tracing.current())
 
     def sent(self, item: Outgoing) -> None:
@@ -124,13 +185,14 @@ class DeviceLinks:
         """True if a link for the banner fits under the limit; replacing its own link always fits."""
         return not self.limit or len(self._links) < self.limit or banner_id in self._links
 
-    def attach(self, banner_id: str) -> DeviceLink:
-        """A new link for the banner; an existing one is marked replaced and ended."""
+    def attach(self, banner_id: str, next_slot: timedelta | None = None) -> DeviceLink:
+        """A new link for the banner; an existing one is marked replaced and ended. `next_slot` for firmware
+        that takes the next booking ahead (the length of a slot)."""
         old = self._links.get(banner_id)
         if old is not None:
             old.replaced = True
             old.subscriber.close()
-        link = self._links[banner_id] = DeviceLink(banner_id, self._coalesce_count)
+        link = self._links[banner_id] = DeviceLink(banner_id, self._coalesce_count, next_slot)
         return link
 
     def revoke(self, banner_id: str) -> None:
@@ -196,4 +258,4 @@ class DeviceLinks:
             link.deleted = True
             link.subscriber.close()
         else:
-            link.show(banner)
+            link.show(banner, event.change.upcoming)

@@ -41,6 +41,7 @@ from ..domain import (
     Message,
     SubmissionLog,
     SubmitOutcome,
+    Upcoming,
     advance,
     book,
     cancel,
@@ -53,7 +54,17 @@ from ..domain import (
     replayed_booking,
     submit_message,
 )
-from ..domain.history import Ended, acked_patch, ended_patch, missed_entry, shown_entry
+from ..domain.history import (
+    Ended,
+    HistoryEntry,
+    ShowingNote,
+    acked_note,
+    ended_entry,
+    missed_entry,
+    note_of,
+    showing_entry,
+    showing_note,
+)
 from ..logs import about
 
 log = logging.getLogger("airdisplay.banner")
@@ -63,6 +74,8 @@ SUBMISSIONS_KEY = "submissions"
 DEVICE_TOKEN_KEY = "device_token_sha256"
 #: The banner's bookings (domain/bookings.py): absent while it has none and no receipts to keep.
 BOOKINGS_KEY = "bookings"
+#: While a message shows: what its history entry needs beyond the banner (domain/history.py ShowingNote).
+SHOWING_KEY = "showing"
 EXPIRE_REMINDER = "expire"
 #: 32 random bytes: a token nobody guesses, so a plain SHA-256 of it is a safe thing to store.
 DEVICE_TOKEN_BYTES = 32
@@ -140,8 +153,9 @@ class BannerBehaviour:
             self, name: str, state: bytes, due_time: timedelta, period: timedelta | None = None
         ) -> None: ...
         async def unregister_reminder(self, name: str) -> None: ...
-        def _history(self, record_id: str, at: float, value: bytes, patch: bool) -> None:
-            """Write a history record (domain/history.py) with this turn's changes."""
+        def _history(self, record_id: str, at: float, value: bytes) -> None:
+            """Write a history entry (domain/history.py) with this turn's changes: a merge patch of what
+            is stored under `record_id` and `at`, if anything."""
 
     # -- turns -------------------------------------------------------------------------------------
 
@@ -193,7 +207,7 @@ class BannerBehaviour:
         if message is not None and display_version == banner.display_version:
             before = banner.device.displayed_version
             if before is None or before < display_version:  # the device shows it from now
-                self._history(message.id, message.shown_at.timestamp(), acked_patch(now), True)
+                await self._state_manager.set_state(SHOWING_KEY, acked_note(await self._note(), now))
         await self._save(acknowledged, ChangeKind.DEVICE_ACKNOWLEDGED)
         return acknowledged
 
@@ -230,9 +244,7 @@ class BannerBehaviour:
         )
         if decision.log is not log:
             await self._state_manager.set_state(SUBMISSIONS_KEY, decision.log.model_dump_json().encode())
-        self._history(
-            message.id, message.shown_at.timestamp(), shown_entry(message, by, shown.updated_at), False
-        )
+        await self._state_manager.set_state(SHOWING_KEY, showing_note(by))
         stored = await self._save(shown, ChangeKind.MESSAGE_SHOWN)
         return SubmitOutcome(shown, replayed=False, banner_json=stored)
 
@@ -245,7 +257,7 @@ class BannerBehaviour:
         cleared = clear_message(banner, now)
         if cleared is None or banner.message is None:
             return banner
-        self._ended(banner.message, Ended.CLEARED, now)
+        await self._ended(banner.message, Ended.CLEARED, now)
         await self.unregister_reminder(EXPIRE_REMINDER)
         await self._save(cleared, ChangeKind.MESSAGE_CLEARED)
         return cleared
@@ -254,8 +266,8 @@ class BannerBehaviour:
         """Forget the banner, its idempotency log and its pending expiry."""
         banner = await self._load()
         if banner.message is not None:
-            self._ended(banner.message, Ended.DELETED, min(self._now(), banner.message.expires_at))
-        for key in (BANNER_KEY, SUBMISSIONS_KEY, DEVICE_TOKEN_KEY, BOOKINGS_KEY):
+            await self._ended(banner.message, Ended.DELETED, min(self._now(), banner.message.expires_at))
+        for key in (BANNER_KEY, SUBMISSIONS_KEY, DEVICE_TOKEN_KEY, BOOKINGS_KEY, SHOWING_KEY):
             if await self._state_manager.contains_state(key):
                 await self._state_manager.remove_state(key)
         await self.unregister_reminder(EXPIRE_REMINDER)
@@ -272,7 +284,7 @@ class BannerBehaviour:
             return
         expired = expire_message(banner, message_id, self._now())
         if expired is not None and banner.message is not None:
-            self._ended(banner.message, Ended.EXPIRED, banner.message.expires_at)
+            await self._ended(banner.message, Ended.EXPIRED, banner.message.expires_at)
             await self._save(expired, ChangeKind.MESSAGE_EXPIRED)
 
     async def book(self, text: str, by: str, idempotency_key: str | None = None) -> BookOutcome:
@@ -312,7 +324,7 @@ class BannerBehaviour:
             idempotency_key=idempotency_key,
         )
         await self._store_bookings(queue)
-        await self._save(booked, ChangeKind.BOOKING_QUEUED)
+        await self._save(booked, ChangeKind.BOOKING_QUEUED, queue)
         return outcome
 
     async def cancel_booking(self, booking_id: str, token: str | None) -> Banner:
@@ -322,13 +334,20 @@ class BannerBehaviour:
             banner, await self._bookings(), booking_id, token=token, now=self._now(), rules=self.rules
         )
         await self._store_bookings(queue)
-        await self._save(updated, ChangeKind.BOOKING_CANCELLED)
+        await self._save(updated, ChangeKind.BOOKING_CANCELLED, queue)
         return updated
 
     async def bookings(self) -> BookingQueue:
         """The banner's waiting bookings, texts and all (for an operator)."""
         await self._caught_up(await self._load())
         return await self._bookings()
+
+    async def showing(self) -> HistoryEntry | None:
+        """The history entry of the message showing now (written once it ends), or None."""
+        banner = await self._caught_up(await self._load())
+        if banner.showing(self._now()) is None or banner.message is None:
+            return None
+        return showing_entry(banner.id, banner.message, await self._note())
 
     async def receive_reminder(
         self, name: str, state: bytes, due_time: timedelta, period: timedelta | None
@@ -338,10 +357,10 @@ class BannerBehaviour:
 
     @staticmethod
     def expire_stored(
-        stored: bytes | None, message_id: str, now: float
+        stored: bytes | None, note: bytes | None, message_id: str, now: float
     ) -> tuple[bytes, BannerChanged, tuple[str, float, bytes]] | None:
-        """`expire` without an actor: from the stored banner JSON, its new JSON, the event and the history
-        record's patch (id, time, patch), or None.
+        """`expire` without an actor: from the stored banner JSON and its `SHOWING_KEY` note, its new JSON,
+        the event and the message's history entry (id, time, entry), or None. (The note is then removed.)
         BookingsWaiting when bookings wait behind the message: starting the next one needs a turn.
 
         For runtimes that expire many banners at once without a turn each. JSON to model and back through
@@ -361,8 +380,8 @@ class BannerBehaviour:
             ChangeKind.MESSAGE_EXPIRED, expired.id, expired.version, expired, expired.updated_at, stored_json
         )
         message = banner.message
-        ended = (message.id, message.shown_at.timestamp(), ended_patch(Ended.EXPIRED, message.expires_at))
-        return stored_json, event, ended
+        entry = ended_entry(message, note_of(note), Ended.EXPIRED, message.expires_at)
+        return stored_json, event, (message.id, message.shown_at.timestamp(), entry)
 
     # -- internals ---------------------------------------------------------------------------------
 
@@ -374,8 +393,16 @@ class BannerBehaviour:
     def _now(self) -> datetime:
         return datetime.fromtimestamp(self.now(), UTC)
 
-    def _ended(self, message: Message, how: Ended, at: datetime) -> None:
-        self._history(message.id, message.shown_at.timestamp(), ended_patch(how, at), True)
+    async def _ended(self, message: Message, how: Ended, at: datetime) -> None:
+        """Write the history entry of `message`, which ended at `at`, and let go of its note."""
+        entry = ended_entry(message, await self._note(), how, at)
+        self._history(message.id, message.shown_at.timestamp(), entry)
+        if await self._state_manager.contains_state(SHOWING_KEY):
+            await self._state_manager.remove_state(SHOWING_KEY)
+
+    async def _note(self) -> ShowingNote:
+        found, stored = await self._state_manager.try_get_state(SHOWING_KEY)
+        return note_of(stored if found else None)
 
     async def _bookings(self) -> BookingQueue:
         found, raw = await self._state_manager.try_get_state(BOOKINGS_KEY)
@@ -408,7 +435,7 @@ class BannerBehaviour:
         now = self._now()
         moved = advance(banner, await self._bookings(), ended_at=ended_at, now=now, rules=self.rules)
         if banner.message is not None:
-            self._ended(banner.message, Ended.CLEARED if cleared_early else Ended.EXPIRED, ended_at)
+            await self._ended(banner.message, Ended.CLEARED if cleared_early else Ended.EXPIRED, ended_at)
         slot = timedelta(seconds=self.rules.display_seconds)
         for missed, start in moved.missed:
             log.warning(
@@ -418,22 +445,17 @@ class BannerBehaviour:
                 extra=about(banner.id),
             )
             entry = missed_entry(missed.id, missed.text, missed.by, missed.booked_at, start, start + slot)
-            self._history(missed.id, start.timestamp(), entry, False)
+            self._history(missed.id, start.timestamp(), entry)
         message = moved.banner.message
         if message is not None:
             await self.register_reminder(EXPIRE_REMINDER, message.id.encode(), message.expires_at - now, None)
             assert moved.started is not None
             started = moved.started
-            self._history(
-                message.id,
-                message.shown_at.timestamp(),
-                shown_entry(message, started.by, started.booked_at),
-                False,
-            )
+            await self._state_manager.set_state(SHOWING_KEY, showing_note(started.by, started.booked_at))
         elif cleared_early:
             await self.unregister_reminder(EXPIRE_REMINDER)
         await self._store_bookings(moved.queue)
-        await self._save(moved.banner, kind if message is None else ChangeKind.MESSAGE_SHOWN)
+        await self._save(moved.banner, kind if message is None else ChangeKind.MESSAGE_SHOWN, moved.queue)
         return moved.banner
 
     async def _load(self) -> Banner:
@@ -442,11 +464,19 @@ class BannerBehaviour:
             raise BannerNotFound(str(self.id))
         return banner_of(raw)
 
-    async def _save(self, banner: Banner, kind: ChangeKind) -> bytes:
-        """Store the banner and publish its change, both with the one serialisation; returns its bytes."""
+    async def _save(self, banner: Banner, kind: ChangeKind, queue: BookingQueue | None = None) -> bytes:
+        """Store the banner and publish its change, both with the one serialisation; returns its bytes.
+        A turn that moved the queue passes it: the change then carries the next booking's text (`Upcoming`)
+        for the banner's device."""
         stored = banner.model_dump_json().encode()
         await self._state_manager.set_state(BANNER_KEY, stored)
-        self.publish(BannerChanged(kind, banner.id, banner.version, banner, banner.updated_at, stored))
+        upcoming = None
+        if queue is not None and queue.entries:
+            first = queue.entries[0]
+            upcoming = Upcoming(first.id, first.text)
+        self.publish(
+            BannerChanged(kind, banner.id, banner.version, banner, banner.updated_at, stored, upcoming)
+        )
         return stored
 
 

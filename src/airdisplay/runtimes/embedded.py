@@ -36,6 +36,7 @@ from ..actors import (
 from ..domain import (
     Banner,
     BannerChanged,
+    BannerNotFound,
     BannerRules,
     BookingQueue,
     BookOutcome,
@@ -47,10 +48,18 @@ from ..domain import (
     read_banner_cursor,
     read_fleet_cursor,
 )
+from ..domain.history import with_showing
 from ..events import InProcessEventBus
 from ._retention import HistoryRetention
 from .base import BannerRuntime, RuntimeNotRunning, StorageUnavailable, banner_call
-from .behaviour import BANNER_KEY, EXPIRE_REMINDER, BannerBehaviour, BookingsWaiting, Registration
+from .behaviour import (
+    BANNER_KEY,
+    EXPIRE_REMINDER,
+    SHOWING_KEY,
+    BannerBehaviour,
+    BookingsWaiting,
+    Registration,
+)
 
 if TYPE_CHECKING:
     from ..config import Settings
@@ -73,8 +82,8 @@ class BannerActor(BannerBehaviour, Actor):
         super().__init__(ctx)
         self.rules = rules
 
-    def _history(self, record_id: str, at: float, value: bytes, patch: bool) -> None:
-        self.put_record(Record(record_id, at, value, patch))
+    def _history(self, record_id: str, at: float, value: bytes) -> None:
+        self.put_record(Record(record_id, at, value))
 
 
 def _expire_in_batch(
@@ -83,14 +92,19 @@ def _expire_in_batch(
     """The expiry of a banner that is not busy: what `BannerBehaviour.expire` does, without a turn (but
     for one with bookings waiting: starting the next arms its expiry, in a turn)."""
     try:
-        expired = BannerBehaviour.expire_stored(stored.get(BANNER_KEY), record.data.decode(), now)
+        expired = BannerBehaviour.expire_stored(
+            stored.get(BANNER_KEY), stored.get(SHOWING_KEY), record.data.decode(), now
+        )
     except BookingsWaiting:
         return NEEDS_TURN
     if expired is None:
         return None
-    value, event, (record_id, at, patch) = expired
+    value, event, (record_id, at, entry) = expired
     return ReminderEffect(
-        state_set=((BANNER_KEY, value),), events=(event,), records=(Record(record_id, at, patch, patch=True),)
+        state_set=((BANNER_KEY, value),),
+        state_removed=(SHOWING_KEY,) if SHOWING_KEY in stored else (),
+        events=(event,),
+        records=(Record(record_id, at, entry),),
     )
 
 
@@ -100,7 +114,7 @@ def _entry(banner_id: str, value: bytes) -> HistoryEntry:
 
 #: Expiries of banners that are not busy go in batches: one read and one transaction per batch instead of
 #: an activation and a turn each (bench/expiries.py).
-EXPIRY_BATCHING = ReminderBatching(frozenset({EXPIRE_REMINDER}), (BANNER_KEY,), _expire_in_batch)
+EXPIRY_BATCHING = ReminderBatching(frozenset({EXPIRE_REMINDER}), (BANNER_KEY, SHOWING_KEY), _expire_in_batch)
 
 
 class EmbeddedRuntime(BannerRuntime):
@@ -281,13 +295,20 @@ class EmbeddedRuntime(BannerRuntime):
 
     async def history(self, banner_id: str, *, before: str | None, limit: int) -> HistoryPage:
         cursor = None if before is None else read_banner_cursor(before)
+        showing = None
+        if cursor is None:  # the message showing now leads the first page (its entry is written at its end)
+            try:
+                showing = await self._call(banner_id, BannerActor.showing)
+            except BannerNotFound:  # deleted: its history stays
+                showing = None
         try:
             rows = self.host.store.records_of(BANNER_ACTOR_TYPE, banner_id, cursor, limit)
         except StoreError as exc:
             raise StorageUnavailable(str(exc)) from exc
         items = [_entry(banner_id, value) for _, _, value in rows]
         last = rows[-1] if len(rows) == limit else None
-        return HistoryPage(items, None if last is None else banner_cursor(last[0], last[1]))
+        page = HistoryPage(items, None if last is None else banner_cursor(last[0], last[1]))
+        return with_showing(page, showing, cursor, limit)
 
     async def fleet_history(
         self, *, since: datetime, until: datetime, after: str | None, limit: int

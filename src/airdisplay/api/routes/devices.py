@@ -17,13 +17,21 @@ import asyncio
 import json
 import logging
 import re
+from datetime import timedelta
 from typing import Annotated, Literal
+from urllib.parse import parse_qs
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 from starlette.types import Message, Receive, Scope, Send
 
 from ... import tracing
-from ...domain import BannerNotFound, DeviceTokenInvalid, UnknownDisplayVersion, check_banner_id
+from ...domain import (
+    BannerNotFound,
+    DeviceTokenInvalid,
+    UnknownDisplayVersion,
+    Upcoming,
+    check_banner_id,
+)
 from ...domain.exceptions import InvalidBannerId
 from ...logs import about
 from ...realtime import DeviceLink, DeviceLinks, SubscriberState
@@ -89,8 +97,12 @@ class DeviceChannel:
         metrics: ServiceMetrics,
         heartbeat_seconds: float,
         offline_grace: float = 0.0,
+        *,
+        slot_seconds: float = 60.0,
     ) -> None:
         self.runtime = runtime
+        #: How long a message shows: the slot of a booking sent ahead (`?next=1`).
+        self.slot = timedelta(seconds=slot_seconds)
         self.links = links
         self.metrics = metrics
         self.heartbeat_seconds = heartbeat_seconds
@@ -174,7 +186,11 @@ class DeviceChannel:
             check_banner_id(banner_id)
             if not token:
                 raise DeviceTokenInvalid(banner_id)
-            await runtime.authenticate_device(banner_id, token)
+            authenticated = await runtime.authenticate_device(banner_id, token)
+            upcoming = None
+            if authenticated.queue and _wants_next(scope):  # the next booking's text, for this link
+                waiting = (await runtime.bookings(banner_id)).entries
+                upcoming = Upcoming(waiting[0].id, waiting[0].text) if waiting else None
         except (BannerNotFound, InvalidBannerId):
             await close_connection(send, CLOSE_UNKNOWN_BANNER, "unknown banner")
             return
@@ -182,7 +198,9 @@ class DeviceChannel:
             await close_connection(send, CLOSE_UNAUTHORIZED, "missing or invalid device token")
             return
         self._back(banner_id)
-        session = _Session(links.attach(banner_id), send)
+        link = links.attach(banner_id, self.slot if _wants_next(scope) else None)
+        link.upcoming = upcoming
+        session = _Session(link, send)
         outcome = await session.run(self, receive, token, revocations)
         if outcome is not None and outcome[0] == CLOSE_TOO_MANY_FRAMES:
             log.warning(
@@ -347,6 +365,12 @@ def _ended(link: DeviceLink, heartbeat_seconds: float) -> tuple[int, str] | None
     if link.subscriber.state is SubscriberState.OVERFLOWED:
         return CLOSE_SLOW_CONSUMER, "too slow: reconnect"
     return None
+
+
+def _wants_next(scope: Scope) -> bool:
+    """True when the firmware asked for the next booking ahead: `next=1` in the query."""
+    query: bytes = scope.get("query_string", b"")
+    return bool(query) and "1" in parse_qs(query.decode("latin-1")).get("next", [])
 
 
 def _bearer(scope: Scope) -> str:

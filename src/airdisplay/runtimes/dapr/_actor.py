@@ -132,6 +132,9 @@ class BannerActorInterface(ActorInterface):
     @_turn_named(BannerBehaviour.bookings)
     async def call_bookings(self, data: dict[str, Any]) -> dict[str, Any]: ...
 
+    @_turn_named(BannerBehaviour.showing)
+    async def call_showing(self, data: dict[str, Any]) -> dict[str, Any]: ...
+
 
 class BannerActor(BannerBehaviour, Actor, BannerActorInterface, Remindable):
     """A banner on Dapr. (Remindable must be a direct base: the SDK checks __bases__.)"""
@@ -162,8 +165,8 @@ class BannerActor(BannerBehaviour, Actor, BannerActorInterface, Remindable):
     def publish(self, event: object) -> None:
         self._events.append(event)
 
-    def _history(self, record_id: str, at: float, value: bytes, patch: bool) -> None:
-        self._records.append({"id": record_id, "at": at, "value": value.decode(), "patch": patch})
+    def _history(self, record_id: str, at: float, value: bytes) -> None:
+        self._records.append({"id": record_id, "at": at, "value": value.decode()})
 
     async def _turn(self, action: Callable[[], Awaitable[object]], method: str) -> dict[str, Any]:
         """Run one turn (of BannerBehaviour's `method`): all or nothing for state, events only after the
@@ -392,6 +395,13 @@ class BannerActor(BannerBehaviour, Actor, BannerActorInterface, Remindable):
             return (await self.bookings()).model_dump(mode="json")
 
         return await self._turn(run, "bookings")
+
+    async def call_showing(self, data: dict[str, Any]) -> dict[str, Any]:
+        async def run() -> object:
+            entry = await self.showing()
+            return None if entry is None else entry.model_dump(mode="json")
+
+        return await self._turn(run, "showing")
 
     async def receive_reminder(
         self,

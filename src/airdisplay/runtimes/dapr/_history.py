@@ -5,7 +5,8 @@ Dapr actor state can be neither listed nor queried by time, so history lives bes
 size and no other server is needed. Its writes must not be lost when a replica dies between saving a turn
 and writing here: a turn's records go into the actor's own state first (`OUTBOX_KEY`, saved with the
 turn in Dapr's state transaction), then here, and an activation writes the outbox here again. Every write
-is idempotent (an entry is set whole, a patch sets the same fields again), so writing twice is harmless.
+is idempotent (an entry is merged into what is stored under its id, setting the same fields again), so
+writing twice is harmless.
 
 Keys:
 - `airdisplay:history:<banner id>` sorted set, all scores 0, members "<time>~<record id>" (the time in
@@ -29,20 +30,23 @@ FLEET_KEY = "airdisplay:history"
 ENTRIES_KEY = "airdisplay:history-entries"
 _WIDTH = 20
 
-#: KEYS: banner set, fleet set, entries. ARGV: banner member, fleet member, entry field, JSON, patch
-#: ("1": merge the JSON's fields into the stored entry, null removing one; no entry: nothing).
+#: KEYS: banner set, fleet set, entries. ARGV: banner member, fleet member, entry field, JSON, legacy.
+#: The JSON's fields are merged into a stored entry of that id (null removing one), or it is stored as it
+#: is. ARGV[5] "1": a merge patch written by an older version (an entry completed in steps), which
+#: changes nothing when the entry is not there.
 _WRITE = """
-if ARGV[5] == '1' then
-  local old = redis.call('HGET', KEYS[3], ARGV[3])
-  if not old then return 0 end
+local old = redis.call('HGET', KEYS[3], ARGV[3])
+local value = ARGV[4]
+if old then
   local entry = cjson.decode(old)
   for k, v in pairs(cjson.decode(ARGV[4])) do
     if v == cjson.null then entry[k] = nil else entry[k] = v end
   end
-  redis.call('HSET', KEYS[3], ARGV[3], cjson.encode(entry))
-  return 1
+  value = cjson.encode(entry)
+elseif ARGV[5] == '1' then
+  return 0
 end
-redis.call('HSET', KEYS[3], ARGV[3], ARGV[4])
+redis.call('HSET', KEYS[3], ARGV[3], value)
 redis.call('ZADD', KEYS[1], 0, ARGV[1])
 redis.call('ZADD', KEYS[2], 0, ARGV[2])
 return 1
@@ -69,7 +73,7 @@ class RedisHistory:
         self._write = client.register_script(_WRITE)
 
     async def write(self, banner_id: str, records: list[dict[str, Any]]) -> None:
-        """Write a turn's records ({"id", "at", "value", "patch"}) in order."""
+        """Write a turn's records ({"id", "at", "value"}, and "patch" in an older version's) in order."""
         for record in records:
             at, record_id = _time(record["at"]), record["id"]
             await self._write(
@@ -79,7 +83,7 @@ class RedisHistory:
                     f"{at}~{banner_id}~{record_id}",
                     f"{banner_id}~{record_id}",
                     record["value"],
-                    "1" if record["patch"] else "0",
+                    "1" if record.get("patch") else "0",
                 ],
             )
 

@@ -35,14 +35,17 @@ from ...actors import RuntimeStats
 from ...config import Settings
 from ...domain import (
     Banner,
+    BannerNotFound,
     BannerRules,
     BookingQueue,
     BookOutcome,
+    HistoryEntry,
     HistoryPage,
     SubmitOutcome,
     read_banner_cursor,
     read_fleet_cursor,
 )
+from ...domain.history import with_showing
 from ...events import change_from_json
 from .._retention import PRUNE_SECONDS, HistoryRetention
 from ..base import BannerRuntime, RuntimeEndpoints, StorageUnavailable, banner_call
@@ -307,10 +310,18 @@ class DaprRuntime(BannerRuntime):
 
     async def history(self, banner_id: str, *, before: str | None, limit: int) -> HistoryPage:
         cursor = None if before is None else read_banner_cursor(before)
+        showing = None
+        if cursor is None:  # the message showing now leads the first page (its entry is written at its end)
+            try:
+                found = await self._call(banner_id, BannerBehaviour.showing)
+            except BannerNotFound:  # deleted: its history stays
+                found = None
+            showing = None if found is None else HistoryEntry.model_validate(found)
         try:
-            return await self.directory.history.of(banner_id, cursor, limit)
+            page = await self.directory.history.of(banner_id, cursor, limit)
         except RedisError as exc:
             raise StorageUnavailable(f"the fleet history (Redis) is unavailable: {exc}") from None
+        return with_showing(page, showing, cursor, limit)
 
     async def fleet_history(
         self, *, since: datetime, until: datetime, after: str | None, limit: int
