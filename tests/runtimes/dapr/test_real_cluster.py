@@ -90,7 +90,14 @@ def running_cluster(
         redis.start()
     # The submit rate limit and the booking quota are per client address, and every request here comes
     # from 127.0.0.1.
-    serve_args = ("--message-seconds", str(message_seconds), "--submit-rate", "0", "--bookings-per-client", "0")
+    serve_args = (
+        "--message-seconds",
+        str(message_seconds),
+        "--submit-rate",
+        "0",
+        "--bookings-per-client",
+        "0",
+    )
     cluster = LocalDapr(workdir, redis.url, serve_args=serve_args, app_env=app_env or {})
     try:
         cluster.start()
