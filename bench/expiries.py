@@ -8,12 +8,19 @@ stopped before it comes due and started again after: every expiry is overdue at 
 of that wave are submitted with the runtime's clock held still, so none comes due before the stop).
 
     uv run python bench/expiries.py [--banners 100000 --display-seconds 30]
+    uv run python bench/expiries.py --banners 1000000 --display-seconds 30 --queued 1000 --no-restart
+
+`--queued N`: N of the banners (taken out of the wave) get a message and a full queue of bookings
+(BannerRules.queue_length) before the wave's submits start, and run through them back to back while the
+wave's expiries come due: how late each booking starts after its slot began (issue 15: p99 within 100 ms),
+as the committed change's time (the turn) and as seen by a listener (after the commit).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import gc
 import math
 import os
@@ -59,6 +66,12 @@ class Wave:
     submit_ended: float = 0.0
     started_at: float = 0.0  # restart wave: when the runtime was started again
     done: asyncio.Event = field(default_factory=asyncio.Event)
+    #: Banners with a queue of bookings (`--queued`): their bookings' ids, and each switch's lateness
+    #: (turn, seen) in seconds with when it happened.
+    booked: set[str] = field(default_factory=set)
+    switches: list[tuple[float, float, float]] = field(default_factory=list)
+    queued_done: asyncio.Event = field(default_factory=asyncio.Event)
+    queued_expected: int = 0
     #: (generation, seconds) of each garbage collection while the expiries ran: full collections walk
     #: every object in the process, and their pauses show up in the lateness.
     gc_pauses: list[tuple[int, float]] = field(default_factory=list)
@@ -77,6 +90,15 @@ class Wave:
             gc.callbacks.remove(self._on_gc)
 
     def on_change(self, change: BannerChanged) -> None:
+        if change.kind is ChangeKind.MESSAGE_SHOWN and self.booked:
+            message = change.banner.message if change.banner is not None else None
+            if message is not None and message.id in self.booked:
+                seen = time.time()
+                start = message.shown_at.timestamp()
+                self.switches.append((seen, change.at.timestamp() - start, seen - start))
+                if len(self.switches) >= self.queued_expected:
+                    self.queued_done.set()
+            return
         if change.kind is not ChangeKind.MESSAGE_EXPIRED:
             return
         now = time.time()
@@ -92,8 +114,23 @@ class Wave:
             self.done.set()
 
 
-async def submit_all(runtime: EmbeddedRuntime, wave: Wave) -> None:
-    numbers = iter(range(wave.count))
+async def book_full_queues(runtime: EmbeddedRuntime, wave: Wave, numbers: range, queue_length: int) -> None:
+    """A message and a full queue of bookings on each banner of `numbers` (not part of the wave)."""
+
+    async def fill(number: int) -> None:
+        await runtime.submit_message(banner_id(number), "first")
+        for i in range(queue_length):
+            outcome = await runtime.book(banner_id(number), f"booked {i}", by="bench")
+            assert outcome.shown is None, "the banner was free: the queue would not be full"
+            wave.booked.add(outcome.booking_id)
+
+    for start in range(numbers.start, numbers.stop, SEED_CONCURRENCY):
+        await asyncio.gather(*(fill(n) for n in range(start, min(start + SEED_CONCURRENCY, numbers.stop))))
+    wave.queued_expected = len(wave.booked)
+
+
+async def submit_all(runtime: EmbeddedRuntime, wave: Wave, first: int = 0) -> None:
+    numbers = iter(range(first, first + wave.count))
 
     async def worker() -> None:
         for number in numbers:
@@ -130,19 +167,31 @@ async def wait_done(wave: Wave, limit: float) -> None:
         print(f"  {wave.name}: only {len(wave.seen_at):,} of {wave.count:,} expired in time", file=sys.stderr)
 
 
-async def live_wave(data_dir: Path, count: int, display_seconds: float, limit: float) -> Wave:
-    """Submit to every banner, then watch them all expire while the runtime keeps running."""
-    wave = Wave("live", count)
-    runtime = EmbeddedRuntime(data_dir, BannerRules(display_seconds=display_seconds))
+async def live_wave(
+    data_dir: Path, count: int, display_seconds: float, limit: float, queued: int = 0
+) -> Wave:
+    """Submit to every banner, then watch them all expire while the runtime keeps running. With `queued`,
+    that many banners first get a full queue of bookings each, and are not part of the wave."""
+    wave = Wave("live", count - queued)
+    rules = BannerRules(display_seconds=display_seconds)
+    runtime = EmbeddedRuntime(data_dir, rules)
     runtime.add_listener(wave.on_change)
     await runtime.start()
     sampler = asyncio.create_task(sample(runtime, wave))
-    print(f"live wave: submitting {count:,} messages ...", file=sys.stderr)
-    await submit_all(runtime, wave)
+    if queued:
+        print(f"live wave: {queued:,} banners with {rules.queue_length} bookings each ...", file=sys.stderr)
+        await book_full_queues(runtime, wave, range(queued), rules.queue_length)
+    print(f"live wave: submitting {wave.count:,} messages ...", file=sys.stderr)
+    await submit_all(runtime, wave, first=queued)
     print(f"  submitted in {wave.submit_seconds:.1f} s; waiting for the expiries ...", file=sys.stderr)
     wave.follow_gc(True)
     await wait_done(wave, max(wave.due.values()) - time.time() + limit)
     wave.follow_gc(False)
+    if queued:
+        left = (rules.queue_length + 1) * display_seconds + limit
+        print(f"  waiting for the queues to run through (at most {left:.0f} s) ...", file=sys.stderr)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(wave.queued_done.wait(), left)
     await asyncio.sleep(2 * SAMPLE_SECONDS)  # a sample or two after the last expiry
     sampler.cancel()
     await runtime.stop()
@@ -231,6 +280,26 @@ def wave_rows(wave: Wave) -> list[tuple[str, str]]:
         ("actors in memory: max sampled", f"{max(s[2] for s in wave.samples):,}"),
         ("RSS: max sampled", f"{max(s[4] for s in wave.samples):,.0f} MB"),
     ]
+    if wave.booked:
+        during = [x for x in wave.switches if x[0] <= last_seen]
+        rows += [
+            (
+                "bookings started (of those queued) / during the wave's expiries",
+                f"{len(wave.switches):,} of {len(wave.booked):,} / {len(during):,}",
+            ),
+            (
+                "booking start, change.at - slot start, during the wave: p50 / p99 / max",
+                _spread([x[1] for x in during], 1000, ",.0f") + " ms",
+            ),
+            (
+                "booking start, seen - slot start, during the wave: p50 / p99 / max",
+                f"**{_spread([x[2] for x in during], 1000, ',.0f')} ms**",
+            ),
+            (
+                "booking start, seen - slot start, all: p50 / p99 / max",
+                _spread([x[2] for x in wave.switches], 1000, ",.0f") + " ms",
+            ),
+        ]
     return rows
 
 
@@ -256,6 +325,12 @@ def wave_figures(wave: Wave) -> dict[str, object]:
         "max_reminders_in_memory": max(s[1] for s in wave.samples),
         "max_actors_in_memory": max(s[2] for s in wave.samples),
         "max_rss_mb": max(s[4] for s in wave.samples),
+        "bookings_queued": len(wave.booked),
+        "booking_switch_seen_ms_percentiles": (
+            [percentile([x[2] for x in wave.switches], q) * 1000 for q in range(101)]
+            if wave.switches
+            else None
+        ),
     }
 
 
@@ -289,7 +364,7 @@ def timeline(wave: Wave, rows: int = 14) -> str:
 async def run(args: argparse.Namespace, data_dir: Path) -> tuple[SeedResult, Wave, Wave | None]:
     print(f"seeding {args.banners:,} banners ...", file=sys.stderr)
     seed = await seed_fleet(data_dir, args.banners, progress=False)
-    live = await live_wave(data_dir, args.banners, args.display_seconds, args.timeout)
+    live = await live_wave(data_dir, args.banners, args.display_seconds, args.timeout, args.queued)
     restart = None
     if not args.no_restart:
         restart = await restart_wave(data_dir, args.banners, args.display_seconds, args.timeout)
@@ -304,6 +379,9 @@ def main() -> None:
     parser.add_argument("--display-seconds", type=float, default=30.0, help="D: how long a message shows")
     parser.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for a wave to drain")
     parser.add_argument("--no-restart", action="store_true", help="skip the restart wave")
+    parser.add_argument(
+        "--queued", type=int, default=0, help="banners with a full queue of bookings, run through meanwhile"
+    )
     parser.add_argument("--cpu", type=int, default=None, help="pin this process to one CPU")
     parser.add_argument("--no-wait", action="store_true", help="do not wait for a quiet machine first")
     parser.add_argument("--max-wait", type=float, default=600.0, help="longest wait for a quiet machine (s)")

@@ -1,8 +1,9 @@
 """History at size: paging a banner's history and the fleet's with 10,000,000 entries, and pruning 1,000,000.
 
-Seeds `--rows` history entries straight into a data directory's `actor_records` table (`--banners`
-banners, their entries spread evenly over the last 100 days, so 10% are older than the 90-day retention),
-then runs `airdisplay serve` on it, pinned to CPU 0, with this client on CPU 1:
+Registers `--banners` banners, each showing a message (its entry is written when it ends, so a banner's
+newest page reads the banner's actor for it too), and seeds `--rows` history entries of theirs straight
+into the data directory's `actor_records` table (spread evenly over the last 100 days, so 10% are older
+than the 90-day retention), then runs `airdisplay serve` on it, pinned to CPU 0, with this client on CPU 1:
 1. with `--history-days 0` (no pruning): `--requests` sequential requests of one banner's newest page
    (`GET /api/v1/banners/{id}/history`, random banners), the same number of second pages (with the first
    page's cursor), and of the fleet's history from a random time (`GET /api/v1/history?since=...`);
@@ -17,6 +18,7 @@ then runs `airdisplay serve` on it, pinned to CPU 0, with this client on CPU 1:
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import random
 import re
@@ -29,7 +31,17 @@ from pathlib import Path
 
 import httpx
 
-from _fleet import NO_SUBMIT_LIMIT, ServerProcess, airdisplay_command, free_port, pinned, run_async
+from _fleet import (
+    NO_SUBMIT_LIMIT,
+    SEED_CONCURRENCY,
+    ServerProcess,
+    airdisplay_command,
+    banner_id,
+    free_port,
+    pinned,
+    run_async,
+    seed_fleet,
+)
 from _report import machine, percentile, stop_on_signals, table, write_json
 from airdisplay.domain import BannerRules
 from airdisplay.runtimes import EmbeddedRuntime
@@ -40,10 +52,19 @@ SPAN_DAYS = 100
 RETENTION_DAYS = 90
 
 
-async def make_schema(data_dir: Path) -> None:
-    runtime = EmbeddedRuntime(data_dir, BannerRules())
+async def make_banners(data_dir: Path, banners: int) -> None:
+    """The banners, each showing a message for an hour, and the one submitted to while pruning."""
+    await seed_fleet(data_dir, banners, progress=False)
+    runtime = EmbeddedRuntime(data_dir, BannerRules(display_seconds=3600))
     await runtime.start()
     await runtime.create_banner("live", "The banner submitted to while pruning")
+    numbers = iter(range(banners))
+
+    async def worker() -> None:
+        for number in numbers:
+            await runtime.submit_message(banner_id(number), "showing now", by="client:0123456789abcdef")
+
+    await asyncio.gather(*(worker() for _ in range(SEED_CONCURRENCY)))
     await runtime.stop()
 
 
@@ -56,7 +77,7 @@ def seed(data_dir: Path, rows: int, banners: int, now: float) -> float:
     step = SPAN_DAYS * DAY / per_banner
     conn.execute("BEGIN")
     for b in range(banners):
-        banner_id = f"h{b:07d}"
+        banner = banner_id(b)
         offset = random.random() * step
         batch = []
         for j in range(per_banner):
@@ -75,7 +96,7 @@ def seed(data_dir: Path, rows: int, banners: int, now: float) -> float:
                 },
                 separators=(",", ":"),
             ).encode()
-            batch.append(("banner", banner_id, at, record_id, value))
+            batch.append(("banner", banner, at, record_id, value))
         conn.executemany(
             "INSERT INTO actor_records (actor_type, actor_id, at, record_id, value) VALUES (?, ?, ?, ?, ?)",
             batch,
@@ -111,7 +132,7 @@ def paging(server: ServerProcess, banners: int, requests: int, now: float) -> di
     times: dict[str, list[float]] = {"banner, newest page": [], "banner, next page": [], "fleet, a page": []}
     with httpx.Client(base_url=server.base_url, timeout=30) as client:
         for _ in range(requests):
-            path = f"/api/v1/banners/h{random.randrange(banners):07d}/history"
+            path = f"/api/v1/banners/{banner_id(random.randrange(banners))}/history"
             took, page = timed(client, path, {"limit": 10})
             times["banner, newest page"].append(took)
             took, _ = timed(client, path, {"limit": 10, "before": page["next"]})
@@ -160,7 +181,8 @@ def main() -> None:
         data_dir = work / "data"
         data_dir.mkdir()
         now = time.time()
-        run_async(make_schema(data_dir))
+        print(f"registering {args.banners:,} banners, each showing a message ...", file=sys.stderr)
+        run_async(make_banners(data_dir, args.banners))
         print(f"seeding {args.rows:,} history entries ...", file=sys.stderr)
         seeded_in = seed(data_dir, args.rows, args.banners, now)
         size_mb = (data_dir / "airdisplay.db").stat().st_size / 1e6

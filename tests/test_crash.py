@@ -97,7 +97,8 @@ class Ack:
 class Server:
     """The `airdisplay serve` process: started, killed with SIGKILL, started again on the same data dir."""
 
-    def __init__(self, tmp_path: Path) -> None:
+    def __init__(self, tmp_path: Path, extra_args: tuple[str, ...] = ()) -> None:
+        self.extra_args = extra_args
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.data_dir = tmp_path / "data"
@@ -114,6 +115,7 @@ class Server:
                 *["--message-seconds", str(MESSAGE_SECONDS)],
                 # All submitters share one address here; the per-client limit is tested in tests/api.
                 *["--submit-rate", "0"],
+                *self.extra_args,
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )
@@ -414,3 +416,82 @@ async def test_acknowledged_messages_survive_repeated_kill_9_under_load(tmp_path
         await asyncio.gather(*tasks, return_exceptions=True)
         await server.stop()
     assert "Traceback" not in server.log()
+
+
+async def test_bookings_run_through_repeated_kill_9_each_once_in_its_slot_or_missed(tmp_path):
+    """Ten banners, each a message and five bookings of 2 s slots; the server is killed (SIGKILL) twice
+    while they run through, the second time staying down for three slots. The end of a message
+    and the start of the next booking are one turn and one SQLite transaction, so after the restarts each
+    booking showed once, never before its slot and never beside another, or is recorded as missed (its
+    whole slot passed while the server was down); none is lost. Expect ~25 s."""
+    server = Server(tmp_path, ("--bookings-per-client", "0"))
+    slot = timedelta(seconds=MESSAGE_SECONDS)
+    try:
+        await server.start()
+        ids = [f"queue-{i}" for i in range(10)]
+        async with httpx.AsyncClient(base_url=server.url, timeout=10) as client:
+            booked: dict[str, list[dict]] = {}
+            for banner_id in ids:
+                assert (
+                    await client.post("/api/v1/banners", json={"id": banner_id, "name": "q"})
+                ).status_code == 201
+                path = f"/api/v1/banners/{banner_id}"
+                assert (await client.post(f"{path}/message", json={"text": "first"})).status_code == 201
+                booked[banner_id] = []
+                for i in range(5):
+                    reply = await client.post(f"{path}/bookings", json={"text": f"booking {i}"})
+                    assert reply.status_code == 202, reply.text
+                    booked[banner_id].append(reply.json())
+            booking_ids = {b["booking_id"] for bs in booked.values() for b in bs}
+
+            async def started() -> int:
+                try:
+                    listed = (await client.get("/api/v1/banners", params={"limit": 100})).json()["items"]
+                except httpx.TransportError:
+                    return 0
+                return sum(1 for b in listed if b["message"] and b["message"]["id"] in booking_ids)
+
+            await eventually(started, lambda n: n >= 5, limit=WAIT, what="the first bookings started")
+            await server.kill()
+            await server.start()
+            await eventually(started, lambda n: n >= 8, limit=WAIT, what="more bookings started")
+            await server.kill()
+            down_until = time.time() + 3 * slot.total_seconds()
+            await eventually(lambda: time.time() > down_until, limit=WAIT, what="three slots down")
+            await server.start()
+
+            async def run_through() -> bool:
+                listed = (await client.get("/api/v1/banners", params={"limit": 100})).json()["items"]
+                return all(b["message"] is None and b["queue"] == [] for b in listed)
+
+            last_end = max(datetime.fromisoformat(b["starts_at"]) for b in booking_list(booked)) + slot
+            bound = max(0.0, (last_end - utcnow()).total_seconds()) + RESTART_GRACE + WAIT
+            await eventually(run_through, limit=bound, what="every queue run through")
+            shown = missed = 0
+            for banner_id, bookings in booked.items():
+                reply = await client.get(f"/api/v1/banners/{banner_id}/history", params={"limit": 50})
+                entries = {e["message_id"]: e for e in reply.json()["items"]}
+                ran = sorted((e for e in entries.values() if e["shown_at"]), key=lambda e: e["shown_at"])
+                for before, after in zip(ran, ran[1:], strict=False):
+                    assert after["shown_at"] >= before["ended_at"], f"two at once on {banner_id}: {ran}"
+                for booking in bookings:
+                    entry = entries.get(booking["booking_id"])
+                    assert entry is not None, f"{booking['booking_id']} lost: {entries}"
+                    starts = datetime.fromisoformat(booking["starts_at"])
+                    if entry["ended"] == "missed":
+                        missed += 1
+                        continue
+                    shown += 1
+                    assert datetime.fromisoformat(entry["shown_at"]) >= starts, entry
+                    assert datetime.fromisoformat(entry["ended_at"]) <= starts + slot, entry
+            print(f"bookings: {shown} shown, {missed} missed, of {len(booking_ids)}")
+            assert shown + missed == len(booking_ids) and shown > 0 and missed > 0
+        await server.stop()
+        assert "Traceback" not in server.log()
+    finally:
+        with contextlib.suppress(Exception):
+            await server.stop()
+
+
+def booking_list(booked: dict[str, list[dict]]) -> list[dict]:
+    return [b for bookings in booked.values() for b in bookings]

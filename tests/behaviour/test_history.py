@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 from datetime import UTC, datetime, timedelta
 
 import httpx
 
+from airdisplay.domain import BannerRules, format_time
+from airdisplay.runtimes import EmbeddedRuntime
 from tests.conftest import connect_device, eventually, recv
 
 
@@ -61,6 +64,24 @@ async def test_history_pages_with_a_cursor_and_refuses_a_bad_one(service):
     assert seen == ids[::-1] and third["next"] is None
     bad = await service.client.get("/api/v1/banners/b1/history", params={"before": "nonsense"})
     assert bad.status_code == 400 and bad.json()["type"].endswith("/bad-cursor")
+
+
+async def test_the_message_showing_now_leads_the_first_page_and_the_cursor_goes_on_past_it(service):
+    """Its entry is written when it ends; until then the banner's history lists it from the banner."""
+    await service.create("b1")
+    ids = []
+    for i in range(5):
+        ids.append((await submit(service, "b1", f"m{i}")).json()["message"]["id"])
+        if i < 4:
+            assert (await service.client.delete("/api/v1/banners/b1/message")).status_code == 200
+    first = await history(service, "b1", limit=2)
+    assert [(i["message_id"], i["ended"]) for i in first["items"]] == [(ids[4], None), (ids[3], "cleared")]
+    second = await history(service, "b1", limit=2, before=first["next"])
+    third = await history(service, "b1", limit=2, before=second["next"])
+    seen = [i["message_id"] for page in (first, second, third) for i in page["items"]]
+    assert seen == ids[::-1] and third["next"] is None
+    whole = await history(service, "b1", limit=10)
+    assert [i["message_id"] for i in whole["items"]] == ids[::-1] and whole["next"] is None
 
 
 async def test_the_fleet_history_lists_a_time_range_with_who_sent_each(start_service):
@@ -162,3 +183,38 @@ async def test_entries_older_than_the_retention_are_pruned_and_newer_ones_kept(s
     since = datetime.fromtimestamp(0, UTC).isoformat()
     fleet = await service.client.get("/api/v1/history", params={"since": since})
     assert [i["message_id"] for i in fleet.json()["items"]] == [newer["id"]]
+
+
+async def test_an_entry_written_when_its_message_showed_by_an_older_version_is_completed(tmp_path):
+    """Before entries were written at the end, the submit wrote one (with who sent it) and the end patched
+    it: a message shown then and ending now keeps what that entry held (embedded runtime; its store can
+    be written to as the older version did)."""
+    runtime = EmbeddedRuntime(tmp_path, BannerRules())
+    await runtime.start()
+    try:
+        await runtime.create_banner("b1", "Banner")
+        shown = (await runtime.submit_message("b1", "from before")).banner.message
+        assert shown is not None
+        # As the older version left it: its entry at show time, and no note in the banner's state.
+        older = {
+            "message_id": shown.id,
+            "text": shown.text,
+            "by": "key:older",
+            "requested_at": format_time(shown.shown_at),
+            "shown_at": format_time(shown.shown_at),
+        }
+        with sqlite3.connect(tmp_path / "airdisplay.db") as conn:
+            row = ("banner", "b1", shown.shown_at.timestamp(), shown.id, json.dumps(older).encode())
+            conn.execute(
+                "INSERT INTO actor_records (actor_type, actor_id, at, record_id, value) VALUES (?,?,?,?,?)",
+                row,
+            )
+            conn.execute("DELETE FROM actor_state WHERE actor_id='b1' AND key='showing'")
+        await runtime.stop()
+        runtime = EmbeddedRuntime(tmp_path, BannerRules())
+        await runtime.start()
+        await runtime.clear_message("b1")
+        page = await runtime.history("b1", before=None, limit=10)
+        assert [(e.message_id, e.by, e.ended) for e in page.items] == [(shown.id, "key:older", "cleared")]
+    finally:
+        await runtime.stop()

@@ -47,6 +47,8 @@ CLIENT_HASH_KEY_FILE = "client-hash.key"
 CLIENT_HASH_KEY_BYTES = 32
 #: 64 bits of the hash: tells clients apart, and is no use for guessing an address offline without the key.
 CLIENT_HASH_HEX = 16
+#: Client hashes remembered (`AccessControl.who`): ~200 bytes each, so at most ~2 MB.
+CLIENT_HASHES_KEPT = 10_000
 #: A client at its booking quota may try again after this: one of its bookings may have shown by then.
 BOOKING_RETRY_AFTER = 60
 #: A refused stream may try again after this; streams of the same client end as tabs close.
@@ -104,6 +106,8 @@ class AccessControl:
         self.blocklist = Blocklist(settings.blocklist)
         self.metrics = metrics
         self._client_key = client_hash_key(settings.data_dir)
+        #: `who` of recent clients by address (or IPv6 network): the HMAC is ~4 us here, a lookup ~0.1 us.
+        self._client_hashes: dict[str, str] = {}
         self._ipv6_prefix = settings.rate_limit_ipv6_prefix
         self.bookings = BookingQuota(settings.bookings_per_client)
 
@@ -231,8 +235,14 @@ class AccessControl:
         if principal is not None:
             return f"key:{principal.key_id}"
         client = client_key(client_address(connection), self._ipv6_prefix)
-        digest = hmac.new(self._client_key, client.encode(), hashlib.sha256)
-        return f"client:{digest.hexdigest()[:CLIENT_HASH_HEX]}"
+        known = self._client_hashes.get(client)
+        if known is None:
+            digest = hmac.new(self._client_key, client.encode(), hashlib.sha256)
+            known = f"client:{digest.hexdigest()[:CLIENT_HASH_HEX]}"
+            if len(self._client_hashes) >= CLIENT_HASHES_KEPT:  # bounded: forget them all, recompute
+                self._client_hashes.clear()
+            self._client_hashes[client] = known
+        return known
 
     def reserve_booking(self, who: str, authorization: str | None) -> bool:
         """Take a place in `who`'s booking quota (429 at the limit); False when none was needed (an

@@ -17,6 +17,7 @@ from __future__ import annotations
 import enum
 import json
 import math
+import re
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -96,11 +97,16 @@ class ShowingNote(BaseModel):
     acked_at: datetime | None = None
 
 
+#: What `AccessControl.who` makes (`key:<key id>`, `client:<hex>`): nothing in it needs escaping in JSON.
+_PLAIN_WHO = re.compile(r"[A-Za-z0-9:_.-]{1,100}")
+
+
 def showing_note(by: str | None, requested_at: datetime | None = None) -> bytes:
     """The note of a message that shows from now on, as JSON, built by hand: every submit writes one."""
     parts = []
     if by is not None:
-        parts.append(b'"by":%s' % json.dumps(by).encode())
+        plain = _PLAIN_WHO.fullmatch(by) is not None
+        parts.append(b'"by":"%s"' % by.encode() if plain else b'"by":%s' % json.dumps(by).encode())
     if requested_at is not None:
         parts.append(b'"requested_at":"%s"' % format_time(requested_at).encode())
     return b"{%s}" % b",".join(parts)

@@ -69,7 +69,9 @@ async def fleet_history(
     after: Cursor = None,
     limit: Annotated[int, Query(ge=1, le=MAX_FLEET_PAGE)] = DEFAULT_FLEET_PAGE,
 ) -> Response:
-    """What every banner showed between two times (by when it showed), oldest first, with who sent it."""
+    """What every banner showed between two times (by when it showed), oldest first, with who sent it: the
+    messages that ended (an entry is written when its message ends; a banner's own history lists the one
+    showing now too)."""
     start = _time(since, "since") if since is not None else datetime.fromtimestamp(0, UTC)
     end = _time(until, "until") if until is not None else datetime.now(UTC)
     if end <= start:
