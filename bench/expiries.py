@@ -8,12 +8,15 @@ stopped before it comes due and started again after: every expiry is overdue at 
 of that wave are submitted with the runtime's clock held still, so none comes due before the stop).
 
     uv run python bench/expiries.py [--banners 100000 --display-seconds 30]
-    uv run python bench/expiries.py --banners 1000000 --display-seconds 30 --queued 1000 --no-restart
+    uv run python bench/expiries.py --banners 1000000 --display-seconds 300 --queued 1000 --no-restart
 
-`--queued N`: N of the banners (taken out of the wave) get a message and a full queue of bookings
-(BannerRules.queue_length) before the wave's submits start, and run through them back to back while the
-wave's expiries come due: how late each booking starts after its slot began (issue 15: p99 within 100 ms),
-as the committed change's time (the turn) and as seen by a listener (after the commit).
+`--queued N`: N of the banners, spread evenly through the wave's submit order (so their messages end at
+points spread over the wave), get a full queue of bookings (BannerRules.queue_length) right after their
+message; when a message ends, its turn starts the first booking, while the wave's expiries come due: how
+late each booking starts after its slot began (issue 15: p99 within 100 ms), as the committed change's
+time (the turn) and as seen by a listener (after the commit). The wave ends when every banner of the wave
+is free and every queue's first booking started; the rest of each queue runs after the wave, unloaded,
+and is not waited for.
 """
 
 from __future__ import annotations
@@ -96,7 +99,7 @@ class Wave:
                 seen = time.time()
                 start = message.shown_at.timestamp()
                 self.switches.append((seen, change.at.timestamp() - start, seen - start))
-                if len(self.switches) >= self.queued_expected:
+                if len(self.switches) >= self.queued_expected:  # each queue's first booking started
                     self.queued_done.set()
             return
         if change.kind is not ChangeKind.MESSAGE_EXPIRED:
@@ -114,8 +117,12 @@ class Wave:
             self.done.set()
 
 
-async def book_full_queues(runtime: EmbeddedRuntime, wave: Wave, numbers: range, queue_length: int) -> None:
-    """A message and a full queue of bookings on each banner of `numbers` (not part of the wave)."""
+async def submit_all(runtime: EmbeddedRuntime, wave: Wave, queued: int = 0, queue_length: int = 0) -> None:
+    """Submit to the wave's banners; with `queued`, every k-th banner of the submit order instead gets its
+    message and a full queue of `queue_length` bookings (not part of the wave)."""
+    total = wave.count + queued
+    every = total // queued if queued else 0
+    numbers = iter(range(total))
 
     async def fill(number: int) -> None:
         await runtime.submit_message(banner_id(number), "first")
@@ -123,17 +130,13 @@ async def book_full_queues(runtime: EmbeddedRuntime, wave: Wave, numbers: range,
             outcome = await runtime.book(banner_id(number), f"booked {i}", by="bench")
             assert outcome.shown is None, "the banner was free: the queue would not be full"
             wave.booked.add(outcome.booking_id)
-
-    for start in range(numbers.start, numbers.stop, SEED_CONCURRENCY):
-        await asyncio.gather(*(fill(n) for n in range(start, min(start + SEED_CONCURRENCY, numbers.stop))))
-    wave.queued_expected = len(wave.booked)
-
-
-async def submit_all(runtime: EmbeddedRuntime, wave: Wave, first: int = 0) -> None:
-    numbers = iter(range(first, first + wave.count))
+        wave.queued_expected += 1
 
     async def worker() -> None:
         for number in numbers:
+            if every and number % every == 0 and number // every < queued:
+                await fill(number)
+                continue
             outcome = await runtime.submit_message(banner_id(number), "hello")
             message = outcome.banner.message
             assert message is not None
@@ -178,20 +181,18 @@ async def live_wave(
     runtime.add_listener(wave.on_change)
     await runtime.start()
     sampler = asyncio.create_task(sample(runtime, wave))
-    if queued:
-        print(f"live wave: {queued:,} banners with {rules.queue_length} bookings each ...", file=sys.stderr)
-        await book_full_queues(runtime, wave, range(queued), rules.queue_length)
-    print(f"live wave: submitting {wave.count:,} messages ...", file=sys.stderr)
-    await submit_all(runtime, wave, first=queued)
+    print(
+        f"live wave: submitting {wave.count:,} messages, {queued:,} full queues among them ...",
+        file=sys.stderr,
+    )
+    await submit_all(runtime, wave, queued, rules.queue_length)
     print(f"  submitted in {wave.submit_seconds:.1f} s; waiting for the expiries ...", file=sys.stderr)
     wave.follow_gc(True)
     await wait_done(wave, max(wave.due.values()) - time.time() + limit)
-    wave.follow_gc(False)
-    if queued:
-        left = (rules.queue_length + 1) * display_seconds + limit
-        print(f"  waiting for the queues to run through (at most {left:.0f} s) ...", file=sys.stderr)
+    if queued:  # the first booking of each queue starts within the wave
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(wave.queued_done.wait(), left)
+            await asyncio.wait_for(wave.queued_done.wait(), limit)
+    wave.follow_gc(False)
     await asyncio.sleep(2 * SAMPLE_SECONDS)  # a sample or two after the last expiry
     sampler.cancel()
     await runtime.stop()
@@ -284,8 +285,8 @@ def wave_rows(wave: Wave) -> list[tuple[str, str]]:
         during = [x for x in wave.switches if x[0] <= last_seen]
         rows += [
             (
-                "bookings started (of those queued) / during the wave's expiries",
-                f"{len(wave.switches):,} of {len(wave.booked):,} / {len(during):,}",
+                "queues / bookings started (their first) / during the wave's expiries",
+                f"{wave.queued_expected:,} / {len(wave.switches):,} / {len(during):,}",
             ),
             (
                 "booking start, change.at - slot start, during the wave: p50 / p99 / max",

@@ -35,7 +35,8 @@ def test_batched_expiry_stores_and_publishes_what_the_expiry_turn_would():
     stored = json.dumps(banner.model_dump(mode="json"), separators=(",", ":"), ensure_ascii=False).encode()
     later = NOW + timedelta(seconds=60, microseconds=7)
     note = b'{"by":"key:k1","acked_at":"2025-06-15T12:00:01Z"}'
-    result = BannerBehaviour.expire_stored(stored, note, "m1", later.timestamp())
+    with_note = stored[:-1] + b',"~showing":' + note + b"}"  # as the banner's turns store it
+    result = BannerBehaviour.expire_stored(with_note, "m1", later.timestamp())
     assert result is not None
     value, event, (record_id, at, entry) = result
     # The history entry, whole: the message, its note, ended as expired at the message's own end.
@@ -59,8 +60,8 @@ def test_batched_expiry_stores_and_publishes_what_the_expiry_turn_would():
 def test_batched_expiry_is_idempotent():
     banner = showing_banner()
     stored = banner.model_dump_json().encode()
-    assert BannerBehaviour.expire_stored(stored, None, "another-message", NOW.timestamp()) is None
-    assert BannerBehaviour.expire_stored(None, None, "m1", NOW.timestamp()) is None  # deleted meanwhile
+    assert BannerBehaviour.expire_stored(stored, "another-message", NOW.timestamp()) is None
+    assert BannerBehaviour.expire_stored(None, "m1", NOW.timestamp()) is None  # deleted meanwhile
 
 
 async def test_expiries_are_published_once_in_version_order_and_banners_leave_memory(tmp_path):

@@ -10,6 +10,7 @@ import httpx
 
 from airdisplay.domain import BannerRules, format_time
 from airdisplay.runtimes import EmbeddedRuntime
+from airdisplay.runtimes.behaviour import split_stored
 from tests.conftest import connect_device, eventually, recv
 
 
@@ -209,7 +210,12 @@ async def test_an_entry_written_when_its_message_showed_by_an_older_version_is_c
                 "INSERT INTO actor_records (actor_type, actor_id, at, record_id, value) VALUES (?,?,?,?,?)",
                 row,
             )
-            conn.execute("DELETE FROM actor_state WHERE actor_id='b1' AND key='showing'")
+            (value,) = conn.execute(
+                "SELECT value FROM actor_state WHERE actor_id='b1' AND key='banner'"
+            ).fetchone()
+            public, note = split_stored(bytes(value))
+            assert note is not None
+            conn.execute("UPDATE actor_state SET value=? WHERE actor_id='b1' AND key='banner'", (public,))
         await runtime.stop()
         runtime = EmbeddedRuntime(tmp_path, BannerRules())
         await runtime.start()

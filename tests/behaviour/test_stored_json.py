@@ -26,7 +26,7 @@ from airdisplay.domain import (
     submit_message,
 )
 from airdisplay.runtimes import EmbeddedRuntime
-from airdisplay.runtimes.behaviour import BANNER_KEY, SUBMISSIONS_KEY, banner_of
+from airdisplay.runtimes.behaviour import BANNER_KEY, SUBMISSIONS_KEY, banner_of, split_stored
 from airdisplay.runtimes.dapr._serializer import PlainJSONSerializer
 
 NOW = datetime(2025, 6, 15, 12, 0, 0, 123456, tzinfo=UTC)
@@ -96,7 +96,10 @@ async def test_banner_and_log_in_the_database_are_the_bytes_a_dict_encoding_gave
         rows = dict(conn.execute("SELECT key, value FROM actor_state WHERE actor_id='b-1'").fetchall())
     finally:
         conn.close()
-    assert rows[BANNER_KEY] == dict_encoding(outcome.banner) == outcome.json
+    # The stored value is the public JSON and, while a message shows, its note (behaviour.py NOTE_FIELD).
+    public, note = split_stored(rows[BANNER_KEY])
+    assert public == dict_encoding(outcome.banner) == outcome.json
+    assert note == b"{}"  # no one is known to have sent it here
     log = SubmissionLog.model_validate_json(rows[SUBMISSIONS_KEY])
     assert rows[SUBMISSIONS_KEY] == dict_encoding(log) and log.entries[0].result == outcome.banner
 

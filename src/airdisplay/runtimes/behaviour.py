@@ -74,8 +74,13 @@ SUBMISSIONS_KEY = "submissions"
 DEVICE_TOKEN_KEY = "device_token_sha256"
 #: The banner's bookings (domain/bookings.py): absent while it has none and no receipts to keep.
 BOOKINGS_KEY = "bookings"
-#: While a message shows: what its history entry needs beyond the banner (domain/history.py ShowingNote).
-SHOWING_KEY = "showing"
+#: While a message shows, what its history entry needs beyond the banner (domain/history.py ShowingNote)
+#: rides in the banner's own state value, as a last field that is never public: `{...banner,"~showing":
+#: {note}}`. A row of its own cost each submit 6-12 us of the writer's CPU (docs/benchmarks/results/
+#: bookings_history_cost.md); this costs a byte copy. The public JSON (events, replies) is the part before
+#: it; JSON strings escape their quotes, so the marker cannot occur inside one.
+NOTE_FIELD = "~showing"
+_NOTE_MARK = b',"~showing":'
 EXPIRE_REMINDER = "expire"
 #: 32 random bytes: a token nobody guesses, so a plain SHA-256 of it is a safe thing to store.
 DEVICE_TOKEN_BYTES = 32
@@ -104,10 +109,33 @@ class Registration:
 
 
 def banner_of(stored: Any) -> Banner:
-    """The banner from its state value: JSON bytes, or the decoded JSON object."""
+    """The banner from its state value: JSON bytes, or the decoded JSON object (its note left out)."""
     if isinstance(stored, bytes):
-        return Banner.model_validate_json(stored)
+        return Banner.model_validate_json(split_stored(stored)[0])
+    if isinstance(stored, dict) and NOTE_FIELD in stored:
+        stored = {k: v for k, v in stored.items() if k != NOTE_FIELD}
     return Banner.model_validate(stored)
+
+
+def split_stored(stored: bytes) -> tuple[bytes, bytes | None]:
+    """A banner's state value as its public JSON and its note's JSON (None without one)."""
+    at = stored.rfind(_NOTE_MARK)
+    if at < 0:
+        return stored, None
+    return stored[:at] + b"}", stored[at + len(_NOTE_MARK) : -1]
+
+
+def _note_bytes(stored: Any) -> bytes | None:
+    """The note's JSON in a banner's state value (bytes, or decoded JSON on Dapr), if it has one."""
+    if isinstance(stored, bytes):
+        return split_stored(stored)[1]
+    if isinstance(stored, dict) and isinstance(stored.get(NOTE_FIELD), dict):
+        return json.dumps(stored[NOTE_FIELD], separators=(",", ":")).encode()
+    return None
+
+
+#: `_pending_note` when the turn has not changed the note.
+_KEPT: Any = object()
 
 
 def new_device_token() -> tuple[str, str]:
@@ -142,6 +170,9 @@ class BannerBehaviour:
     """Turns of one banner actor: register, read, submit, clear, expire, delete."""
 
     rules: BannerRules
+    #: The note of the banner the turn loaded (`_loaded`), and the turn's new one (None: gone) or _KEPT.
+    _loaded_note: bytes | None = None
+    _pending_note: Any = _KEPT
 
     if TYPE_CHECKING:
         _state_manager: Any
@@ -207,7 +238,7 @@ class BannerBehaviour:
         if message is not None and display_version == banner.display_version:
             before = banner.device.displayed_version
             if before is None or before < display_version:  # the device shows it from now
-                await self._state_manager.set_state(SHOWING_KEY, acked_note(await self._note(), now))
+                self._pending_note = acked_note(self._note(), now)
         await self._save(acknowledged, ChangeKind.DEVICE_ACKNOWLEDGED)
         return acknowledged
 
@@ -244,7 +275,7 @@ class BannerBehaviour:
         )
         if decision.log is not log:
             await self._state_manager.set_state(SUBMISSIONS_KEY, decision.log.model_dump_json().encode())
-        await self._state_manager.set_state(SHOWING_KEY, showing_note(by))
+        self._pending_note = showing_note(by)
         stored = await self._save(shown, ChangeKind.MESSAGE_SHOWN)
         return SubmitOutcome(shown, replayed=False, banner_json=stored)
 
@@ -267,7 +298,7 @@ class BannerBehaviour:
         banner = await self._load()
         if banner.message is not None:
             await self._ended(banner.message, Ended.DELETED, min(self._now(), banner.message.expires_at))
-        for key in (BANNER_KEY, SUBMISSIONS_KEY, DEVICE_TOKEN_KEY, BOOKINGS_KEY, SHOWING_KEY):
+        for key in (BANNER_KEY, SUBMISSIONS_KEY, DEVICE_TOKEN_KEY, BOOKINGS_KEY):
             if await self._state_manager.contains_state(key):
                 await self._state_manager.remove_state(key)
         await self.unregister_reminder(EXPIRE_REMINDER)
@@ -278,7 +309,7 @@ class BannerBehaviour:
         found, raw = await self._state_manager.try_get_state(BANNER_KEY)
         if not found:
             return  # deleted while the expiry was on its way
-        banner = banner_of(raw)
+        banner = self._loaded(raw)
         if banner.queue and banner.message is not None and banner.message.id == message_id:
             await self._advance(banner, banner.message.expires_at, ChangeKind.MESSAGE_EXPIRED)
             return
@@ -347,7 +378,7 @@ class BannerBehaviour:
         banner = await self._caught_up(await self._load())
         if banner.showing(self._now()) is None or banner.message is None:
             return None
-        return showing_entry(banner.id, banner.message, await self._note())
+        return showing_entry(banner.id, banner.message, self._note())
 
     async def receive_reminder(
         self, name: str, state: bytes, due_time: timedelta, period: timedelta | None
@@ -357,10 +388,10 @@ class BannerBehaviour:
 
     @staticmethod
     def expire_stored(
-        stored: bytes | None, note: bytes | None, message_id: str, now: float
+        stored: bytes | None, message_id: str, now: float
     ) -> tuple[bytes, BannerChanged, tuple[str, float, bytes]] | None:
-        """`expire` without an actor: from the stored banner JSON and its `SHOWING_KEY` note, its new JSON,
-        the event and the message's history entry (id, time, entry), or None. (The note is then removed.)
+        """`expire` without an actor: from the banner's state value (with its note), its new one, the event
+        and the message's history entry (id, time, entry), or None.
         BookingsWaiting when bookings wait behind the message: starting the next one needs a turn.
 
         For runtimes that expire many banners at once without a turn each. JSON to model and back through
@@ -369,6 +400,7 @@ class BannerBehaviour:
         """
         if stored is None:
             return None  # deleted while the expiry was on its way
+        stored, note = split_stored(stored)
         banner = Banner.model_validate_json(stored)
         if banner.queue and banner.message is not None and banner.message.id == message_id:
             raise BookingsWaiting(banner.id)
@@ -395,14 +427,20 @@ class BannerBehaviour:
 
     async def _ended(self, message: Message, how: Ended, at: datetime) -> None:
         """Write the history entry of `message`, which ended at `at`, and let go of its note."""
-        entry = ended_entry(message, await self._note(), how, at)
+        entry = ended_entry(message, self._note(), how, at)
         self._history(message.id, message.shown_at.timestamp(), entry)
-        if await self._state_manager.contains_state(SHOWING_KEY):
-            await self._state_manager.remove_state(SHOWING_KEY)
+        self._pending_note = None
 
-    async def _note(self) -> ShowingNote:
-        found, stored = await self._state_manager.try_get_state(SHOWING_KEY)
-        return note_of(stored if found else None)
+    def _note(self) -> ShowingNote:
+        """The note of the message the turn's banner shows (`_loaded`), with the turn's change."""
+        pending = self._pending_note
+        return note_of(self._loaded_note if pending is _KEPT else pending)
+
+    def _loaded(self, stored: Any) -> Banner:
+        """The banner of a state value read at the start of a turn; its note kept for the turn."""
+        self._loaded_note = _note_bytes(stored)
+        self._pending_note = _KEPT
+        return banner_of(stored)
 
     async def _bookings(self) -> BookingQueue:
         found, raw = await self._state_manager.try_get_state(BOOKINGS_KEY)
@@ -439,7 +477,7 @@ class BannerBehaviour:
         slot = timedelta(seconds=self.rules.display_seconds)
         for missed, start in moved.missed:
             log.warning(
-                "banner %s: booking %s missed its slot (the service was down through it)",
+                "banner %s: booking %s missed its slot (it had passed when the message before it ended)",
                 banner.id,
                 missed.id,
                 extra=about(banner.id),
@@ -451,7 +489,7 @@ class BannerBehaviour:
             await self.register_reminder(EXPIRE_REMINDER, message.id.encode(), message.expires_at - now, None)
             assert moved.started is not None
             started = moved.started
-            await self._state_manager.set_state(SHOWING_KEY, showing_note(started.by, started.booked_at))
+            self._pending_note = showing_note(started.by, started.booked_at)
         elif cleared_early:
             await self.unregister_reminder(EXPIRE_REMINDER)
         await self._store_bookings(moved.queue)
@@ -462,14 +500,20 @@ class BannerBehaviour:
         found, raw = await self._state_manager.try_get_state(BANNER_KEY)
         if not found:
             raise BannerNotFound(str(self.id))
-        return banner_of(raw)
+        return self._loaded(raw)
 
     async def _save(self, banner: Banner, kind: ChangeKind, queue: BookingQueue | None = None) -> bytes:
         """Store the banner and publish its change, both with the one serialisation; returns its bytes.
         A turn that moved the queue passes it: the change then carries the next booking's text (`Upcoming`)
         for the banner's device."""
         stored = banner.model_dump_json().encode()
-        await self._state_manager.set_state(BANNER_KEY, stored)
+        pending = self._pending_note
+        note = self._loaded_note if pending is _KEPT else pending
+        if banner.message is None:
+            note = None
+        self._loaded_note, self._pending_note = note, _KEPT
+        value = stored if note is None else b"%s%s%s}" % (stored[:-1], _NOTE_MARK, note)
+        await self._state_manager.set_state(BANNER_KEY, value)
         upcoming = None
         if queue is not None and queue.entries:
             first = queue.entries[0]

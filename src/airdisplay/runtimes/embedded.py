@@ -55,10 +55,10 @@ from .base import BannerRuntime, RuntimeNotRunning, StorageUnavailable, banner_c
 from .behaviour import (
     BANNER_KEY,
     EXPIRE_REMINDER,
-    SHOWING_KEY,
     BannerBehaviour,
     BookingsWaiting,
     Registration,
+    banner_of,
 )
 
 if TYPE_CHECKING:
@@ -92,9 +92,7 @@ def _expire_in_batch(
     """The expiry of a banner that is not busy: what `BannerBehaviour.expire` does, without a turn (but
     for one with bookings waiting: starting the next arms its expiry, in a turn)."""
     try:
-        expired = BannerBehaviour.expire_stored(
-            stored.get(BANNER_KEY), stored.get(SHOWING_KEY), record.data.decode(), now
-        )
+        expired = BannerBehaviour.expire_stored(stored.get(BANNER_KEY), record.data.decode(), now)
     except BookingsWaiting:
         return NEEDS_TURN
     if expired is None:
@@ -102,7 +100,6 @@ def _expire_in_batch(
     value, event, (record_id, at, entry) = expired
     return ReminderEffect(
         state_set=((BANNER_KEY, value),),
-        state_removed=(SHOWING_KEY,) if SHOWING_KEY in stored else (),
         events=(event,),
         records=(Record(record_id, at, entry),),
     )
@@ -114,7 +111,7 @@ def _entry(banner_id: str, value: bytes) -> HistoryEntry:
 
 #: Expiries of banners that are not busy go in batches: one read and one transaction per batch instead of
 #: an activation and a turn each (bench/expiries.py).
-EXPIRY_BATCHING = ReminderBatching(frozenset({EXPIRE_REMINDER}), (BANNER_KEY, SHOWING_KEY), _expire_in_batch)
+EXPIRY_BATCHING = ReminderBatching(frozenset({EXPIRE_REMINDER}), (BANNER_KEY,), _expire_in_batch)
 
 
 class EmbeddedRuntime(BannerRuntime):
@@ -333,4 +330,4 @@ class EmbeddedRuntime(BannerRuntime):
                 rows = store.page_state(BANNER_ACTOR_TYPE, BANNER_KEY, after, limit)
         except StoreError as exc:
             raise StorageUnavailable(str(exc)) from exc
-        return [Banner.model_validate_json(raw) for _, raw in rows]
+        return [banner_of(raw) for _, raw in rows]

@@ -47,7 +47,7 @@ from ... import tracing
 from ...actors import RuntimeStats
 from ...domain import Banner, BannerChanged, BannerRules, ChangeKind, DomainError
 from ...logs import about
-from ..behaviour import BANNER_KEY, BannerBehaviour
+from ..behaviour import BANNER_KEY, BannerBehaviour, banner_of
 from ._directory import RedisDirectory, stamp_of
 from ._events import DaprEventBus
 from ._history import OUTBOX_KEY
@@ -252,7 +252,7 @@ class BannerActor(BannerBehaviour, Actor, BannerActorInterface, Remindable):
             recorded = await self._directory.recorded(str(self.id))
             found, raw = await self._state_manager.try_get_state(BANNER_KEY)
             if found:
-                banner = Banner.model_validate(raw)
+                banner = banner_of(raw)
                 if recorded is None or recorded[:2] < (stamp_of(banner.created_at), banner.version):
                     _, kind = await self._state_manager.try_get_state(LAST_CHANGE_KEY)
                     change = BannerChanged(
