@@ -370,10 +370,21 @@ class ActorHost:
         return [record for failed in await asyncio.gather(*work) for record in failed]
 
     async def _fire_batch(self, claims: list[Claim]) -> list[ReminderRecord]:
-        """A batch, then the turns of the reminders its handler left to one; returns those that failed."""
-        failed, turns = await self._batches.run(claims)
-        for record in turns:
-            failed += await self._fire_single(record)
+        """A batch, and the turns of the reminders its handler left to one, started as it finds them (their
+        writes join the batch's group commit or the next, not after it); returns those that failed."""
+        turns: list[asyncio.Task[list[ReminderRecord]]] = []
+
+        def start_turn(record: ReminderRecord) -> None:
+            turns.append(asyncio.get_running_loop().create_task(self._fire_single(record)))
+
+        try:
+            failed, _ = await self._batches.run(claims, start_turn)
+        finally:  # the turns end as they would have after the batch, whatever happened to it
+            ended = await asyncio.gather(*turns, return_exceptions=True)
+        for result in ended:
+            if isinstance(result, BaseException):
+                raise result
+            failed += result
         return failed
 
     async def _fire_single(self, record: ReminderRecord) -> list[ReminderRecord]:
