@@ -16,6 +16,7 @@ from datetime import datetime
 import pytest
 
 from airdisplay.access import KeysFile, Role
+from airdisplay.runtimes.behaviour import split_stored
 
 SECURITY = ("x-content-type-options", "x-frame-options", "content-security-policy", "referrer-policy")
 
@@ -299,4 +300,6 @@ async def test_a_submit_serialises_its_banner_once_for_the_store_the_frame_and_t
             ).fetchone()
         finally:
             conn.close()
-        assert stored == event.change.banner_json
+        # Stored: those bytes and the note of who sent it (runtimes/behaviour.py NOTE_FIELD).
+        public, note = split_stored(stored)
+        assert public == event.change.banner_json and note is not None and b'"by":"client:' in note

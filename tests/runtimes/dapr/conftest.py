@@ -10,10 +10,12 @@ from __future__ import annotations
 import asyncio
 import signal
 import subprocess
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+import pytest
 from dapr.actor.runtime.runtime import ActorRuntime
 
 from airdisplay.config import Settings
@@ -111,3 +113,10 @@ def dapr_runtime_on_daprd(
     )
     runtime = DaprRuntime(config.rules, dapr_url=sidecar.url, redis_url=redis_url, app_api_token=app_token)
     return sidecar, runtime
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[httpx.AsyncClient]:
+    """A client for the real cluster's replicas (test_real_cluster.py, test_real_bookings.py)."""
+    async with httpx.AsyncClient(timeout=30, limits=httpx.Limits(max_connections=300)) as client:
+        yield client

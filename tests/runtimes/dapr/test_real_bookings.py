@@ -18,19 +18,16 @@ import pytest
 
 from airdisplay.runtimes.dapr._sweep import GRACE_SECONDS, SWEEP_SECONDS
 from tests.conftest import eventually, wait_until
-from tests.runtimes.dapr.test_real_cluster import (
+from tests.runtimes.dapr.cluster import (
     RedisProcess,
     Stream,
     banners_through,
     create,
-    http,
     running_cluster,
     submit,
 )
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
-
-__all__ = ["http"]  # the fixture, shared with test_real_cluster.py
 
 
 def at(value: str) -> float:

@@ -10,106 +10,35 @@ CI (tests/runtimes/dapr/conftest.py).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
-import shutil
-import subprocess
 import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 
 import httpx
 import pytest
 import websockets
 
-from airdisplay.runtimes.dapr._local import LocalDapr, free_port
+from airdisplay.runtimes.dapr._local import LocalDapr
 from airdisplay.runtimes.dapr._sweep import GRACE_SECONDS, SWEEP_SECONDS
-from tests.conftest import eventually, wait_until
+from tests.conftest import eventually
+from tests.runtimes.dapr.cluster import (
+    RedisProcess,
+    Stream,
+    banners_through,
+    create,
+    running_cluster,
+    submit,
+)
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
 
 SHARED_MESSAGE_SECONDS = 6
-
-
-# -- processes ---------------------------------------------------------------------------------------
-
-
-@dataclass
-class RedisProcess:
-    """A redis-server of the cluster's own, with an append-only file so that a restart keeps its data."""
-
-    workdir: Path
-    port: int = field(default_factory=free_port)
-    proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> None:
-        if shutil.which("redis-server") is None:
-            pytest.skip("redis-server is not installed (.ci/run installs Debian's redis-server)")
-        self.workdir.mkdir(parents=True, exist_ok=True)
-        self.proc = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", ""]
-            + ["--appendonly", "yes", "--appendfsync", "always", "--dir", str(self.workdir)],
-            stdout=subprocess.DEVNULL,
-        )
-
-        def answers() -> bool:
-            ping = ["redis-cli", "-p", str(self.port), "ping"]
-            try:
-                return subprocess.run(ping, capture_output=True, timeout=2).stdout.startswith(b"PONG")
-            except subprocess.TimeoutExpired:
-                return False
-
-        wait_until(answers, limit=10, what=f"redis-server on port {self.port} to answer PING")
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()  # SIGTERM: redis flushes its append-only file and exits
-            self.proc.wait(timeout=15)
-
-
-@contextlib.contextmanager
-def running_cluster(
-    workdir: Path,
-    message_seconds: float,
-    redis: RedisProcess | None = None,
-    app_env: dict[str, str] | None = None,
-) -> Iterator[LocalDapr]:
-    own_redis = redis is None
-    redis = redis or RedisProcess(workdir / "redis")
-    if own_redis:
-        redis.start()
-    # The submit rate limit and the booking quota are per client address, and every request here comes
-    # from 127.0.0.1.
-    serve_args = (
-        "--message-seconds",
-        str(message_seconds),
-        "--submit-rate",
-        "0",
-        "--bookings-per-client",
-        "0",
-    )
-    cluster = LocalDapr(workdir, redis.url, serve_args=serve_args, app_env=app_env or {})
-    try:
-        cluster.start()
-        yield cluster
-    except BaseException:
-        for name in ("app-0", "daprd-0", "app-1", "daprd-1", "scheduler"):
-            print(f"--- {name}.log\n{cluster.tail(name)}")
-        raise
-    finally:
-        cluster.stop()
-        if own_redis:
-            redis.stop()
 
 
 @pytest.fixture(scope="module")
@@ -120,64 +49,6 @@ def cluster(dapr_bin, tmp_path_factory) -> Iterator[LocalDapr]:
 
 def new_id(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:8]}"
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(timeout=30, limits=httpx.Limits(max_connections=300)) as client:
-        yield client
-
-
-async def create(http: httpx.AsyncClient, base: str, banner_id: str, name: str = "Real Dapr") -> dict:
-    response = await http.post(f"{base}/api/v1/banners", json={"id": banner_id, "name": name})
-    assert response.status_code == 201, response.text
-    return response.json()
-
-
-async def submit(
-    http: httpx.AsyncClient, base: str, banner_id: str, text: str, **headers: str
-) -> httpx.Response:
-    return await http.post(f"{base}/api/v1/banners/{banner_id}/message", json={"text": text}, headers=headers)
-
-
-async def banners_through(http: httpx.AsyncClient, base: str, ids: list[str]) -> list[httpx.Response] | None:
-    """GET each banner through `base`; None when a request got no answer, for the caller to poll again.
-
-    A pooled keep-alive connection that the server closes (idle for its 5 s keep-alive timeout) just as the
-    client reuses it gives a ReadError: a race of the client's pool, not a lost answer (it failed the kill -9
-    test once, in a fresh-clone CI run; the same test passed in the runs before and after)."""
-    try:
-        return list(await asyncio.gather(*(http.get(f"{base}/api/v1/banners/{i}") for i in ids)))
-    except httpx.TransportError:
-        return None
-
-
-class Stream:
-    """A WebSocket client of /api/v1/stream that records every banner frame it gets."""
-
-    def __init__(self, ws: websockets.ClientConnection) -> None:
-        self.ws = ws
-        self.frames: list[dict] = []
-        self._reader = asyncio.create_task(self._read())
-
-    @classmethod
-    async def open(cls, base: str, banner_ids: list[str]) -> Stream:
-        url = base.replace("http://", "ws://") + "/api/v1/stream?banners=" + ",".join(banner_ids)
-        return cls(await websockets.connect(url))
-
-    async def _read(self) -> None:
-        with contextlib.suppress(websockets.ConnectionClosed):
-            async for raw in self.ws:
-                frame = json.loads(raw)
-                if frame.get("type") == "banner":
-                    self.frames.append(frame)
-
-    def of(self, banner_id: str, kind: str | None = None) -> list[dict]:
-        return [f for f in self.frames if f["banner_id"] == banner_id and (kind is None or f["kind"] == kind)]
-
-    async def close(self) -> None:
-        await self.ws.close()
-        await self._reader
 
 
 # -- the shared cluster ------------------------------------------------------------------------------
