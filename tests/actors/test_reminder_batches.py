@@ -24,6 +24,8 @@ from airdisplay.actors._scheduler import RETRY_MAX_DELAY
 from tests.conftest import eventually
 
 OFF = "off"
+#: A reminder name the tests' host makes urgent (fired ahead of others that are due).
+ALARM = "alarm"
 
 
 class Lamp(Actor):
@@ -35,6 +37,11 @@ class Lamp(Actor):
         await self._state_manager.set_state("lit", reason)
         await self.register_reminder(OFF, reason.encode(), timedelta(seconds=seconds))
         self.publish(("lit", self.id, reason))
+
+    async def light_urgently(self, reason: str, seconds: float) -> None:
+        """As `light`, but with an urgent reminder to switch off."""
+        await self._state_manager.set_state("lit", reason)
+        await self.register_reminder(ALARM, reason.encode(), timedelta(seconds=seconds))
 
     async def lit(self) -> str | None:
         found, reason = await self._state_manager.try_get_state("lit")
@@ -97,7 +104,10 @@ class Setup:
             **kw,
         )
         self.host.register_actor_type(
-            "lamp", Lamp, batching=ReminderBatching(frozenset({OFF}), ("lit",), self.batches.handle)
+            "lamp",
+            Lamp,
+            batching=ReminderBatching(frozenset({OFF}), ("lit",), self.batches.handle),
+            urgent=(ALARM,),
         )
         self.written: list[int] = []  # sizes of the reminder batches written
         self.write_errors: list[BaseException] = []
@@ -163,6 +173,33 @@ async def test_overdue_reminders_fire_in_batches_after_a_restart(tmp_path):
         assert s.rows("SELECT DISTINCT value FROM actor_state") == [(b"null",)]
         await eventually(lambda: s.host.active_count == 0, what="placeholders to go")
         assert await s.host.call("lamp", "l007", Lamp.lit) is None  # activation reads the batch's state
+    finally:
+        await s.host.stop()
+
+
+async def test_urgent_reminders_fire_ahead_of_a_wave_due_before_them(tmp_path):
+    """2,000 ordinary reminders and 5 urgent ones, all overdue at a restart, the urgent ones due last: they
+    do not wait behind the wave (in due order they would fire after all 2,000), and each fires once."""
+    clock = FakeClock()
+    first = Setup(tmp_path, clock=clock)
+    await first.host.start()
+    await asyncio.gather(
+        *(first.host.call("lamp", f"l{i:04d}", Lamp.light, "party", 30) for i in range(2000))
+    )
+    await asyncio.gather(
+        *(first.host.call("lamp", f"u{i}", Lamp.light_urgently, "alarm", 31) for i in range(5))
+    )
+    await first.host.stop()
+    clock.now += 3600
+    s = Setup(tmp_path, clock=clock)
+    await s.host.start()
+    try:
+        await eventually(lambda: len(s.offs()) == 2005, what="all 2,005 lamps off")
+        offs = s.offs()
+        assert sorted(offs) == sorted([f"l{i:04d}" for i in range(2000)] + [f"u{i}" for i in range(5)])
+        urgent_at = [offs.index(f"u{i}") for i in range(5)]
+        assert max(urgent_at) < 1000, f"urgent reminders fired at positions {urgent_at} of 2,005"
+        assert s.rows("SELECT count(*) FROM reminders") == [(0,)]
     finally:
         await s.host.stop()
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import sqlite3
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -152,3 +153,40 @@ async def test_a_bulk_import_is_one_transaction_all_or_nothing_and_reads_back_li
     with sqlite3.connect(path) as conn:
         indexes = {name for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type='index'")}
     assert "state_lamp_name" in indexes
+
+
+async def test_an_urgent_write_is_committed_ahead_of_the_writes_queued_before_it(tmp_path):
+    """The writer is held inside a commit while 20 writes and then an urgent one queue up: the urgent one is
+    durable first, alone in its transaction, and then the others, all of them, in the order they came."""
+    store = SqliteStore(tmp_path / "actors.db")
+    store.open(asyncio.get_running_loop())
+    inside, release = threading.Event(), threading.Event()
+    commit = store._commit
+    groups: list[int] = []
+
+    def held_commit(conn, apply):
+        groups.append(len(apply.keywords["writes"]))
+        if len(groups) == 1:
+            inside.set()
+            release.wait(10)
+        return commit(conn, apply)
+
+    store._commit = held_commit  # type: ignore[method-assign]
+    try:
+        done: list[str] = []
+        first = store.write(turn("first", b"1"))
+        await asyncio.to_thread(inside.wait, 10)
+        queued = [store.write(turn(f"q{i:02d}", b"q")) for i in range(20)]
+        urgent = store.write(turn("urgent", b"u"), urgent=True)
+        for name, future in [("first", first), ("urgent", urgent)] + [
+            (f"q{i:02d}", f) for i, f in enumerate(queued)
+        ]:
+            future.add_done_callback(lambda _, name=name: done.append(name))
+        release.set()
+        await asyncio.gather(first, urgent, *queued)
+        assert done == ["first", "urgent"] + [f"q{i:02d}" for i in range(20)]
+        assert groups == [1, 1, 20]
+        assert await store.read_actor("banner", "urgent") == {"banner": b"u"}
+    finally:
+        release.set()
+        await store.close()

@@ -4,6 +4,7 @@ restart with overdue bookings on the embedded runtime (its clock can be moved; D
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 
@@ -301,5 +302,49 @@ async def test_a_restart_shows_overdue_bookings_in_order_and_skips_those_whose_s
             (start + 2 * slot, "expired"),
             (start + 3 * slot, "expired"),
         ]
+    finally:
+        await runtime.stop()
+
+
+async def test_the_expiry_of_a_message_with_bookings_behind_it_is_an_urgent_switch(tmp_path):
+    """On the embedded runtime a message's expiry is registered as `switch` (fired ahead of plain expiries
+    that are due with it: tests/actors/test_reminder_batches.py) exactly while bookings wait behind it,
+    and as `expire` otherwise; one registration at a time, and the queue runs through either way."""
+    clock = FakeClock(1_800_000_000.0)
+    runtime = EmbeddedRuntime(tmp_path, BannerRules(display_seconds=1), clock=clock)
+
+    def reminders() -> list[str]:
+        with sqlite3.connect(runtime.database) as conn:
+            return [name for (name,) in conn.execute("SELECT name FROM reminders WHERE actor_id = 'b1'")]
+
+    await runtime.start()
+    try:
+        await runtime.create_banner("b1", "Banner")
+        await runtime.submit_message("b1", "showing")
+        assert reminders() == ["expire"]
+        first = await runtime.book("b1", "first", by="test")
+        assert reminders() == ["switch"]
+        await runtime.book("b1", "second", by="test")
+        assert reminders() == ["switch"]
+        clock.now += 1.01  # "first" starts, "second" waits behind it
+        await eventually(lambda: runtime.get_banner("b1"), lambda b: b.message.id == first.booking_id)
+        assert reminders() == ["switch"]
+        clock.now += 1.0  # "second" starts, nothing behind it
+        await eventually(lambda: runtime.get_banner("b1"), lambda b: b.message.text == "second")
+        assert reminders() == ["expire"]
+        third = await runtime.book("b1", "third", by="test")
+        assert reminders() == ["switch"]
+        await runtime.cancel_booking("b1", third.booking_id, None)
+        assert reminders() == ["switch"]  # left as it is: its turn ends the message, with nothing to start
+        clock.now += 1.0
+        await eventually(lambda: runtime.get_banner("b1"), lambda b: b.message is None)
+        assert reminders() == []
+        await runtime.submit_message("b1", "again")
+        await runtime.book("b1", "fourth", by="test")
+        await runtime.clear_message("b1")  # "fourth" starts at once, with nothing behind it
+        assert (await runtime.get_banner("b1")).message.text == "fourth"
+        assert reminders() == ["expire"]
+        await runtime.clear_message("b1")
+        assert reminders() == []
     finally:
         await runtime.stop()

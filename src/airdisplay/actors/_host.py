@@ -33,7 +33,7 @@ import inspect
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from datetime import timedelta
 from typing import Concatenate, ParamSpec, TypeVar, cast
 
@@ -124,13 +124,16 @@ class ActorHost:
         factory: ActorFactory | None = None,
         *,
         batching: ReminderBatching | None = None,
+        urgent: Iterable[str] = (),
     ) -> None:
         """Make actors of `actor_class` reachable under `actor_type`, built by `factory` (default: the class).
 
         Callable methods are the public coroutine methods the class adds to Actor, named by the function
         (`Counter.increment`). With `batching`, the reminders it names are handled in batches where the
-        actor is not busy (see _batching.py).
+        actor is not busy (see _batching.py). Reminders named in `urgent` fire ahead of the others that are
+        due, each in a turn of its own (see _scheduler.py).
         """
+        self._scheduler.prioritise(actor_type, urgent)
         if batching is None:
             self._batching.pop(actor_type, None)
         else:
@@ -297,7 +300,8 @@ class ActorHost:
         if not write:
             ctx.end_turn(committed=True)
             return result
-        pending = self._store.write(write)
+        # An urgent reminder's turn (see _scheduler.py) is committed ahead of the writes queued before it.
+        pending = self._store.write(write, urgent=fired is not None and self._scheduler.is_urgent(fired))
         try:
             if tracing.here():
                 with tracing.span("actor.commit", attributes={"actor.type": ctx.actor_type}):

@@ -14,6 +14,11 @@ Failure rules:
   batch, only the reminders that failed are retried.
 - Changes to reminders reach the scheduler after they are durable (`committed`), on the event-loop thread,
   the same thread that reads pages, so a page and the change notifications can only overlap, never miss.
+
+Urgent reminders (`prioritise`: names of an actor type whose reminder starts something a user waits for at
+that second, such as a booked slot) fire ahead of the others that are due, one at a time each, with a
+pipeline of their own: when a wave of ordinary ones falls due together they do not wait behind it. Their
+turns' writes skip the store's queue too (`SqliteStore.write(urgent=True)`).
 """
 
 from __future__ import annotations
@@ -74,6 +79,10 @@ class ReminderScheduler:
         self._batch_size = batch_size
         self._firing = 0
         self._heap: list[tuple[float, int, ReminderRecord]] = []
+        #: The urgent ones (`prioritise`), apart from the others, and their own count in flight.
+        self._urgent: list[tuple[float, int, ReminderRecord]] = []
+        self._urgent_names: set[tuple[str, str]] = set()
+        self._firing_urgent = 0
         self._seq = itertools.count()
         self._scheduled: dict[_Key, ReminderRecord] = {}
         self._in_flight: dict[_Key, ReminderRecord] = {}
@@ -103,6 +112,13 @@ class ReminderScheduler:
     def in_memory(self) -> int:
         """Reminders held in memory (scheduled or firing): bounded by about twice the page size."""
         return len(self._scheduled) + len(self._in_flight)
+
+    def prioritise(self, actor_type: str, names: Iterable[str]) -> None:
+        """Make reminders `names` of `actor_type` urgent (see the module docstring); before `start`."""
+        self._urgent_names.update((actor_type, name) for name in names)
+
+    def is_urgent(self, record: ReminderRecord) -> bool:
+        return (record.actor_type, record.name) in self._urgent_names
 
     # -- notifications from the host ---------------------------------------------------------------
 
@@ -153,9 +169,10 @@ class ReminderScheduler:
             self._shrink()
 
     def _push(self, record: ReminderRecord, fire_at: float) -> None:
-        earliest = self._heap[0][0] if self._heap else None
+        heap = self._urgent if self.is_urgent(record) else self._heap
+        earliest = heap[0][0] if heap else None
         self._scheduled[record.key] = record
-        heapq.heappush(self._heap, (fire_at, next(self._seq), record))
+        heapq.heappush(heap, (fire_at, next(self._seq), record))
         if earliest is None or fire_at < earliest:
             self._wake.set()
 
@@ -163,8 +180,13 @@ class ReminderScheduler:
         """Keep the earliest page in memory and leave the rest to the store (they are all durable there)."""
         keep = sorted(self._scheduled.values(), key=lambda r: r.cursor)[: self._page_size]
         self._scheduled = {r.key: r for r in keep}
-        self._heap = [(r.due_at, next(self._seq), r) for r in keep]
+        self._heap, self._urgent = [], []
+        for record in keep:
+            (self._urgent if self.is_urgent(record) else self._heap).append(
+                (record.due_at, next(self._seq), record)
+            )
         heapq.heapify(self._heap)
+        heapq.heapify(self._urgent)
         self._horizon = keep[-1].cursor
         self._exhausted = False
 
@@ -187,42 +209,66 @@ class ReminderScheduler:
             while not self._exhausted and len(self._scheduled) < self._page_size // 2:
                 self._refill()
             now = self._clock()
+            urgent = self._urgent
+            while urgent and urgent[0][0] <= now and self._firing_urgent < self._max_in_flight:
+                _, _, record = heapq.heappop(urgent)
+                if self._take(record, now):
+                    self._firing_urgent += 1
+                    self._start([record], urgent=True)
             heap = self._heap
             while heap and heap[0][0] <= now and self._firing < self._max_in_flight:
                 batch: list[ReminderRecord] = []
                 room = min(self._batch_size, self._max_in_flight - self._firing)
                 while heap and heap[0][0] <= now and len(batch) < room:
                     _, _, record = heapq.heappop(heap)
-                    if self._scheduled.get(record.key) is not record:
-                        continue  # replaced, removed or already firing
-                    del self._scheduled[record.key]
-                    self._in_flight[record.key] = record
-                    batch.append(record)
-                    if self._lateness is not None:
-                        self._lateness(now - record.due_at)
+                    if self._take(record, now):
+                        batch.append(record)
                 if batch:
                     self._firing += len(batch)
-                    task = asyncio.create_task(self._fire_batch(batch))
-                    self._tasks.add(task)
-                    task.add_done_callback(self._tasks.discard)
-            if self._firing >= self._max_in_flight or not heap:
-                timeout = None
-            else:
-                timeout = max(heap[0][0] - self._clock(), 0.0)
+                    self._start(batch, urgent=False)
+            heads = []
+            if heap and self._firing < self._max_in_flight:
+                heads.append(heap[0][0])
+            if urgent and self._firing_urgent < self._max_in_flight:
+                heads.append(urgent[0][0])
+            timeout = max(min(heads) - self._clock(), 0.0) if heads else None
             self._wake.clear()
             if timeout is None or timeout > 0:
+                # Not asyncio.wait_for: on Python 3.11 it swallows a cancel that comes as the event is set
+                # (a reminder committed just before `stop`), and stop then waited for the next due time.
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), timeout)
+                    async with asyncio.timeout(timeout):
+                        await self._wake.wait()
 
-    async def _fire_batch(self, batch: list[ReminderRecord]) -> None:
+    def _take(self, record: ReminderRecord, now: float) -> bool:
+        """Move a record popped from a heap to the ones firing; False if it is no longer scheduled."""
+        if self._scheduled.get(record.key) is not record:
+            return False  # replaced, removed or already firing
+        del self._scheduled[record.key]
+        self._in_flight[record.key] = record
+        if self._lateness is not None:
+            self._lateness(now - record.due_at)
+        return True
+
+    def _start(self, batch: list[ReminderRecord], *, urgent: bool) -> None:
+        task = asyncio.create_task(self._fire_batch(batch, urgent))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _fire_batch(self, batch: list[ReminderRecord], urgent: bool) -> None:
         try:
             failed = await self._fire(batch)
         except Exception:
             log.exception("a batch of %d reminders failed; will retry", len(batch))
             failed = batch
         finally:
-            if self._firing >= self._max_in_flight:
-                self._wake.set()  # room frees up for due reminders that were waiting
-            self._firing -= len(batch)
+            if urgent:
+                if self._firing_urgent >= self._max_in_flight:
+                    self._wake.set()
+                self._firing_urgent -= len(batch)
+            else:
+                if self._firing >= self._max_in_flight:
+                    self._wake.set()  # room frees up for due reminders that were waiting
+                self._firing -= len(batch)
         for record in failed:
             self.failed(record)

@@ -31,6 +31,7 @@ Write faults (a full disk, a failing or read-only file system: `_transactions.wr
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import functools
 import logging
@@ -117,6 +118,10 @@ class _QueuedWrite(NamedTuple):
     future: asyncio.Future[bool]
 
 
+#: Put on the writer's queue after an urgent write, to wake the writer if it waits (skipped where found).
+_WAKE: Any = object()
+
+
 class SqliteStore:
     """State and reminders of all actors in one SQLite database file."""
 
@@ -125,6 +130,8 @@ class SqliteStore:
         self.durability = durability
         # None on either queue (put by `close`): its thread finishes what it holds and stops.
         self._queue: queue.SimpleQueue[_QueuedWrite | None] = queue.SimpleQueue()
+        #: Urgent writes (`write(urgent=True)`): committed ahead of the queue, in a transaction of their own.
+        self._urgent: collections.deque[_QueuedWrite] = collections.deque()
         self._reader: sqlite3.Connection | None = None
         self._writer: sqlite3.Connection | None = None
         self._thread: threading.Thread | None = None
@@ -448,15 +455,21 @@ class SqliteStore:
 
     # -- writes ------------------------------------------------------------------------------------
 
-    def write(self, turn: TurnWrite) -> asyncio.Future[bool]:
+    def write(self, turn: TurnWrite, *, urgent: bool = False) -> asyncio.Future[bool]:
         """Queue one turn's changes; the future resolves once they are durable.
 
         Its result says whether `turn.fired` still matched the stored reminder (True when there is none).
+        An `urgent` write (the turn of an urgent reminder, actors/_scheduler.py) does not wait behind the
+        writes queued before it: the writer commits it next, in a small transaction of its own.
         """
         if self._thread is None or self._loop is None:
             raise StoreError("the store is not open")
         future: asyncio.Future[bool] = self._loop.create_future()
-        self._queue.put(_QueuedWrite(turn, future))
+        if urgent:
+            self._urgent.append(_QueuedWrite(turn, future))
+            self._queue.put(_WAKE)
+        else:
+            self._queue.put(_QueuedWrite(turn, future))
         return future
 
     def prune_records(self, prune: RecordPrune) -> asyncio.Future[bool]:
@@ -518,6 +531,10 @@ class SqliteStore:
                 continue
             if first is None:
                 break
+            if self._urgent:
+                self._commit_group(conn, loop, self._take_urgent())
+            if first is _WAKE:
+                continue
             items = [first]
             size = actors_changed(first.write)
             while size < MAX_BATCH:
@@ -528,28 +545,45 @@ class SqliteStore:
                 if nxt is None:
                     stopping = True
                     break
+                if nxt is _WAKE:
+                    continue
                 items.append(nxt)
                 size += actors_changed(nxt.write)
-            futures = [future for _, future in items]
-            writes = [write for write, _ in items]
-            if self._refusal is not None and time.monotonic() >= self._next_probe:
-                self._probe(conn)
-            if self._refusal is not None:
-                loop.call_soon_threadsafe(_fail_all, futures, StoreReadOnly(self._refusal))
-                continue
-            started = time.perf_counter()
-            try:
-                results = self._commit(conn, functools.partial(apply_batch, writes=writes))
-            except StoreError as exc:
-                loop.call_soon_threadsafe(_fail_all, futures, exc)
-            except Exception as exc:  # every failure fails the batch's turns, never the thread
-                error = StoreError(f"writing to {self.path} failed: {exc}")
-                loop.call_soon_threadsafe(_fail_all, futures, error)
-            else:
-                loop.call_soon_threadsafe(_settle_all, futures, results)
-                if self.stats is not None:
-                    self.stats.commit_seconds.observe(time.perf_counter() - started)
-                    self.stats.commit_writes.observe(len(items))
+            self._commit_group(conn, loop, items)
+        if self._urgent:
+            self._commit_group(conn, loop, self._take_urgent())
+
+    def _take_urgent(self) -> list[_QueuedWrite]:
+        taken = []
+        with contextlib.suppress(IndexError):
+            while True:
+                taken.append(self._urgent.popleft())
+        return taken
+
+    def _commit_group(
+        self, conn: sqlite3.Connection, loop: asyncio.AbstractEventLoop, items: list[_QueuedWrite]
+    ) -> None:
+        """Commit `items` in one transaction and settle their futures (on the loop), or fail them all."""
+        futures = [future for _, future in items]
+        writes = [write for write, _ in items]
+        if self._refusal is not None and time.monotonic() >= self._next_probe:
+            self._probe(conn)
+        if self._refusal is not None:
+            loop.call_soon_threadsafe(_fail_all, futures, StoreReadOnly(self._refusal))
+            return
+        started = time.perf_counter()
+        try:
+            results = self._commit(conn, functools.partial(apply_batch, writes=writes))
+        except StoreError as exc:
+            loop.call_soon_threadsafe(_fail_all, futures, exc)
+        except Exception as exc:  # every failure fails the batch's turns, never the thread
+            error = StoreError(f"writing to {self.path} failed: {exc}")
+            loop.call_soon_threadsafe(_fail_all, futures, error)
+        else:
+            loop.call_soon_threadsafe(_settle_all, futures, results)
+            if self.stats is not None:
+                self.stats.commit_seconds.observe(time.perf_counter() - started)
+                self.stats.commit_writes.observe(len(items))
 
     def _commit(self, conn: sqlite3.Connection, apply: Callable[[sqlite3.Connection], T]) -> T:
         """Run `apply` in one transaction; on a write fault reclaim the WAL and try once more, then refuse."""

@@ -82,6 +82,11 @@ BOOKINGS_KEY = "bookings"
 NOTE_FIELD = "~showing"
 _NOTE_MARK = b',"~showing":'
 EXPIRE_REMINDER = "expire"
+#: The expiry of a message with bookings waiting behind it: ending it starts the next booking, which its
+#: booker expects at that second. The embedded host fires these ahead of plain expiries that fall due
+#: together (actors/_scheduler.py, docs/benchmarks/results/booking_switches.md); a runtime whose reminders
+#: have no priorities keeps `EXPIRE_REMINDER` for both (`BannerBehaviour.switch_reminder`).
+SWITCH_REMINDER = "switch"
 #: 32 random bytes: a token nobody guesses, so a plain SHA-256 of it is a safe thing to store.
 DEVICE_TOKEN_BYTES = 32
 #: A cancel token guards one waiting booking: 16 random bytes are past guessing.
@@ -170,6 +175,8 @@ class BannerBehaviour:
     """Turns of one banner actor: register, read, submit, clear, expire, delete."""
 
     rules: BannerRules
+    #: The name of a message's expiry while bookings wait behind it (see SWITCH_REMINDER).
+    switch_reminder: str = EXPIRE_REMINDER
     #: The note of the banner the turn loaded (`_loaded`), and the turn's new one (None: gone) or _KEPT.
     _loaded_note: bytes | None = None
     _pending_note: Any = _KEPT
@@ -186,7 +193,7 @@ class BannerBehaviour:
         async def unregister_reminder(self, name: str) -> None: ...
         def _history(self, record_id: str, at: float, value: bytes) -> None:
             """Write a history entry (domain/history.py) with this turn's changes: a merge patch of what
-            is stored under `record_id` and `at`, if anything."""
+            is stored under `record_id` and `at`, if anything. `at` is the entry's `recorded_at`."""
 
     # -- turns -------------------------------------------------------------------------------------
 
@@ -289,7 +296,7 @@ class BannerBehaviour:
         if cleared is None or banner.message is None:
             return banner
         await self._ended(banner.message, Ended.CLEARED, now)
-        await self.unregister_reminder(EXPIRE_REMINDER)
+        await self._disarm_expiry()
         await self._save(cleared, ChangeKind.MESSAGE_CLEARED)
         return cleared
 
@@ -301,7 +308,7 @@ class BannerBehaviour:
         for key in (BANNER_KEY, SUBMISSIONS_KEY, DEVICE_TOKEN_KEY, BOOKINGS_KEY):
             if await self._state_manager.contains_state(key):
                 await self._state_manager.remove_state(key)
-        await self.unregister_reminder(EXPIRE_REMINDER)
+        await self._disarm_expiry()
         self.publish(BannerChanged(ChangeKind.DELETED, banner.id, banner.version + 1, None, self._now()))
 
     async def expire(self, message_id: str) -> None:
@@ -354,6 +361,8 @@ class BannerBehaviour:
             cancel_token=secrets.token_urlsafe(CANCEL_TOKEN_BYTES),
             idempotency_key=idempotency_key,
         )
+        if len(queue.entries) == 1 and self.switch_reminder != EXPIRE_REMINDER and banner.message is not None:
+            await self._arm_expiry(banner.message, now, queued=True)  # now a switch: see SWITCH_REMINDER
         await self._store_bookings(queue)
         await self._save(booked, ChangeKind.BOOKING_QUEUED, queue)
         return outcome
@@ -383,7 +392,7 @@ class BannerBehaviour:
     async def receive_reminder(
         self, name: str, state: bytes, due_time: timedelta, period: timedelta | None
     ) -> None:
-        if name == EXPIRE_REMINDER:
+        if name in (EXPIRE_REMINDER, SWITCH_REMINDER):
             await self.expire(state.decode())
 
     @staticmethod
@@ -486,15 +495,30 @@ class BannerBehaviour:
             self._history(missed.id, start.timestamp(), entry)
         message = moved.banner.message
         if message is not None:
-            await self.register_reminder(EXPIRE_REMINDER, message.id.encode(), message.expires_at - now, None)
+            await self._arm_expiry(message, now, queued=bool(moved.queue.entries))
             assert moved.started is not None
             started = moved.started
             self._pending_note = showing_note(started.by, started.booked_at)
         elif cleared_early:
-            await self.unregister_reminder(EXPIRE_REMINDER)
+            await self._disarm_expiry()
         await self._store_bookings(moved.queue)
         await self._save(moved.banner, kind if message is None else ChangeKind.MESSAGE_SHOWN, moved.queue)
         return moved.banner
+
+    async def _arm_expiry(self, message: Message, now: datetime, *, queued: bool) -> None:
+        """Register the expiry of `message` (shown on a banner with bookings waiting behind it if `queued`),
+        taking the other name's registration away (see SWITCH_REMINDER)."""
+        name, other = (
+            (self.switch_reminder, EXPIRE_REMINDER) if queued else (EXPIRE_REMINDER, self.switch_reminder)
+        )
+        await self.register_reminder(name, message.id.encode(), message.expires_at - now, None)
+        if other != name:
+            await self.unregister_reminder(other)
+
+    async def _disarm_expiry(self) -> None:
+        await self.unregister_reminder(EXPIRE_REMINDER)
+        if self.switch_reminder != EXPIRE_REMINDER:
+            await self.unregister_reminder(self.switch_reminder)
 
     async def _load(self) -> Banner:
         found, raw = await self._state_manager.try_get_state(BANNER_KEY)

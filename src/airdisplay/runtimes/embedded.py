@@ -36,7 +36,6 @@ from ..actors import (
 from ..domain import (
     Banner,
     BannerChanged,
-    BannerNotFound,
     BannerRules,
     BookingQueue,
     BookOutcome,
@@ -45,16 +44,15 @@ from ..domain import (
     SubmitOutcome,
     banner_cursor,
     fleet_cursor,
-    read_banner_cursor,
     read_fleet_cursor,
 )
-from ..domain.history import with_showing
 from ..events import InProcessEventBus
 from ._retention import HistoryRetention
 from .base import BannerRuntime, RuntimeNotRunning, StorageUnavailable, banner_call
 from .behaviour import (
     BANNER_KEY,
     EXPIRE_REMINDER,
+    SWITCH_REMINDER,
     BannerBehaviour,
     BookingsWaiting,
     Registration,
@@ -77,6 +75,8 @@ DATABASE_FILE = "airdisplay.db"
 
 class BannerActor(BannerBehaviour, Actor):
     """The banner actor hosted by the embedded runtime."""
+
+    switch_reminder = SWITCH_REMINDER
 
     def __init__(self, ctx: ActorContext, rules: BannerRules) -> None:
         super().__init__(ctx)
@@ -138,7 +138,11 @@ class EmbeddedRuntime(BannerRuntime):
             clock=clock,
         )
         self.host.register_actor_type(
-            BANNER_ACTOR_TYPE, BannerActor, lambda ctx: BannerActor(ctx, rules), batching=EXPIRY_BATCHING
+            BANNER_ACTOR_TYPE,
+            BannerActor,
+            lambda ctx: BannerActor(ctx, rules),
+            batching=EXPIRY_BATCHING,
+            urgent=(SWITCH_REMINDER,),
         )
         self.event_bus = InProcessEventBus()
         self._running = False
@@ -290,22 +294,17 @@ class EmbeddedRuntime(BannerRuntime):
     async def _prune_history(self, before: float, limit: int) -> bool:
         return await self.host.store.prune_records(RecordPrune(BANNER_ACTOR_TYPE, before, limit))
 
-    async def history(self, banner_id: str, *, before: str | None, limit: int) -> HistoryPage:
-        cursor = None if before is None else read_banner_cursor(before)
-        showing = None
-        if cursor is None:  # the message showing now leads the first page (its entry is written at its end)
-            try:
-                showing = await self._call(banner_id, BannerActor.showing)
-            except BannerNotFound:  # deleted: its history stays
-                showing = None
+    async def _showing(self, banner_id: str) -> HistoryEntry | None:
+        return await self._call(banner_id, BannerActor.showing)
+
+    async def _recorded(self, banner_id: str, cursor: tuple[float, str] | None, limit: int) -> HistoryPage:
         try:
             rows = self.host.store.records_of(BANNER_ACTOR_TYPE, banner_id, cursor, limit)
         except StoreError as exc:
             raise StorageUnavailable(str(exc)) from exc
         items = [_entry(banner_id, value) for _, _, value in rows]
         last = rows[-1] if len(rows) == limit else None
-        page = HistoryPage(items, None if last is None else banner_cursor(last[0], last[1]))
-        return with_showing(page, showing, cursor, limit)
+        return HistoryPage(items, None if last is None else banner_cursor(last[0], last[1]))
 
     async def fleet_history(
         self, *, since: datetime, until: datetime, after: str | None, limit: int
