@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Protocol, TypeVar
 
 import regex
 from pydantic import BaseModel, ConfigDict
@@ -119,6 +121,34 @@ class Submission(BaseModel):
     result: Banner
 
 
+class KeptAnswer(Protocol):
+    """The first answer to an idempotent request, kept under its Idempotency-Key for retries."""
+
+    @property
+    def key(self) -> str: ...
+    @property
+    def at(self) -> datetime: ...
+
+
+_A = TypeVar("_A", bound=KeptAnswer)
+
+
+def find_answer(kept: Iterable[_A], key: str, now: datetime) -> _A | None:
+    """The answer kept under `key`, unless it is older than SUBMISSION_LOG_TTL."""
+    for answer in kept:
+        if answer.key == key and now - answer.at < SUBMISSION_LOG_TTL:
+            return answer
+    return None
+
+
+def keep_answer(kept: tuple[_A, ...], answer: _A) -> tuple[_A, ...]:
+    """`kept` with `answer` last, less any answer of its key or past SUBMISSION_LOG_TTL, the newest
+    SUBMISSION_LOG_SIZE at most (for submits, `SubmissionLog`, and bookings, `BookingQueue.receipts`)."""
+    newer = [a for a in kept if a.key != answer.key and answer.at - a.at < SUBMISSION_LOG_TTL]
+    newer.append(answer)
+    return tuple(newer[-SUBMISSION_LOG_SIZE:])
+
+
 class SubmissionLog(BaseModel):
     """The last few idempotent submits of one banner, newest last."""
 
@@ -127,15 +157,10 @@ class SubmissionLog(BaseModel):
     entries: tuple[Submission, ...] = ()
 
     def find(self, key: str, now: datetime) -> Submission | None:
-        for entry in self.entries:
-            if entry.key == key and now - entry.at < SUBMISSION_LOG_TTL:
-                return entry
-        return None
+        return find_answer(self.entries, key, now)
 
     def record(self, entry: Submission) -> SubmissionLog:
-        kept = [e for e in self.entries if e.key != entry.key and entry.at - e.at < SUBMISSION_LOG_TTL]
-        kept.append(entry)
-        return SubmissionLog(entries=tuple(kept[-SUBMISSION_LOG_SIZE:]))
+        return SubmissionLog(entries=keep_answer(self.entries, entry))
 
 
 @dataclass(frozen=True, slots=True)

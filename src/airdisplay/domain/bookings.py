@@ -22,12 +22,17 @@ from datetime import datetime, timedelta
 
 from pydantic import BaseModel, ConfigDict
 
-from .banner import Banner, BannerRules, Message, QueuedBooking, SubmitOutcome, updated_banner
+from .banner import (
+    Banner,
+    BannerRules,
+    Message,
+    QueuedBooking,
+    SubmitOutcome,
+    find_answer,
+    keep_answer,
+    updated_banner,
+)
 from .exceptions import BookingNotFound, CancelTokenInvalid, IdempotencyKeyReused, QueueFull
-
-#: Idempotent bookings remembered per banner, and for how long (as for submits: SubmissionLog).
-RECEIPTS_KEPT = 16
-RECEIPT_TTL = timedelta(hours=24)
 
 
 class Booking(BaseModel):
@@ -67,15 +72,10 @@ class BookingQueue(BaseModel):
     receipts: tuple[BookingReceipt, ...] = ()
 
     def receipt(self, key: str, now: datetime) -> BookingReceipt | None:
-        for receipt in self.receipts:
-            if receipt.key == key and now - receipt.at < RECEIPT_TTL:
-                return receipt
-        return None
+        return find_answer(self.receipts, key, now)
 
     def with_receipt(self, receipt: BookingReceipt) -> tuple[BookingReceipt, ...]:
-        kept = [r for r in self.receipts if r.key != receipt.key and receipt.at - r.at < RECEIPT_TTL]
-        kept.append(receipt)
-        return tuple(kept[-RECEIPTS_KEPT:])
+        return keep_answer(self.receipts, receipt)
 
 
 NO_BOOKINGS = BookingQueue()

@@ -59,6 +59,15 @@ class HistoryEntry(BaseModel):
     #: For a missed booking: when its slot began.
     slot_start: datetime | None = None
 
+    @property
+    def recorded_at(self) -> datetime:
+        """The time its record is kept under (and paged by): when it showed, or for a missed booking when
+        its slot began. The runtimes' `_history` writers key records the same way (runtimes/behaviour.py)."""
+        at = self.shown_at or self.slot_start
+        if at is None:
+            raise ValueError(f"history entry {self.message_id} has neither shown_at nor slot_start")
+        return at
+
 
 def banner_cursor(at: float, record_id: str) -> str:
     """The opaque cursor of a banner's history page: the last entry's time and id."""
@@ -173,9 +182,7 @@ def with_showing(
     if len(items) <= limit:
         return HistoryPage(items, page.next)
     last = items[limit - 1]
-    assert last.shown_at is not None or last.slot_start is not None
-    at = (last.shown_at or last.slot_start or showing.shown_at).timestamp()
-    return HistoryPage(items[:limit], banner_cursor(at, last.message_id))
+    return HistoryPage(items[:limit], banner_cursor(last.recorded_at.timestamp(), last.message_id))
 
 
 def missed_entry(

@@ -18,7 +18,18 @@ from prometheus_client.registry import Collector
 from starlette.types import ASGIApp
 
 from .. import tracing
-from ..domain import Banner, BannerChanged, BookingQueue, BookOutcome, HistoryPage, SubmitOutcome
+from ..domain import (
+    Banner,
+    BannerChanged,
+    BannerNotFound,
+    BookingQueue,
+    BookOutcome,
+    HistoryEntry,
+    HistoryPage,
+    SubmitOutcome,
+    read_banner_cursor,
+)
+from ..domain.history import with_showing
 from ..events import EventBus, Published
 from .behaviour import Registration
 
@@ -125,9 +136,27 @@ class BannerRuntime(ABC):
     async def bookings(self, banner_id: str) -> BookingQueue:
         """The banner's waiting bookings with their texts (for an operator)."""
 
-    @abstractmethod
     async def history(self, banner_id: str, *, before: str | None, limit: int) -> HistoryPage:
-        """What the banner showed, newest first, from cursor `before` (ValueError for a bad cursor)."""
+        """What the banner showed, newest first, from cursor `before` (ValueError for a bad cursor).
+
+        A message's entry is written when it ends, so the first page puts the one showing now ahead of
+        what is recorded (a turn of the banner's own gives it); a deleted banner's history stays."""
+        cursor = None if before is None else read_banner_cursor(before)
+        showing = None
+        if cursor is None:
+            try:
+                showing = await self._showing(banner_id)
+            except BannerNotFound:
+                showing = None
+        return with_showing(await self._recorded(banner_id, cursor, limit), showing, cursor, limit)
+
+    @abstractmethod
+    async def _showing(self, banner_id: str) -> HistoryEntry | None:
+        """The history entry of the message the banner shows now (BannerNotFound if it has none)."""
+
+    @abstractmethod
+    async def _recorded(self, banner_id: str, cursor: tuple[float, str] | None, limit: int) -> HistoryPage:
+        """Up to `limit` recorded entries of the banner, newest first, strictly before `cursor`."""
 
     @abstractmethod
     async def fleet_history(

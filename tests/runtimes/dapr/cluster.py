@@ -117,6 +117,15 @@ async def banners_through(http: httpx.AsyncClient, base: str, ids: list[str]) ->
         return None
 
 
+async def all_free(http: httpx.AsyncClient, base: str, ids: list[str]) -> bool:
+    """Every banner of `ids` answers through `base` with no message and no booking waiting (False while a
+    request gets no answer, for the caller to poll again)."""
+    replies = await banners_through(http, base, ids)
+    return replies is not None and all(
+        r.status_code == 200 and r.json()["message"] is None and r.json()["queue"] == [] for r in replies
+    )
+
+
 class Stream:
     """A WebSocket client of /api/v1/stream that records every banner frame it gets."""
 

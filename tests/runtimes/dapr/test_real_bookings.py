@@ -11,27 +11,23 @@ every booking shows once or is recorded as missed, two never show at once, and n
 from __future__ import annotations
 
 import time
-from datetime import datetime
 
 import httpx
 import pytest
 
 from airdisplay.runtimes.dapr._sweep import GRACE_SECONDS, SWEEP_SECONDS
 from tests.conftest import eventually, wait_until
+from tests.run_through import at, check_run_through
 from tests.runtimes.dapr.cluster import (
     RedisProcess,
     Stream,
-    banners_through,
+    all_free,
     create,
     running_cluster,
     submit,
 )
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
-
-
-def at(value: str) -> float:
-    return datetime.fromisoformat(value).timestamp()
 
 
 async def book(http: httpx.AsyncClient, base: str, banner_id: str, text: str) -> dict:
@@ -44,33 +40,6 @@ async def history(http: httpx.AsyncClient, base: str, banner_id: str) -> list[di
     response = await http.get(f"{base}/api/v1/banners/{banner_id}/history", params={"limit": 50})
     assert response.status_code == 200, response.text
     return list(response.json()["items"])
-
-
-def check_run_through(entries: list[dict], bookings: list[dict], slot: float) -> tuple[list, list]:
-    """Each booking once in the history, shown (within its slot, never early) or missed; the shown ones
-    one after another, never two at once. Returns (shown, missed) booking entries."""
-    by_id = {}
-    for entry in entries:
-        assert entry["message_id"] not in by_id, f"{entry['message_id']} is in the history twice"
-        by_id[entry["message_id"]] = entry
-    shown, missed = [], []
-    for booking in bookings:
-        entry = by_id.get(booking["booking_id"])
-        assert entry is not None, f"booking {booking['booking_id']} neither shown nor missed: {entries}"
-        if entry["ended"] == "missed":
-            missed.append(entry)
-            continue
-        assert entry["shown_at"] is not None and entry["ended_at"] is not None, entry
-        starts = at(booking["starts_at"])
-        assert at(entry["shown_at"]) >= starts - 0.001, f"shown before its slot: {entry}"
-        shown.append(entry)
-    ran = sorted((e for e in entries if e["shown_at"] is not None), key=lambda e: at(e["shown_at"]))
-    for before, after in zip(ran, ran[1:], strict=False):
-        assert at(after["shown_at"]) >= at(before["ended_at"]) - 0.001, f"two at once: {before} {after}"
-    # A message ends when its slot does: a booking shown late (after downtime) keeps its slot's end.
-    for entry in shown:
-        assert at(entry["ended_at"]) - at(entry["shown_at"]) <= slot + 0.001, entry
-    return shown, missed
 
 
 async def test_kill_9_of_a_replica_while_queues_run_loses_no_booking_and_never_shows_two_at_once(
@@ -104,15 +73,10 @@ async def test_kill_9_of_a_replica_while_queues_run_loses_no_booking_and_never_s
         killed_at = time.time()
         last_end = max(at(b[-1]["starts_at"]) + slot for b in booked.values())
 
-        async def all_ran_through() -> bool:
-            replies = await banners_through(http, b.url, ids)
-            return replies is not None and all(
-                r.status_code == 200 and r.json()["message"] is None and r.json()["queue"] == []
-                for r in replies
-            )
-
         bound = max(0.0, last_end - time.time()) + GRACE_SECONDS + SWEEP_SECONDS + 30
-        await eventually(all_ran_through, limit=bound, what="every queue run through after the kill")
+        await eventually(
+            lambda: all_free(http, b.url, ids), limit=bound, what="every queue run through after the kill"
+        )
         await stream.close()
         shown_total = missed_total = 0
         for banner in ids:
@@ -159,16 +123,12 @@ async def test_a_restart_with_overdue_bookings_skips_the_passed_slots_and_runs_t
             a, b = second.members
             started_again = time.time()
 
-            async def ran_through() -> bool:
-                reply = await http.get(f"{a.url}/api/v1/banners/late")
-                return (
-                    reply.status_code == 200
-                    and reply.json()["message"] is None
-                    and reply.json()["queue"] == []
-                )
-
             bound = max(0.0, starts[-1] + slot - time.time()) + GRACE_SECONDS + SWEEP_SECONDS + 30
-            await eventually(ran_through, limit=bound, what="the queue run through after the restart")
+            await eventually(
+                lambda: all_free(http, a.url, ["late"]),
+                limit=bound,
+                what="the queue run through after the restart",
+            )
             entries = await history(http, b.url, "late")
         shown_entries, missed = check_run_through(entries, booked, slot)
         missed_ids = {e["message_id"] for e in missed}

@@ -30,6 +30,7 @@ from tests.conftest import eventually
 from tests.runtimes.dapr.cluster import (
     RedisProcess,
     Stream,
+    all_free,
     banners_through,
     create,
     running_cluster,
@@ -353,11 +354,9 @@ async def test_kill_9_of_a_replica_under_load_loses_nothing_and_its_banners_answ
         last_due = max(x.expires_at for x in acked)
         bound = max(0.0, last_due - time.time()) + GRACE_SECONDS + SWEEP_SECONDS + 15
 
-        async def all_clear() -> bool:
-            replies = await banners_through(http, b.url, ids)
-            return replies is not None and all(r.json()["message"] is None for r in replies)
-
-        await eventually(all_clear, limit=bound, what="every acknowledged message expired")
+        await eventually(
+            lambda: all_free(http, b.url, ids), limit=bound, what="every acknowledged message expired"
+        )
         shown_ids = {f["banner"]["message"]["id"] for f in stream.frames if f["kind"] == "message_shown"}
         await stream.close()
         lost = [x for x in acked if x.message_id not in shown_ids]

@@ -35,17 +35,14 @@ from ...actors import RuntimeStats
 from ...config import Settings
 from ...domain import (
     Banner,
-    BannerNotFound,
     BannerRules,
     BookingQueue,
     BookOutcome,
     HistoryEntry,
     HistoryPage,
     SubmitOutcome,
-    read_banner_cursor,
     read_fleet_cursor,
 )
-from ...domain.history import with_showing
 from ...events import change_from_json
 from .._retention import PRUNE_SECONDS, HistoryRetention
 from ..base import BannerRuntime, RuntimeEndpoints, StorageUnavailable, banner_call
@@ -308,20 +305,15 @@ class DaprRuntime(BannerRuntime):
         """Whether this replica prunes this round: the one that takes the lock (for most of the round)."""
         return await self.directory.try_lock("history-prune", self._holder, PRUNE_SECONDS * 0.9)
 
-    async def history(self, banner_id: str, *, before: str | None, limit: int) -> HistoryPage:
-        cursor = None if before is None else read_banner_cursor(before)
-        showing = None
-        if cursor is None:  # the message showing now leads the first page (its entry is written at its end)
-            try:
-                found = await self._call(banner_id, BannerBehaviour.showing)
-            except BannerNotFound:  # deleted: its history stays
-                found = None
-            showing = None if found is None else HistoryEntry.model_validate(found)
+    async def _showing(self, banner_id: str) -> HistoryEntry | None:
+        found = await self._call(banner_id, BannerBehaviour.showing)
+        return None if found is None else HistoryEntry.model_validate(found)
+
+    async def _recorded(self, banner_id: str, cursor: tuple[float, str] | None, limit: int) -> HistoryPage:
         try:
-            page = await self.directory.history.of(banner_id, cursor, limit)
+            return await self.directory.history.of(banner_id, cursor, limit)
         except RedisError as exc:
             raise StorageUnavailable(f"the fleet history (Redis) is unavailable: {exc}") from None
-        return with_showing(page, showing, cursor, limit)
 
     async def fleet_history(
         self, *, since: datetime, until: datetime, after: str | None, limit: int
