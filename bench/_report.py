@@ -128,6 +128,16 @@ def cpu_seconds(pid: int) -> float:
     return _process_seconds(pid)
 
 
+def main_thread_cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) of a live process's main thread alone (an asyncio server's event loop);
+    0.0 once it is gone. The rest of `cpu_seconds` is its other threads' (a store's writer, readers)."""
+    try:
+        fields = Path(f"/proc/{pid}/task/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / _TICK
+
+
 def _process_seconds(pid: int) -> float:
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()

@@ -42,6 +42,7 @@ from _report import (
     conditions,
     cpu_seconds,
     machine,
+    main_thread_cpu_seconds,
     median,
     rss_mb,
     stop_on_signals,
@@ -86,6 +87,8 @@ class WrkRun:
     #: The server's CPU time (all threads) over the requests it answered: on a shared machine a steadier
     #: figure than req/s, which other processes' load moves.
     cpu_us_per_request: float = 0.0
+    #: The part of it in the main thread (the event loop); the rest is the other threads' (the store's).
+    loop_cpu_us_per_request: float = 0.0
 
 
 def _ms(text: str) -> float:
@@ -164,9 +167,12 @@ def measured_run(
             wait_for_quiet_machine(args.max_wait)
         others = ForeignLoad(pids)
         cpu_before = cpu_seconds(target.server.pid)
+        loop_before = main_thread_cpu_seconds(target.server.pid)
         result = target.wrk(args, seconds, label)
         used = cpu_seconds(target.server.pid) - cpu_before
+        loop_used = main_thread_cpu_seconds(target.server.pid) - loop_before
         result.cpu_us_per_request = used / max(result.requests, 1) * 1e6
+        result.loop_cpu_us_per_request = loop_used / max(result.requests, 1) * 1e6
         result.other_cpus, result.attempts = others.cpus(), attempt
         if result.other_cpus < DISTURBED_CPUS or attempt > args.retries:
             return result

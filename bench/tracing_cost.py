@@ -126,7 +126,8 @@ def main() -> None:
                     result = measured_run(target, args, args.duration, str(i), pids)
                     print(
                         f"run {i} {target.server.name}: {result.per_second:,.0f} req/s, "
-                        f"{result.cpu_us_per_request:,.0f} us CPU a request",
+                        f"{result.cpu_us_per_request:,.0f} us CPU a request "
+                        f"({result.loop_cpu_us_per_request:,.0f} of them in the event loop's thread)",
                         file=sys.stderr,
                     )
                     runs.append(result)
@@ -159,6 +160,7 @@ def main() -> None:
             (
                 s.name,
                 f"{cpu:,.0f}",
+                f"{med(s.name, 'loop_cpu_us_per_request'):,.0f}",
                 f"{cpu / base_cpu - 1:+.1%}",
                 paired(s.name),
                 f"{rate:,.0f}",
@@ -180,6 +182,7 @@ def main() -> None:
             (
                 "server",
                 "CPU us / request",
+                "of it, loop thread",
                 "vs off",
                 "vs off, round by round: median (range)",
                 "req/s",
@@ -193,13 +196,23 @@ def main() -> None:
     print()
     print(
         table(
-            ("server", "run", "req/s", "CPU us / request", "p99 ms", "other CPUs", "attempt"),
+            (
+                "server",
+                "run",
+                "req/s",
+                "CPU us / request",
+                "of it, loop thread",
+                "p99 ms",
+                "other CPUs",
+                "attempt",
+            ),
             [
                 (
                     r.server,
                     r.run,
                     f"{r.per_second:,.0f}",
                     f"{r.cpu_us_per_request:,.0f}",
+                    f"{r.loop_cpu_us_per_request:,.0f}",
                     f"{r.p99_ms:.1f}",
                     f"{r.other_cpus:.2f}",
                     str(r.attempts),
