@@ -158,7 +158,7 @@ async def test_the_embedded_runtime_reports_its_failures_as_the_interface_errors
         await runtime.create_banner("b1", "One")
         store = runtime.host.store
 
-        def refuse(write: object) -> asyncio.Future[bool]:
+        def refuse(write: object, **_: object) -> asyncio.Future[bool]:
             failed: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
             failed.set_exception(StoreReadOnly("disk full"))
             return failed
