@@ -131,12 +131,12 @@ class ReminderBatches:
         return Claim(record, act, batching)
 
     async def run(
-        self, claims: list[Claim], on_turn: Callable[[ReminderRecord], None] | None = None
-    ) -> tuple[list[ReminderRecord], list[ReminderRecord]]:
+        self, claims: list[Claim], on_turn: Callable[[ReminderRecord], None]
+    ) -> list[ReminderRecord]:
         """Handle reminders of held actors together: one read, one transaction; then events, then release.
-        Returns the reminders that failed (to retry) and those the handler left to a turn (to fire now).
-        `on_turn` hears of each of those at once, its actor released, so that its turn need not wait for
-        the batch's write (a booking starting on time: bench/expiries.py --queued)."""
+        Returns the reminders that failed (to retry). `on_turn` hears at once of each reminder the handler
+        left to a turn, its actor released, so that its turn need not wait for the batch's write (a
+        booking starting on time: bench/expiries.py --queued)."""
         try:
             await self._read_claimed(claims)
         except Exception:
@@ -144,12 +144,11 @@ class ReminderBatches:
                 "reading the state of %d actors for a reminder batch failed; will retry", len(claims)
             )
             self._release_claims(claims)
-            return [claim.record for claim in claims], []
+            return [claim.record for claim in claims]
         now = self._clock()
         write = ReminderBatchWrite()
         handled: list[Claim] = []
         failed: list[ReminderRecord] = []
-        turns: list[ReminderRecord] = []
         for claim in claims:
             record = claim.record
             try:
@@ -163,10 +162,7 @@ class ReminderBatches:
                 continue
             if effect is not None and effect.needs_turn:
                 self._release_claims([claim])
-                if on_turn is not None:
-                    on_turn(record)
-                else:
-                    turns.append(record)
+                on_turn(record)
                 continue
             write.fired.append(record)
             if effect is not None:
@@ -176,7 +172,7 @@ class ReminderBatches:
                 write.records.extend((*who, record) for record in effect.records)
             handled.append(claim)
         if not handled:
-            return failed, turns
+            return failed
         pending = self._store.write_batch(write)
         try:
             await asyncio.shield(pending)
@@ -190,9 +186,9 @@ class ReminderBatches:
             pass  # _finish_batch sees the failure on the future
         not_written = self._finish_batch(handled, pending)
         if not_written:
-            return failed + not_written, turns
+            return failed + not_written
         await self._evict_idle(handled)
-        return failed, turns
+        return failed
 
     async def _read_claimed(self, claims: list[Claim]) -> None:
         """Fill in each claim's stored state: from memory for resident actors, else one read per type."""

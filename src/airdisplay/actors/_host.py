@@ -382,7 +382,7 @@ class ActorHost:
             turns.append(asyncio.get_running_loop().create_task(self._fire_single(record)))
 
         try:
-            failed, _ = await self._batches.run(claims, start_turn)
+            failed = await self._batches.run(claims, start_turn)
         finally:  # the turns end as they would have after the batch, whatever happened to it
             ended = await asyncio.gather(*turns, return_exceptions=True)
         for result in ended:
