@@ -131,19 +131,20 @@ def cpu_seconds(pid: int) -> float:
 def main_thread_cpu_seconds(pid: int) -> float:
     """CPU time (user + system) of a live process's main thread alone (an asyncio server's event loop);
     0.0 once it is gone. The rest of `cpu_seconds` is its other threads' (a store's writer, readers)."""
-    try:
-        fields = Path(f"/proc/{pid}/task/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / _TICK
+    return _stat_seconds(f"/proc/{pid}/task/{pid}/stat")
 
 
 def _process_seconds(pid: int) -> float:
+    return _stat_seconds(f"/proc/{pid}/stat")  # all threads
+
+
+def _stat_seconds(path: str) -> float:
+    """utime + stime of a /proc stat file (a process's, or one thread's); 0.0 once it is gone."""
     try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        fields = Path(path).read_text().rsplit(")", 1)[1].split()
     except OSError:
         return 0.0
-    return (int(fields[11]) + int(fields[12])) / _TICK  # utime, stime of all threads
+    return (int(fields[11]) + int(fields[12])) / _TICK
 
 
 class ForeignLoad:
