@@ -60,6 +60,17 @@ REQUEST_POLL_SECONDS = 0.05
 FRAME_WAIT = 10.0
 
 
+class FakeClock:
+    """Unix seconds that move only when the test moves them (`clock.now += 0.3`): a runtime, host or limiter
+    given it as its clock sees time pass exactly when the test says, however slow the machine."""
+
+    def __init__(self, start: float) -> None:
+        self.now = start
+
+    def __call__(self) -> float:
+        return self.now
+
+
 def _timed_out(what: str, limit: float, value: object) -> AssertionError:
     last = "" if isinstance(value, bool) else f" (last: {value!r})"
     return AssertionError(f"timed out after {limit}s waiting for {what}{last}")

@@ -6,16 +6,7 @@ import pytest
 
 from airdisplay.access import ConnectionLimiter, RateLimiter
 from airdisplay.access._limits import DEFAULT_IPV6_PREFIX, client_key
-
-
-class FakeClock:
-    """A clock the test moves by hand, so refills are exact."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
+from tests.conftest import FakeClock
 
 
 @pytest.mark.parametrize(
@@ -43,7 +34,7 @@ def test_the_default_ipv6_network_is_a_64():
 
 
 def test_addresses_of_one_ipv6_64_share_one_bucket():
-    clock = FakeClock()
+    clock = FakeClock(1000.0)
     limiter = RateLimiter(per_minute=60, burst=2, clock=clock)
     first, second, third = (f"2001:db8:aa:bb::{n:x}" for n in (1, 0xBEEF, 0xFFFF))
     assert limiter.hit(first).allowed and limiter.hit(second).allowed
@@ -55,20 +46,20 @@ def test_addresses_of_one_ipv6_64_share_one_bucket():
 
 
 def test_ipv4_neighbours_keep_a_bucket_each():
-    limiter = RateLimiter(per_minute=60, burst=1, clock=FakeClock())
+    limiter = RateLimiter(per_minute=60, burst=1, clock=FakeClock(1000.0))
     assert all(limiter.hit(f"198.51.100.{n}").allowed for n in range(1, 50))
     assert not limiter.hit("198.51.100.1").allowed
     assert len(limiter) == 49
 
 
 def test_a_flood_of_addresses_from_one_64_gets_one_burst_and_one_bucket():
-    limiter = RateLimiter(per_minute=30, burst=10, clock=FakeClock())
+    limiter = RateLimiter(per_minute=30, burst=10, clock=FakeClock(1000.0))
     allowed = sum(limiter.hit(f"2001:db8:0:1:{n >> 16:x}:{n & 0xFFFF:x}::1").allowed for n in range(10_000))
     assert allowed == 10 and len(limiter) == 1
 
 
 def test_a_prefix_of_128_counts_each_ipv6_address():
-    limiter = RateLimiter(per_minute=60, burst=1, ipv6_prefix=128, clock=FakeClock())
+    limiter = RateLimiter(per_minute=60, burst=1, ipv6_prefix=128, clock=FakeClock(1000.0))
     assert limiter.hit("2001:db8::1").allowed and limiter.hit("2001:db8::2").allowed
     assert not limiter.hit("2001:db8:0:0::1").allowed, "the same address in another spelling"
 
@@ -92,7 +83,7 @@ def test_a_prefix_length_outside_1_to_128_is_refused(prefix):
 
 
 def test_buckets_are_bounded_and_the_least_recently_used_client_is_dropped_first():
-    clock = FakeClock()
+    clock = FakeClock(1000.0)
     limiter = RateLimiter(60, 1, max_clients=3, clock=clock)
     for client in ("10.0.0.1", "10.0.0.2", "10.0.0.3"):
         assert limiter.hit(client).allowed

@@ -21,7 +21,7 @@ from airdisplay.actors import (
     SqliteStore,
 )
 from airdisplay.actors._scheduler import RETRY_MAX_DELAY
-from tests.conftest import eventually
+from tests.conftest import FakeClock, eventually
 
 OFF = "off"
 #: A reminder name the tests' host makes urgent (fired ahead of others that are due).
@@ -140,17 +140,9 @@ async def setup(tmp_path):
     await s.host.stop()
 
 
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 async def overdue_after_restart(tmp_path: Path, lamps: int, clock: FakeClock | None = None) -> Setup:
     """`lamps` lamps lit with reminders due in 30 s, then a host started an hour later (all overdue)."""
-    clock = clock or FakeClock()
+    clock = clock or FakeClock(1_000_000.0)
     first = Setup(tmp_path, clock=clock)
     await first.host.start()
     await asyncio.gather(
@@ -180,7 +172,7 @@ async def test_overdue_reminders_fire_in_batches_after_a_restart(tmp_path):
 async def test_urgent_reminders_fire_ahead_of_a_wave_due_before_them(tmp_path):
     """2,000 ordinary reminders and 5 urgent ones, all overdue at a restart, the urgent ones due last: they
     do not wait behind the wave (in due order they would fire after all 2,000), and each fires once."""
-    clock = FakeClock()
+    clock = FakeClock(1_000_000.0)
     first = Setup(tmp_path, clock=clock)
     await first.host.start()
     await asyncio.gather(
@@ -298,7 +290,7 @@ async def test_busy_actor_gets_its_reminder_in_a_turn_of_its_own(setup):
 
 
 async def test_failing_batch_write_is_retried_and_never_half_applied(tmp_path):
-    clock = FakeClock()
+    clock = FakeClock(1_000_000.0)
     s = await overdue_after_restart(tmp_path, 20, clock)
     with sqlite3.connect(tmp_path / "actors.db") as conn:
         conn.executescript(
@@ -330,7 +322,7 @@ async def test_failing_batch_write_is_retried_and_never_half_applied(tmp_path):
 
 
 async def test_handler_failure_retries_only_that_reminder(tmp_path):
-    clock = FakeClock()
+    clock = FakeClock(1_000_000.0)
     s = await overdue_after_restart(tmp_path, 10, clock)
     s.batches.fail_for = {"l004"}
     await s.host.start()

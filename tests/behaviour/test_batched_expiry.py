@@ -17,7 +17,7 @@ from airdisplay.domain import (
 )
 from airdisplay.runtimes import EmbeddedRuntime
 from airdisplay.runtimes.behaviour import BannerBehaviour
-from tests.conftest import eventually
+from tests.conftest import FakeClock, eventually
 
 NOW = datetime(2025, 6, 15, 12, 0, 0, 123456, tzinfo=UTC)
 
@@ -64,19 +64,8 @@ def test_batched_expiry_is_idempotent():
     assert BannerBehaviour.expire_stored(None, "m1", NOW.timestamp()) is None  # deleted meanwhile
 
 
-class FakeClock:
-    """Unix seconds that move only when told: the messages expire when the test says, however slowly the
-    banners were set up (a loaded machine once took longer than the messages' time to set up 20)."""
-
-    def __init__(self) -> None:
-        self.now = NOW.timestamp()
-
-    def __call__(self) -> float:
-        return self.now
-
-
 async def test_expiries_are_published_once_in_version_order_and_banners_leave_memory(tmp_path):
-    clock = FakeClock()
+    clock = FakeClock(NOW.timestamp())
     runtime = EmbeddedRuntime(tmp_path, BannerRules(display_seconds=0.2), idle_timeout=60, clock=clock)
     changes: list[BannerChanged] = []
     runtime.add_listener(changes.append)

@@ -12,7 +12,7 @@ import httpx
 
 from airdisplay.domain import BannerRules, ChangeKind
 from airdisplay.runtimes import EmbeddedRuntime
-from tests.conftest import StreamClient, eventually
+from tests.conftest import FakeClock, StreamClient, eventually
 
 SECOND = timedelta(seconds=1)
 
@@ -236,16 +236,6 @@ async def test_booking_off_is_refused_with_its_own_problem(start_service):
     await submit(service, "b1", "showing")
     off = await book(service, "b1", "later")
     assert off.status_code == 403 and off.json()["type"].endswith("/booking-off")
-
-
-class FakeClock:
-    """Unix seconds that move only when told."""
-
-    def __init__(self, start: float) -> None:
-        self.now = start
-
-    def __call__(self) -> float:
-        return self.now
 
 
 async def test_a_restart_shows_overdue_bookings_in_order_and_skips_those_whose_slot_has_passed(tmp_path):
