@@ -44,6 +44,8 @@ from .problems import ProblemError, problem
 
 #: The key of client address hashes: a file of the data directory, 32 random bytes.
 CLIENT_HASH_KEY_FILE = "client-hash.key"
+#: Its name where a runtime's processes share it instead (`BannerRuntime.shared_secret`).
+CLIENT_HASH_KEY_NAME = "client-hash"
 CLIENT_HASH_KEY_BYTES = 32
 #: 64 bits of the hash: tells clients apart, and is no use for guessing an address offline without the key.
 CLIENT_HASH_HEX = 16
@@ -110,6 +112,12 @@ class AccessControl:
         self._client_hashes: dict[str, str] = {}
         self._ipv6_prefix = settings.rate_limit_ipv6_prefix
         self.bookings = BookingQuota(settings.bookings_per_client)
+
+    def use_client_key(self, key: bytes) -> None:
+        """Hash client addresses under `key` from now on: the one a fleet's replicas share
+        (`BannerRuntime.shared_secret`), so that a client has the same hash whichever replica it reaches."""
+        self._client_key = key
+        self._client_hashes.clear()
 
     @property
     def operator_open(self) -> bool:

@@ -19,7 +19,7 @@ from ..config import Settings
 from ..realtime import DeviceLinks, StreamHub
 from ..runtimes import BannerRuntime, RuntimeEndpoints, open_runtime
 from ..web import STATIC_DIR
-from ._access import AccessControl
+from ._access import CLIENT_HASH_KEY_BYTES, CLIENT_HASH_KEY_NAME, AccessControl
 from ._headers import SecurityHeaders
 from ._limits import BodySizeLimit
 from ._loop_watch import LoopWatch
@@ -107,6 +107,13 @@ def create_app(settings: Settings, runtime: BannerRuntime | None = None) -> Fast
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await runtime.start()  # and its event bus: the runtime owns it
+        try:
+            shared = await runtime.shared_secret(CLIENT_HASH_KEY_NAME, CLIENT_HASH_KEY_BYTES)
+        except BaseException:
+            await runtime.stop()
+            raise
+        if shared is not None:
+            access.use_client_key(shared)
         links.start()
         loop_watch.start()
         try:

@@ -84,6 +84,12 @@ class BannerRuntime(ABC):
     async def start(self) -> None:
         """Start the event bus, then the runtime; if that fails, the bus is stopped again."""
 
+    async def shared_secret(self, name: str, size: int) -> bytes | None:
+        """`size` random bytes named `name` that every process of the runtime shares (after `start`), made
+        by the first to ask; None for a runtime of one process, which keeps its secrets in its data
+        directory (the client hash key: api/_access.py)."""
+        return None
+
     @abstractmethod
     async def stop(self) -> None:
         """Stop the runtime, then its event bus (events of the last turns still go out)."""

@@ -152,3 +152,23 @@ async def test_a_deletion_older_than_the_recorded_state_is_ignored(directory):
     assert not await directory.delete("n1", stamp_of(T0 - timedelta(minutes=1)), 9, "Cessna")  # an older life
     assert [b.version for b in await directory.page(None, 10)] == [5]
     assert await directory.recorded("n1") == (stamp_of(T0), 5, "cessna", True)
+
+
+async def test_replicas_asking_for_a_shared_secret_at_once_all_get_the_one_made_first(redis_url):
+    replicas = [RedisDirectory(redis_url) for _ in range(5)]
+    try:
+        secrets = await asyncio.gather(
+            *(d.shared_secret("client-hash", 32) for d in replicas for _ in range(4))
+        )
+        assert len(set(secrets)) == 1 and len(secrets[0]) == 32
+        assert await replicas[0].shared_secret("client-hash", 32) == secrets[0]  # and it stays
+        assert await replicas[0].shared_secret("other", 32) != secrets[0]
+    finally:
+        for d in replicas:
+            await d.close()
+
+
+async def test_a_shared_secret_of_the_wrong_size_is_refused_not_used(directory, redis_url):
+    await directory.shared_secret("short", 16)
+    with pytest.raises(ValueError, match="does not hold 32 bytes"):
+        await directory.shared_secret("short", 32)

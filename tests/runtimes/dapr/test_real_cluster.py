@@ -128,6 +128,23 @@ async def test_a_websocket_on_one_replica_sees_every_change_made_through_the_oth
         await stream.close()
 
 
+async def test_a_client_has_the_same_hash_in_history_whichever_replica_it_reached(cluster, http):
+    """Open submits are recorded under a keyed hash of the client's address; the replicas have data
+    directories of their own, and share the key through Redis, so one client is one `by` fleet-wide."""
+    a, b = cluster.members
+    by = []
+    for replica in (a, b):
+        banner = new_id("who")
+        await create(http, replica.url, banner)
+        assert (await submit(http, replica.url, banner, "hello")).status_code == 201
+        response = await http.get(f"{replica.url}/api/v1/banners/{banner}/history")
+        [entry] = response.json()["items"]
+        by.append(entry["by"])
+    assert by[0] == by[1] and by[0].startswith("client:")
+    files = [cluster.workdir / f"replica-{r.index}" / "client-hash.key" for r in (a, b)]
+    assert files[0].read_bytes() != files[1].read_bytes()  # each made its own: the shared one won
+
+
 async def active_banner_actors(http: httpx.AsyncClient, dapr_url: str) -> int:
     metadata = (await http.get(f"{dapr_url}/v1.0/metadata")).json()
     actors = metadata.get("actorRuntime", {}).get("activeActors") or metadata.get("actors") or []

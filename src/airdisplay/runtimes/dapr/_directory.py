@@ -18,11 +18,13 @@ Keys (one Redis, not a cluster: the script touches them all):
 - `airdisplay:banner-names` sorted set of "<lower name>\\0<id>", for prefix search by name;
 - `airdisplay:banner-states` hash id -> the banner's public JSON;
 - `airdisplay:banner-stamps` hash id -> "<created_us>:<version>:<lower name>" (live or deleted);
-- `airdisplay:banner-expiries` sorted set id -> expires_at of the message showing (for the sweep).
+- `airdisplay:banner-expiries` sorted set id -> expires_at of the message showing (for the sweep);
+- `airdisplay:secret:<name>` random bytes every replica shares (`shared_secret`: the client hash key).
 """
 
 from __future__ import annotations
 
+import secrets
 from datetime import UTC, datetime, timedelta
 
 import redis.asyncio as redis
@@ -35,6 +37,8 @@ NAMES_KEY = "airdisplay:banner-names"
 STATES_KEY = "airdisplay:banner-states"
 STAMPS_KEY = "airdisplay:banner-stamps"
 EXPIRIES_KEY = "airdisplay:banner-expiries"
+#: Secrets every replica must share (`shared_secret`), one string key each.
+SECRET_KEY_PREFIX = "airdisplay:secret:"
 #: Name matches read per search page: searches are for people typing, a few thousand matches is plenty.
 NAME_WINDOW = 5000
 #: Connections to Redis per replica. A wave of activations (each compares its stamp, _actor.py) needs many
@@ -170,6 +174,16 @@ class RedisDirectory:
             return []
         states = await self._redis.hmget(STATES_KEY, ids)
         return [Banner.model_validate_json(raw) for raw in states if raw is not None]
+
+    async def shared_secret(self, name: str, size: int) -> bytes:
+        """`size` random bytes under `name`, the same for every replica: the first to ask makes them (SET NX),
+        the others read what it made. Never changed once made."""
+        key = f"{SECRET_KEY_PREFIX}{name}"
+        await self._redis.set(key, secrets.token_bytes(size), nx=True)
+        value = await self._redis.get(key)
+        if not isinstance(value, bytes) or len(value) != size:
+            raise ValueError(f"Redis key {key} does not hold {size} bytes; delete it to make a new secret")
+        return value
 
     async def try_lock(self, name: str, holder: str, seconds: float) -> bool:
         """Take a lock named `name` for `seconds` unless someone holds it (SET NX PX); True if taken."""

@@ -195,6 +195,13 @@ class DaprRuntime(BannerRuntime):
         self.retention.start()
         self._running = True
 
+    async def shared_secret(self, name: str, size: int) -> bytes:
+        """Kept in the fleet's Redis beside the directory, so that every replica has the same."""
+        try:
+            return await self.directory.shared_secret(name, size)
+        except RedisError as exc:
+            raise StorageUnavailable(f"the fleet's shared secrets (Redis) are unavailable: {exc}") from None
+
     async def stop(self) -> None:
         self._running = False
         await self.retention.stop()
