@@ -1,7 +1,7 @@
 """Who may do what: API keys and roles, abuse limits, and the content blocklist. No HTTP in here."""
 
 from ._blocklist import Blocklist
-from ._bookings import BookingQuota
+from ._bookings import BookingQuota, HoldLedger, MemoryHolds
 from ._keyring import KeyRing, operator_notice, operator_routes_open
 from ._keys import KEYS_FILE, MIN_KEY_BITS, OPERATOR_MARKER, KeyRecord, KeysFile, Principal, Role, key_bits
 from ._limits import ConnectionLimiter, RateDecision, RateLimiter, client_key, retry_after_seconds
@@ -13,11 +13,13 @@ __all__ = [
     "OPERATOR_MARKER",
     "Blocklist",
     "BookingQuota",
+    "HoldLedger",
     "BlocklistError",
     "ConnectionLimiter",
     "KeyFileError",
     "KeyRecord",
     "KeyRing",
+    "MemoryHolds",
     "KeysFile",
     "OperatorKeysRemain",
     "Principal",

@@ -111,7 +111,7 @@ class AccessControl:
         #: `who` of recent clients by address (or IPv6 network): the HMAC is ~4 us here, a lookup ~0.1 us.
         self._client_hashes: dict[str, str] = {}
         self._ipv6_prefix = settings.rate_limit_ipv6_prefix
-        self.bookings = BookingQuota(settings.bookings_per_client)
+        self.bookings = BookingQuota(settings.bookings_per_client, settings.message_seconds)
 
     def use_client_key(self, key: bytes) -> None:
         """Hash client addresses under `key` from now on: the one a fleet's replicas share
@@ -252,13 +252,16 @@ class AccessControl:
             self._client_hashes[client] = known
         return known
 
-    def reserve_booking(self, who: str, authorization: str | None) -> bool:
-        """Take a place in `who`'s booking quota (429 at the limit); False when none was needed (an
-        operator key), True when one was taken (to hand back or keep: `bookings`)."""
+    async def reserve_booking(self, who: str, authorization: str | None) -> str | None:
+        """Take a place in `who`'s booking quota (429 at the limit): the hold to keep or give back
+        (`bookings`), None when none was needed (no quota, or an operator key)."""
+        if not self.bookings.per_client:
+            return None
         principal = self.principal(authorization)
         if principal is not None and principal.role is Role.OPERATOR:
-            return False
-        if not self.bookings.reserve(who):
+            return None
+        hold = await self.bookings.reserve(who)
+        if hold is None:
             limit = self.bookings.per_client
             raise ProblemError(
                 429,
@@ -268,7 +271,7 @@ class AccessControl:
                 "too-many-bookings",
                 {"Retry-After": str(BOOKING_RETRY_AFTER)},
             )
-        return True
+        return hold
 
     def check_text(self, text: str) -> None:
         """Refuse text the fleet's blocklist names (TextNotAllowed, a 422)."""

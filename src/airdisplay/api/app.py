@@ -149,6 +149,7 @@ def create_app(settings: Settings, runtime: BannerRuntime | None = None) -> Fast
     loop_watch = LoopWatch(metrics.registry)
     app.state.access = access = AccessControl(settings, metrics)
     if settings.bookings_per_client:
+        access.bookings.ledger = runtime.hold_ledger() or access.bookings.ledger
         runtime.add_listener(access.bookings.banner_changed)
     for collector in runtime.collectors():
         metrics.registry.register(collector)

@@ -11,7 +11,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from opentelemetry.trace import SpanKind
 from prometheus_client.registry import Collector
@@ -32,6 +32,9 @@ from ..domain import (
 from ..domain.history import with_showing
 from ..events import EventBus, Published
 from .behaviour import Registration
+
+if TYPE_CHECKING:
+    from ..access import HoldLedger
 
 T = TypeVar("T")
 
@@ -88,6 +91,11 @@ class BannerRuntime(ABC):
         """`size` random bytes named `name` that every process of the runtime shares (after `start`), made
         by the first to ask; None for a runtime of one process, which keeps its secrets in its data
         directory (the client hash key: api/_access.py)."""
+        return None
+
+    def hold_ledger(self) -> HoldLedger | None:
+        """Where the booking quota keeps its holds, where all the runtime's processes must count the same
+        (access/_bookings.py); None for a runtime of one process, whose quota counts in its memory."""
         return None
 
     @abstractmethod

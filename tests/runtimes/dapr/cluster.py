@@ -64,20 +64,21 @@ def running_cluster(
     message_seconds: float,
     redis: RedisProcess | None = None,
     app_env: dict[str, str] | None = None,
+    bookings_per_client: int = 0,
 ) -> Iterator[LocalDapr]:
     own_redis = redis is None
     redis = redis or RedisProcess(workdir / "redis")
     if own_redis:
         redis.start()
     # The submit rate limit and the booking quota are per client address, and every request here comes
-    # from 127.0.0.1.
+    # from 127.0.0.1: off unless a test is about the quota.
     serve_args = (
         "--message-seconds",
         str(message_seconds),
         "--submit-rate",
         "0",
         "--bookings-per-client",
-        "0",
+        str(bookings_per_client),
     )
     cluster = LocalDapr(workdir, redis.url, serve_args=serve_args, app_env=app_env or {})
     try:

@@ -10,7 +10,9 @@ every booking shows once or is recorded as missed, two never show at once, and n
 
 from __future__ import annotations
 
+import asyncio
 import time
+from collections import Counter
 
 import httpx
 import pytest
@@ -151,3 +153,31 @@ async def test_a_restart_with_overdue_bookings_skips_the_passed_slots_and_runs_t
         assert abs(at(before_stop["ended_at"]) - starts[0]) < 0.01
     finally:
         redis.stop()
+
+
+async def test_a_clients_booking_quota_counts_its_bookings_through_every_replica(dapr_bin, tmp_path, http):
+    """The quota (3 here) is the fleet's, not a replica's: 12 bookings sent at once through both replicas
+    get exactly 3 places between them, and a cancelled booking gives its place back to either."""
+    with running_cluster(tmp_path, 60, bookings_per_client=3) as cluster:
+        a, b = cluster.members
+        await create(http, a.url, "busy")
+        assert (await submit(http, b.url, "busy", "showing")).status_code == 201
+
+        async def try_book(i: int) -> httpx.Response:
+            base = (a, b)[i % 2].url
+            return await http.post(f"{base}/api/v1/banners/busy/bookings", json={"text": f"booking {i}"})
+
+        replies = await asyncio.gather(*(try_book(i) for i in range(12)))
+        assert Counter(r.status_code for r in replies) == {202: 3, 429: 9}, [r.text for r in replies]
+        held = next(r.json() for r in replies if r.status_code == 202)
+        cancelled = await http.delete(
+            f"{a.url}/api/v1/banners/busy/bookings/{held['booking_id']}",
+            headers={"Cancel-Token": held["cancel_token"]},
+        )
+        assert cancelled.status_code == 204
+
+        async def place_back() -> bool:
+            return (await try_book(1)).status_code == 202  # through b, whichever replica took it
+
+        await eventually(place_back, limit=15, what="the cancelled booking's place back")
+        assert (await try_book(0)).status_code == 429

@@ -65,18 +65,20 @@ async def book(
     valid_idempotency_key(idempotency_key)
     access.check_text(body.text)
     who = access.who(request, authorization)
-    counted = access.reserve_booking(who, authorization)
+    hold = await access.reserve_booking(who, authorization)
     try:
         outcome = await runtime.book(banner_id, body.text, by=who, idempotency_key=idempotency_key)
     except BaseException:
-        if counted:
-            access.bookings.release(who)
+        if hold is not None:
+            await access.bookings.release(who, hold)
         raise
-    if counted:
+    if hold is not None:
         if outcome.shown is None and not outcome.replayed:
-            access.bookings.waiting(who, banner_id, outcome.booking_id)
+            assert outcome.starts_at is not None
+            starts_at = outcome.starts_at.timestamp()
+            await access.bookings.waiting(who, hold, banner_id, outcome.booking_id, starts_at)
         else:
-            access.bookings.release(who)
+            await access.bookings.release(who, hold)
     if outcome.shown is not None:
         access.metrics.accepted.inc()
         return submitted_response(outcome.shown)

@@ -19,6 +19,7 @@ Keys (one Redis, not a cluster: the script touches them all):
 - `airdisplay:banner-states` hash id -> the banner's public JSON;
 - `airdisplay:banner-stamps` hash id -> "<created_us>:<version>:<lower name>" (live or deleted);
 - `airdisplay:banner-expiries` sorted set id -> expires_at of the message showing (for the sweep);
+- `airdisplay:holds:<who>` sorted set of a client's booking holds by their end (_holds.py);
 - `airdisplay:secret:<name>` random bytes every replica shares (`shared_secret`: the client hash key).
 """
 
@@ -31,6 +32,7 @@ import redis.asyncio as redis
 
 from ...domain import Banner
 from ._history import RedisHistory
+from ._holds import RedisHolds
 
 IDS_KEY = "airdisplay:banners"
 NAMES_KEY = "airdisplay:banner-names"
@@ -95,6 +97,8 @@ class RedisDirectory:
         self._record = self._redis.register_script(_RECORD)
         #: The fleet's history, in the same Redis (_history.py).
         self.history = RedisHistory(self._redis)
+        #: The booking quota's holds, in the same Redis (_holds.py).
+        self.holds = RedisHolds(self._redis)
 
     async def ping(self) -> None:
         await self._redis.ping()

@@ -50,6 +50,7 @@ from ..behaviour import BannerBehaviour, Registration
 from ._actor import DAPR_ACTOR_TYPE, BannerActor
 from ._directory import RedisDirectory
 from ._events import DaprEventBus
+from ._holds import RedisHolds
 from ._preflight import SIDECAR_WAIT_SECONDS
 from ._serializer import PlainJSONSerializer
 from ._sidecar import Sidecar, SidecarActorClient, SidecarUnreachable
@@ -194,6 +195,10 @@ class DaprRuntime(BannerRuntime):
         self.sweep.start()
         self.retention.start()
         self._running = True
+
+    def hold_ledger(self) -> RedisHolds:
+        """The booking quota's holds, in the fleet's Redis: every replica counts the same."""
+        return self.directory.holds
 
     async def shared_secret(self, name: str, size: int) -> bytes:
         """Kept in the fleet's Redis beside the directory, so that every replica has the same."""
