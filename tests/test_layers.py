@@ -169,7 +169,7 @@ async def test_the_embedded_runtime_reports_its_failures_as_the_interface_errors
                 await runtime.submit_message("b1", "refused")
         assert (await runtime.get_banner("b1")).message is None
 
-        async def unreadable(actor_type: str, actor_id: str) -> dict[str, bytes]:
+        async def unreadable(actor_type: str, actor_id: str, **_: object) -> dict[str, bytes]:
             raise StoreError("reading failed")
 
         with monkeypatch.context() as patch:

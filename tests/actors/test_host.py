@@ -19,7 +19,7 @@ from airdisplay.actors import (
     UnknownActorMethod,
     UnknownActorType,
 )
-from tests.conftest import eventually
+from tests.conftest import FakeClock, eventually
 
 
 class Counter(Actor):
@@ -340,6 +340,25 @@ async def test_scheduler_pages_reminders_instead_of_loading_all(tmp_path):
         assert peak <= 20
         fired_order = [int(a[1:]) for a, _, _ in Counter.fired]
         assert len(set(fired_order)) == 200  # each exactly once
+    finally:
+        await host.stop()
+
+
+async def test_an_overdue_backlog_of_many_pages_all_fires_after_a_restart(tmp_path):
+    """30 reminders overdue at a restart, read 10 a page: each page fires at once, fewer than the in-flight
+    limit, and the scheduler then reads the next page instead of waiting for something to wake it (it
+    waited for good after the first page before)."""
+    clock = FakeClock(1_000_000.0)
+    first, _ = make_host(tmp_path, clock=clock)
+    await first.start()
+    await asyncio.gather(*(first.call("counter", f"c{i:02d}", Counter.remind, "r", 60) for i in range(30)))
+    await first.stop()
+    clock.now += 3600
+    host, _ = make_host(tmp_path, clock=clock, reminder_page_size=10)
+    await host.start()
+    try:
+        await eventually(lambda: len(Counter.fired) == 30, what="all 30 overdue reminders")
+        assert sorted(a for a, _, _ in Counter.fired) == [f"c{i:02d}" for i in range(30)]
     finally:
         await host.stop()
 

@@ -190,3 +190,37 @@ async def test_an_urgent_write_is_committed_ahead_of_the_writes_queued_before_it
     finally:
         release.set()
         await store.close()
+
+
+async def test_an_urgent_read_is_answered_ahead_of_the_reads_queued_before_it(tmp_path):
+    """The reader thread is held inside a read while 20 more queue up; an urgent activation read asked
+    after them is answered first, on its own, right after the read in progress."""
+    store = SqliteStore(tmp_path / "actors.db")
+    store.open(asyncio.get_running_loop())
+    inside, release = threading.Event(), threading.Event()
+
+    def held(conn):
+        inside.set()
+        release.wait(10)
+        return "held"
+
+    try:
+        await store.write(turn("urgent", b"u"))
+        done: list[str] = []
+        first = asyncio.ensure_future(store._read(held))
+        await asyncio.to_thread(inside.wait, 10)
+        queued = [asyncio.ensure_future(store._read(lambda conn, i=i: f"q{i:02d}")) for i in range(20)]
+        await asyncio.sleep(0)  # the queued reads are on the reader's queue
+        urgent = asyncio.ensure_future(store.read_actor("banner", "urgent", urgent=True))
+        await asyncio.sleep(0)
+        for future in [first, urgent, *queued]:
+            future.add_done_callback(
+                lambda f: done.append("urgent" if isinstance(f.result(), dict) else f.result())
+            )
+        release.set()
+        await asyncio.gather(first, urgent, *queued)
+        assert done == ["held", "urgent"] + [f"q{i:02d}" for i in range(20)]
+        assert urgent.result() == {"banner": b"u"}
+    finally:
+        release.set()
+        await store.close()

@@ -224,8 +224,9 @@ class ActorHost:
         except KeyError:
             raise UnknownActorType(f"no actor type {actor_type!r} is registered") from None
 
-    async def _acquire(self, actor_type: str, actor_id: str) -> Activation:
-        """Wait for the actor's turn, activating it first if needed; returns with its lock held."""
+    async def _acquire(self, actor_type: str, actor_id: str, *, urgent: bool = False) -> Activation:
+        """Wait for the actor's turn, activating it first if needed (its state read ahead of other reads
+        if `urgent`); returns with its lock held."""
         if not self._running:
             raise RuntimeClosed("the actor host is not running")
         factory, _ = self._type(actor_type)
@@ -243,7 +244,7 @@ class ActorHost:
                 return act
             if act.status is ActivationStatus.NEW:
                 try:
-                    await self._activate(act, factory)
+                    await self._activate(act, factory, urgent)
                 except BaseException:
                     act.status = ActivationStatus.DEACTIVATED
                     if self._active.get(key) is act:
@@ -253,10 +254,10 @@ class ActorHost:
                 return act
             act.lock.release()  # deactivated while we queued: start over with a fresh activation
 
-    async def _activate(self, act: Activation, factory: ActorFactory) -> None:
+    async def _activate(self, act: Activation, factory: ActorFactory, urgent: bool) -> None:
         actor_type, actor_id = act.key
         try:
-            state = ActorStateManager(await self._store.read_actor(actor_type, actor_id))
+            state = ActorStateManager(await self._store.read_actor(actor_type, actor_id, urgent=urgent))
             act.context = ctx = ActorContext(actor_type, actor_id, state, self._clock)
             actor = factory(ctx)
             await actor.on_activate()
@@ -404,7 +405,9 @@ class ActorHost:
     async def _fire_reminder(self, record: ReminderRecord) -> None:
         if not self._running:
             return
-        act = await self._acquire(record.actor_type, record.actor_id)
+        act = await self._acquire(
+            record.actor_type, record.actor_id, urgent=self._scheduler.is_urgent(record)
+        )
         try:
             if not self._scheduler.is_current(record):
                 return  # replaced or removed while it waited for the turn

@@ -17,8 +17,11 @@ Failure rules:
 
 Urgent reminders (`prioritise`: names of an actor type whose reminder starts something a user waits for at
 that second, such as a booked slot) fire ahead of the others that are due, one at a time each, with a
-pipeline of their own: when a wave of ordinary ones falls due together they do not wait behind it. Their
-turns' writes skip the store's queue too (`SqliteStore.write(urgent=True)`).
+pipeline of their own: when a wave of ordinary ones falls due together they do not wait behind it. While
+a backlog of due reminders is still in the store (the pages, in due order, have not reached now), the due
+urgent ones are looked up by a partial index of their own (`SqliteStore.ensure_urgent_index`), so they do
+not wait for the backlog's pages either (after a restart, or when a wave falls behind). Their turns'
+writes skip the store's queue too (`SqliteStore.write(urgent=True)`).
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ import contextlib
 import heapq
 import itertools
 import logging
+import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import replace
 
@@ -44,6 +48,11 @@ MAX_IN_FLIGHT = 1000
 #: expiries here, 250 (with 1,000 in flight) spent 0.44 s in the garbage collector against 0.69 s for
 #: 1,000 (with 4,000), at the same or better throughput (~27k/s, one core).
 BATCH_SIZE = 250
+#: While the store holds due reminders that are not in memory yet (a backlog: pages come in due order), how
+#: often the urgent ones among them are looked up by an index of their own, so that they do not wait for
+#: the backlog's pages to reach them (seconds), and how many at most each time.
+URGENT_SCAN_SECONDS = 0.05
+URGENT_SCAN_LIMIT = 100
 RETRY_FIRST_DELAY = 0.5
 RETRY_MAX_DELAY = 60.0
 
@@ -83,6 +92,9 @@ class ReminderScheduler:
         self._urgent: list[tuple[float, int, ReminderRecord]] = []
         self._urgent_names: set[tuple[str, str]] = set()
         self._firing_urgent = 0
+        #: What selects the urgent reminders in the store (set at `start`), and when to look them up next.
+        self._urgent_condition: str | None = None
+        self._next_urgent_scan = 0.0
         self._seq = itertools.count()
         self._scheduled: dict[_Key, ReminderRecord] = {}
         self._in_flight: dict[_Key, ReminderRecord] = {}
@@ -96,6 +108,8 @@ class ReminderScheduler:
     # -- lifecycle ---------------------------------------------------------------------------------
 
     def start(self) -> None:
+        """Start firing; the store must be open."""
+        self._urgent_condition = self._store.ensure_urgent_index(self._urgent_names)
         self._runner = asyncio.create_task(self._run(), name="airdisplay-reminders")
 
     async def stop(self) -> None:
@@ -193,22 +207,38 @@ class ReminderScheduler:
     def _refill(self) -> None:
         rows = self._store.page_reminders(self._horizon, self._page_size)
         for record in rows:
-            firing = self._in_flight.get(record.key)
-            if firing is not None and firing.due_at == record.due_at:
-                continue
-            known = self._scheduled.get(record.key)
-            if known is not None and known.due_at == record.due_at:
-                continue
-            self._push(record, record.due_at)
+            if not self._known(record):
+                self._push(record, record.due_at)
         if rows:
             self._horizon = rows[-1].cursor
         self._exhausted = len(rows) < self._page_size
+
+    def _known(self, record: ReminderRecord) -> bool:
+        """True if `record` (as read from the store) is already in memory, scheduled or firing."""
+        known = self._in_flight.get(record.key) or self._scheduled.get(record.key)
+        return known is not None and known.due_at == record.due_at
+
+    def _scan_urgent(self, now: float) -> float | None:
+        """While a backlog of due reminders is still in the store, bring the urgent ones among them into
+        memory (every URGENT_SCAN_SECONDS); returns the seconds to the next look-up (None: no backlog)."""
+        behind = not self._exhausted and self._horizon is not None and self._horizon[0] <= now
+        if self._urgent_condition is None or not behind:
+            return None
+        wait = self._next_urgent_scan - time.monotonic()
+        if wait > 0:
+            return wait
+        for record in self._store.due_urgent_reminders(self._urgent_condition, now, URGENT_SCAN_LIMIT):
+            if not self._known(record):
+                self._push(record, record.due_at)
+        self._next_urgent_scan = time.monotonic() + URGENT_SCAN_SECONDS
+        return URGENT_SCAN_SECONDS
 
     async def _run(self) -> None:
         while True:
             while not self._exhausted and len(self._scheduled) < self._page_size // 2:
                 self._refill()
             now = self._clock()
+            scan_in = self._scan_urgent(now)
             urgent = self._urgent
             while urgent and urgent[0][0] <= now and self._firing_urgent < self._max_in_flight:
                 _, _, record = heapq.heappop(urgent)
@@ -226,12 +256,18 @@ class ReminderScheduler:
                 if batch:
                     self._firing += len(batch)
                     self._start(batch, urgent=False)
+            if not self._exhausted and len(self._scheduled) < self._page_size // 2:
+                # This round fired most of the page (fewer than the in-flight limit, so no finished batch
+                # will wake the loop): read the next page now rather than wait for a wake that may not come.
+                continue
             heads = []
             if heap and self._firing < self._max_in_flight:
                 heads.append(heap[0][0])
             if urgent and self._firing_urgent < self._max_in_flight:
                 heads.append(urgent[0][0])
             timeout = max(min(heads) - self._clock(), 0.0) if heads else None
+            if scan_in is not None:
+                timeout = scan_in if timeout is None else min(timeout, scan_in)
             self._wake.clear()
             if timeout is None or timeout > 0:
                 # Not asyncio.wait_for: on Python 3.11 it swallows a cancel that comes as the event is set
