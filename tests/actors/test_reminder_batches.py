@@ -20,7 +20,7 @@ from airdisplay.actors import (
     ReminderRecord,
     SqliteStore,
 )
-from airdisplay.actors._scheduler import RETRY_MAX_DELAY
+from airdisplay.actors._scheduler import PAGE_SIZE, RETRY_MAX_DELAY
 from tests.conftest import FakeClock, eventually
 
 OFF = "off"
@@ -169,9 +169,9 @@ async def test_overdue_reminders_fire_in_batches_after_a_restart(tmp_path):
         await s.host.stop()
 
 
-async def test_urgent_reminders_fire_ahead_of_a_wave_due_before_them(tmp_path):
-    """2,000 ordinary reminders and 5 urgent ones, all overdue at a restart, the urgent ones due last: they
-    do not wait behind the wave (in due order they would fire after all 2,000), and each fires once."""
+async def urgent_after_a_wave(tmp_path: Path, page_size: int, within: int) -> None:
+    """2,000 ordinary reminders and 5 urgent ones, all overdue at a restart, the urgent ones due last, read
+    `page_size` a page: the urgent ones are among the first `within` fired, and each reminder fires once."""
     clock = FakeClock(1_000_000.0)
     first = Setup(tmp_path, clock=clock)
     await first.host.start()
@@ -183,46 +183,29 @@ async def test_urgent_reminders_fire_ahead_of_a_wave_due_before_them(tmp_path):
     )
     await first.host.stop()
     clock.now += 3600
-    s = Setup(tmp_path, clock=clock)
+    s = Setup(tmp_path, clock=clock, reminder_page_size=page_size)
     await s.host.start()
     try:
         await eventually(lambda: len(s.offs()) == 2005, what="all 2,005 lamps off")
         offs = s.offs()
         assert sorted(offs) == sorted([f"l{i:04d}" for i in range(2000)] + [f"u{i}" for i in range(5)])
         urgent_at = [offs.index(f"u{i}") for i in range(5)]
-        assert max(urgent_at) < 1000, f"urgent reminders fired at positions {urgent_at} of 2,005"
-        assert s.rows("SELECT count(*) FROM reminders") == [(0,)]
-    finally:
-        await s.host.stop()
-
-
-async def test_urgent_reminders_do_not_wait_for_a_paged_backlog_to_reach_them(tmp_path):
-    """As above, but the scheduler reads pages of 100 (in due order): the urgent ones, due after 2,000
-    overdue ordinary ones, are still found among the first fired, by their own index, not on page 21."""
-    clock = FakeClock(1_000_000.0)
-    first = Setup(tmp_path, clock=clock)
-    await first.host.start()
-    await asyncio.gather(
-        *(first.host.call("lamp", f"l{i:04d}", Lamp.light, "party", 30) for i in range(2000))
-    )
-    await asyncio.gather(
-        *(first.host.call("lamp", f"u{i}", Lamp.light_urgently, "alarm", 31) for i in range(5))
-    )
-    await first.host.stop()
-    clock.now += 3600
-    s = Setup(tmp_path, clock=clock, reminder_page_size=100)
-    await s.host.start()
-    try:
-        await eventually(lambda: len(s.offs()) == 2005, what="all 2,005 lamps off")
-        offs = s.offs()
-        urgent_at = [offs.index(f"u{i}") for i in range(5)]
-        assert max(urgent_at) < 500, f"urgent reminders fired at positions {urgent_at} of 2,005"
-        assert sorted(offs) == sorted([f"l{i:04d}" for i in range(2000)] + [f"u{i}" for i in range(5)])
+        assert max(urgent_at) < within, f"urgent reminders fired at positions {urgent_at} of 2,005"
         assert s.rows("SELECT count(*) FROM reminders") == [(0,)]
         indexes = s.rows("SELECT name FROM sqlite_master WHERE name LIKE 'reminders_urgent_%'")
         assert len(indexes) == 1, indexes
     finally:
         await s.host.stop()
+
+
+async def test_urgent_reminders_fire_ahead_of_a_wave_due_before_them(tmp_path):
+    """All in one page: in due order they would fire after all 2,000."""
+    await urgent_after_a_wave(tmp_path, PAGE_SIZE, within=1000)
+
+
+async def test_urgent_reminders_do_not_wait_for_a_paged_backlog_to_reach_them(tmp_path):
+    """Pages of 100, in due order: the urgent ones are found by their own index, not on page 21."""
+    await urgent_after_a_wave(tmp_path, 100, within=500)
 
 
 async def test_actors_do_not_stay_in_memory_after_a_wave(tmp_path):
