@@ -155,21 +155,39 @@ async def test_a_bulk_import_is_one_transaction_all_or_nothing_and_reads_back_li
     assert "state_lamp_name" in indexes
 
 
-async def test_an_urgent_write_is_committed_ahead_of_the_writes_queued_before_it(tmp_path):
-    """The writer is held inside a commit while 20 writes and then an urgent one queue up: the urgent one is
-    durable first, alone in its transaction, and then the others, all of them, in the order they came."""
+@pytest.mark.parametrize(
+    ("held", "groups_committed"),
+    [("before its writes are applied", [2, 20]), ("after its writes were applied", [1, 1, 20])],
+)
+async def test_an_urgent_write_is_committed_ahead_of_the_writes_queued_before_it(
+    tmp_path, held, groups_committed
+):
+    """The writer is held in a transaction while 20 writes and then an urgent one queue up: the urgent one
+    is durable first, and then the others, all of them, in the order they came. Held before the
+    transaction's writes are applied, the urgent one joins it; held after (as good as committing), it comes
+    next, alone in its transaction."""
     store = SqliteStore(tmp_path / "actors.db")
     store.open(asyncio.get_running_loop())
     inside, release = threading.Event(), threading.Event()
     commit = store._commit
     groups: list[int] = []
 
+    def hold() -> None:
+        inside.set()
+        release.wait(10)
+
     def held_commit(conn, apply):
-        groups.append(len(apply.keywords["writes"]))
-        if len(groups) == 1:
-            inside.set()
-            release.wait(10)
-        return commit(conn, apply)
+        def held_apply(conn):
+            if held.startswith("before"):
+                hold()
+            results = apply(conn)
+            if held.startswith("after"):
+                hold()
+            return results
+
+        results = commit(conn, held_apply if not groups else apply)
+        groups.append(len(results))
+        return results
 
     store._commit = held_commit  # type: ignore[method-assign]
     try:
@@ -185,7 +203,7 @@ async def test_an_urgent_write_is_committed_ahead_of_the_writes_queued_before_it
         release.set()
         await asyncio.gather(first, urgent, *queued)
         assert done == ["first", "urgent"] + [f"q{i:02d}" for i in range(20)]
-        assert groups == [1, 1, 20]
+        assert groups == groups_committed
         assert await store.read_actor("banner", "urgent") == {"banner": b"u"}
     finally:
         release.set()
