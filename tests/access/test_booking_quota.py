@@ -75,3 +75,26 @@ async def test_simultaneous_reservations_pass_the_limit_exactly():
     bookings, _, _ = quota(3)
     holds = await asyncio.gather(*(bookings.reserve("client:a") for _ in range(20)))
     assert sum(h is not None for h in holds) == 3
+
+
+class BrokenLedger(MemoryHolds):
+    """Takes places, then fails to record or drop them (a ledger that went away mid-booking)."""
+
+    async def rename(self, who: str, hold: str, name: str, until: float) -> None:
+        raise ConnectionError("ledger gone")
+
+    async def drop(self, who: str, holds) -> None:
+        raise ConnectionError("ledger gone")
+
+
+async def test_a_ledger_failing_after_the_place_was_taken_never_fails_the_booking(caplog):
+    """The booking stands once its banner queued it: recording its place, or giving one back, is logged
+    when it fails, and the place then ends by itself."""
+    bookings = BookingQuota(2, SLOT, BrokenLedger(), FakeClock(T0.timestamp()))
+    hold = await bookings.reserve("client:a")
+    assert hold is not None
+    await bookings.waiting("client:a", hold, "b1", "x1", T0.timestamp() + 60)
+    await bookings.release("client:a", hold)
+    bookings.banner_changed(BannerChanged(ChangeKind.DELETED, "b1", 3, None, T0))
+    await eventually(lambda: len(caplog.records) == 3, what="three warnings")
+    assert all("ledger gone" in r.getMessage() for r in caplog.records)

@@ -5,11 +5,14 @@ with its last hold."""
 from __future__ import annotations
 
 import asyncio
+import socket
 import time
 
+import pytest
 import redis.asyncio as redis
 
 from airdisplay.access import BookingQuota
+from airdisplay.runtimes.base import StorageUnavailable
 from airdisplay.runtimes.dapr import RedisDirectory
 from airdisplay.runtimes.dapr._holds import HOLDS_KEY_PREFIX
 
@@ -45,4 +48,18 @@ async def test_a_booking_hold_counts_until_it_ends_and_the_set_goes_with_it(redi
         assert not await client.exists(HOLDS_KEY_PREFIX + "client:a")
     finally:
         await client.aclose()
+        await directory.close()
+
+
+async def test_with_redis_down_a_place_cannot_be_taken_and_the_booking_is_refused_as_unavailable():
+    """No Redis on the port: taking a place raises StorageUnavailable (a 503 at the edge), so nothing is
+    booked past a quota nobody could check."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]  # closed again: nothing listens there
+    directory = RedisDirectory(f"redis://127.0.0.1:{port}/0")
+    try:
+        with pytest.raises(StorageUnavailable, match="booking quota"):
+            await BookingQuota(3, 60.0, directory.holds).reserve("client:a")
+    finally:
         await directory.close()
