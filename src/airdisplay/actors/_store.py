@@ -41,7 +41,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, Literal, NamedTuple
+from typing import Any, Literal, NamedTuple, TypeVar
 
 from ._bulk import StateImport
 from ._records import RecordPrune, ReminderBatchWrite, ReminderRecord, TurnWrite
@@ -63,6 +63,7 @@ MAX_BATCH = 1000
 READ_CHUNK = 500
 
 Durability = Literal["full", "normal"]
+Q = TypeVar("Q")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS actor_state (
@@ -413,11 +414,7 @@ class SqliteStore:
         conn.close()
 
     def _read_urgent(self, conn: sqlite3.Connection) -> list[tuple[asyncio.Future[Any], object]]:
-        outcomes = []
-        with contextlib.suppress(IndexError):
-            while True:
-                outcomes.append(self._read_one(conn, self._urgent_reads.popleft()))
-        return outcomes
+        return [self._read_one(conn, item) for item in _drain(self._urgent_reads)]
 
     def _read_one(self, conn: sqlite3.Connection, item: _QueuedRead) -> tuple[asyncio.Future[Any], object]:
         read, future = item
@@ -587,7 +584,7 @@ class SqliteStore:
             if first is None:
                 break
             if self._urgent:
-                self._commit_group(conn, loop, self._take_urgent())
+                self._commit_group(conn, loop, _drain(self._urgent))
             if first is _WAKE:
                 continue
             items = [first]
@@ -606,14 +603,7 @@ class SqliteStore:
                 size += actors_changed(nxt.write)
             self._commit_group(conn, loop, items)
         if self._urgent:
-            self._commit_group(conn, loop, self._take_urgent())
-
-    def _take_urgent(self) -> list[_QueuedWrite]:
-        taken = []
-        with contextlib.suppress(IndexError):
-            while True:
-                taken.append(self._urgent.popleft())
-        return taken
+            self._commit_group(conn, loop, _drain(self._urgent))
 
     def _commit_group(
         self, conn: sqlite3.Connection, loop: asyncio.AbstractEventLoop, items: list[_QueuedWrite]
@@ -627,32 +617,33 @@ class SqliteStore:
             loop.call_soon_threadsafe(_fail_all, futures, StoreReadOnly(self._refusal))
             return
         started = time.perf_counter()
-        joined: list[_QueuedWrite] = []
 
         def apply(conn: sqlite3.Connection) -> list[bool]:
             # Urgent writes that came while the group was applied join it before its commit, rather than
             # wait for that commit and then pay one of their own (an fsync, ~20 ms on the VM of
             # docs/benchmarks/results/booking_switches.md). No actor has two writes in one transaction: a
-            # turn keeps its actor until its write is durable. A retry (`_commit`) applies the same ones.
+            # turn keeps its actor until its write is durable. They become part of the group, so a retry
+            # (`_commit`) applies them again, and they settle or fail with it.
             results = apply_batch(conn, writes)
-            if not joined:
-                joined.extend(self._take_urgent())
+            joined = _drain(self._urgent)
             if joined:
+                writes.extend(write for write, _ in joined)
+                futures.extend(future for _, future in joined)
                 results += apply_batch(conn, [write for write, _ in joined])
             return results
 
         try:
             results = self._commit(conn, apply)
         except StoreError as exc:
-            loop.call_soon_threadsafe(_fail_all, futures + [f for _, f in joined], exc)
+            loop.call_soon_threadsafe(_fail_all, futures, exc)
         except Exception as exc:  # every failure fails the batch's turns, never the thread
             error = StoreError(f"writing to {self.path} failed: {exc}")
-            loop.call_soon_threadsafe(_fail_all, futures + [f for _, f in joined], error)
+            loop.call_soon_threadsafe(_fail_all, futures, error)
         else:
-            loop.call_soon_threadsafe(_settle_all, futures + [f for _, f in joined], results)
+            loop.call_soon_threadsafe(_settle_all, futures, results)
             if self.stats is not None:
                 self.stats.commit_seconds.observe(time.perf_counter() - started)
-                self.stats.commit_writes.observe(len(items) + len(joined))
+                self.stats.commit_writes.observe(len(futures))
 
     def _commit(self, conn: sqlite3.Connection, apply: Callable[[sqlite3.Connection], T]) -> T:
         """Run `apply` in one transaction; on a write fault reclaim the WAL and try once more, then refuse."""
@@ -720,6 +711,15 @@ def field_index_sql(key: str, field: str) -> str:
         f"CREATE INDEX IF NOT EXISTS state_{key}_{field} ON actor_state "
         f"(actor_type, lower(json_extract(CAST(value AS TEXT), '$.{field}'))) WHERE key = '{key}'"
     )
+
+
+def _drain(items: collections.deque[Q]) -> list[Q]:
+    """Everything in `items`, taken out (another thread may still append; what comes after is left)."""
+    taken = []
+    with contextlib.suppress(IndexError):
+        while True:
+            taken.append(items.popleft())
+    return taken
 
 
 def _urgent_index(condition: str) -> str:
