@@ -215,8 +215,14 @@ class ReminderScheduler:
 
     def _known(self, record: ReminderRecord) -> bool:
         """True if `record` (as read from the store) is already in memory, scheduled or firing."""
-        known = self._in_flight.get(record.key) or self._scheduled.get(record.key)
-        return known is not None and known.due_at == record.due_at
+        return any(
+            known is not None and known.due_at == record.due_at
+            for known in (self._in_flight.get(record.key), self._scheduled.get(record.key))
+        )
+
+    def _wants_page(self) -> bool:
+        """True while fewer than half a page is in memory and the store may hold more."""
+        return not self._exhausted and len(self._scheduled) < self._page_size // 2
 
     def _scan_urgent(self, now: float) -> float | None:
         """While a backlog of due reminders is still in the store, bring the urgent ones among them into
@@ -235,7 +241,7 @@ class ReminderScheduler:
 
     async def _run(self) -> None:
         while True:
-            while not self._exhausted and len(self._scheduled) < self._page_size // 2:
+            while self._wants_page():
                 self._refill()
             now = self._clock()
             scan_in = self._scan_urgent(now)
@@ -256,7 +262,7 @@ class ReminderScheduler:
                 if batch:
                     self._firing += len(batch)
                     self._start(batch, urgent=False)
-            if not self._exhausted and len(self._scheduled) < self._page_size // 2:
+            if self._wants_page():
                 # This round fired most of the page (fewer than the in-flight limit, so no finished batch
                 # will wake the loop): read the next page now rather than wait for a wake that may not come.
                 continue
