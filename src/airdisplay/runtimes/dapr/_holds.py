@@ -18,24 +18,31 @@ from ..base import StorageUnavailable
 
 HOLDS_KEY_PREFIX = "airdisplay:holds:"
 
-#: KEYS: the client's set. ARGV: now, limit, hold, until. Returns 1 if the hold was added.
-_TAKE = """
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
-if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[2]) then return 0 end
-redis.call('ZADD', KEYS[1], ARGV[4], ARGV[3])
+#: The end of both scripts: the set expires with its last hold, then 1.
+_EXPIRE_WITH_LAST = """
 local last = redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')
 redis.call('EXPIREAT', KEYS[1], math.ceil(tonumber(last[2])))
 return 1
 """
 
+#: KEYS: the client's set. ARGV: now, limit, hold, until. Returns 1 if the hold was added.
+_TAKE = (
+    """
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
+if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[2]) then return 0 end
+redis.call('ZADD', KEYS[1], ARGV[4], ARGV[3])
+"""
+    + _EXPIRE_WITH_LAST
+)
+
 #: KEYS: the client's set. ARGV: the hold, its new name, until.
-_RENAME = """
+_RENAME = (
+    """
 redis.call('ZREM', KEYS[1], ARGV[1])
 redis.call('ZADD', KEYS[1], ARGV[3], ARGV[2])
-local last = redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')
-redis.call('EXPIREAT', KEYS[1], math.ceil(tonumber(last[2])))
-return 1
 """
+    + _EXPIRE_WITH_LAST
+)
 
 
 class RedisHolds:
