@@ -6,7 +6,7 @@ import asyncio
 import json
 import sqlite3
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import timedelta
 from pathlib import Path
 
@@ -20,6 +20,7 @@ from airdisplay.actors import (
     ReminderRecord,
     SqliteStore,
 )
+from airdisplay.actors._batching import HANDLE_SLICE
 from airdisplay.actors._scheduler import PAGE_SIZE, RETRY_MAX_DELAY
 from tests.conftest import FakeClock, eventually
 
@@ -72,10 +73,14 @@ class Batches:
     def __init__(self) -> None:
         self.handled: list[str] = []
         self.fail_for: set[str] = set()
+        #: Called before each reminder is handled (a test's probe).
+        self.before: Callable[[], None] | None = None
 
     def handle(
         self, record: ReminderRecord, stored: Mapping[str, bytes], now: float
     ) -> ReminderEffect | None:
+        if self.before is not None:
+            self.before()
         if record.actor_id in self.fail_for:
             raise RuntimeError(f"handler failure for {record.actor_id}")
         self.handled.append(record.actor_id)
@@ -165,6 +170,48 @@ async def test_overdue_reminders_fire_in_batches_after_a_restart(tmp_path):
         assert s.rows("SELECT DISTINCT value FROM actor_state") == [(b"null",)]
         await eventually(lambda: s.host.active_count == 0, what="placeholders to go")
         assert await s.host.call("lamp", "l007", Lamp.lit) is None  # activation reads the batch's state
+    finally:
+        await s.host.stop()
+
+
+async def test_a_batch_lets_the_loop_run_between_slices_of_its_reminders(tmp_path):
+    """200 overdue reminders in one batch: a callback that comes due as the batch starts handling them runs
+    after the first HANDLE_SLICE, not after all 200 (an urgent turn does not wait a whole batch)."""
+    s = await overdue_after_restart(tmp_path, 200)
+    seen: list[int] = []
+
+    def probe() -> None:
+        if not s.batches.handled:
+            asyncio.get_running_loop().call_soon(lambda: seen.append(len(s.batches.handled)))
+
+    s.batches.before = probe
+    await s.host.start()
+    try:
+        await eventually(lambda: len(s.offs()) == 200, what="all 200 lamps off")
+        assert s.written == [200]  # one batch
+        assert seen == [HANDLE_SLICE]
+    finally:
+        await s.host.stop()
+
+
+async def test_a_batch_cancelled_between_slices_lets_go_of_its_actors(tmp_path):
+    """The batch's task is cancelled while it handles its reminders (as at a stop): it writes nothing and
+    holds none of its actors, so calls to them go on."""
+    s = await overdue_after_restart(tmp_path, 200)
+
+    def cancel_at_the_tenth() -> None:
+        if len(s.batches.handled) == 10:
+            task = asyncio.current_task()
+            assert task is not None
+            task.cancel()
+
+    s.batches.before = cancel_at_the_tenth
+    await s.host.start()
+    try:
+        await eventually(lambda: len(s.batches.handled) >= HANDLE_SLICE, what="the batch to start")
+        for lamp in ("l005", "l100", "l199"):  # handled before the cancel, and not reached
+            assert await asyncio.wait_for(s.host.call("lamp", lamp, Lamp.lit), 5) == "party"
+        assert s.written == [] and s.offs() == []
     finally:
         await s.host.stop()
 

@@ -54,6 +54,11 @@ class ReminderEffect:
 #: A handler's answer for a reminder it leaves to a turn.
 NEEDS_TURN = ReminderEffect(needs_turn=True)
 
+#: Reminders a batch handles before it lets the event loop run what waits: a banner's expiry takes ~38 us
+#: on the VM of docs/benchmarks/results/booking_switches.md, so a batch of 250 in one go held the loop
+#: ~10 ms, and an urgent turn's next step (a booking starting on time) waited behind it.
+HANDLE_SLICE = 50
+
 
 #: (the due reminder, the actor's stored values of `ReminderBatching.keys` (encoded), the host's clock)
 #: -> what it changes, or None when it changes nothing (the reminder is still retired).
@@ -149,7 +154,13 @@ class ReminderBatches:
         write = ReminderBatchWrite()
         handled: list[Claim] = []
         failed: list[ReminderRecord] = []
-        for claim in claims:
+        for index, claim in enumerate(claims):
+            if index and index % HANDLE_SLICE == 0:
+                try:
+                    await asyncio.sleep(0)  # let the loop run what waits (see HANDLE_SLICE)
+                except asyncio.CancelledError:
+                    self._release_claims(handled + claims[index:])
+                    raise
             record = claim.record
             try:
                 claim.effect = effect = claim.batching.handle(record, claim.stored, now)
