@@ -12,7 +12,9 @@ from pathlib import Path
 import pytest
 
 from airdisplay.actors import SqliteStore, StoreError
+from airdisplay.actors import _store as store_module
 from airdisplay.actors._records import TurnWrite
+from airdisplay.actors._store import APPLY_SLICE
 from airdisplay.actors.exceptions import StoreReadOnly
 from tests.conftest import eventually
 from tests.small_disk import fill, small_disk
@@ -211,6 +213,58 @@ async def test_an_urgent_write_is_committed_ahead_of_the_writes_queued_before_it
         assert await store.read_actor("banner", "urgent") == {"banner": b"u"}
     finally:
         release.set()
+        await store.close()
+
+
+async def test_an_urgent_write_does_not_wait_for_the_rest_of_a_large_transaction(tmp_path, monkeypatch):
+    """600 writes go into one transaction; an urgent write comes while its first slice (APPLY_SLICE actors)
+    is applied: that slice is committed with the urgent write, settled urgent first, and the other 350
+    writes follow in a transaction of their own. All are durable, none twice."""
+    store = SqliteStore(tmp_path / "actors.db")
+    store.open(asyncio.get_running_loop())
+    inside, release = threading.Event(), threading.Event()
+    sliced, urgent_queued = threading.Event(), threading.Event()
+    commit = store._commit
+    groups: list[int] = []
+
+    def held_commit(conn, apply):
+        if not groups:  # the first transaction: hold it while the 600 queue up behind it
+            inside.set()
+            release.wait(10)
+        results = commit(conn, apply)
+        groups.append(len(results))
+        return results
+
+    apply_batch = store_module.apply_batch
+
+    def spied_apply(conn, writes):
+        results = apply_batch(conn, writes)
+        if len(writes) == APPLY_SLICE and not sliced.is_set():  # the first slice of the 600 is applied
+            sliced.set()
+            urgent_queued.wait(10)
+        return results
+
+    store._commit = held_commit  # type: ignore[method-assign]
+    monkeypatch.setattr(store_module, "apply_batch", spied_apply)
+    try:
+        first = store.write(turn("first", b"1"))
+        await asyncio.to_thread(inside.wait, 10)
+        queued = [store.write(turn(f"q{i:03d}", b"q")) for i in range(600)]
+        release.set()
+        await asyncio.to_thread(sliced.wait, 10)
+        urgent = store.write(turn("urgent", b"u"), urgent=True)
+        done: list[str] = []
+        urgent.add_done_callback(lambda _: done.append("urgent"))
+        queued[0].add_done_callback(lambda _: done.append("q000"))
+        urgent_queued.set()
+        assert all(await asyncio.gather(first, urgent, *queued))
+        assert groups == [1, APPLY_SLICE + 1, 600 - APPLY_SLICE]
+        assert done == ["urgent", "q000"]
+        assert await store.read_actor("banner", "urgent") == {"banner": b"u"}
+        assert await store.read_actor("banner", "q599") == {"banner": b"q"}
+    finally:
+        release.set()
+        urgent_queued.set()
         await store.close()
 
 

@@ -59,6 +59,9 @@ SCHEMA_VERSION = 2
 #: at 1,000 per transaction and ~141k/s at 10,000 here (bench/sqlite_batch.py,
 #: docs/benchmarks/results/sqlite_batch.md): larger batches gain little and add latency to their first turn.
 MAX_BATCH = 1000
+#: Actors a transaction's writes change between its looks for urgent writes (`_commit_some`): one reminder
+#: batch (actors/_scheduler.py BATCH_SIZE), or that many turns.
+APPLY_SLICE = 250
 #: Actor ids per query of a batched state read: well under SQLite's 32,766 bound parameters.
 READ_CHUNK = 500
 
@@ -608,44 +611,62 @@ class SqliteStore:
     def _commit_group(
         self, conn: sqlite3.Connection, loop: asyncio.AbstractEventLoop, items: list[_QueuedWrite]
     ) -> None:
-        """Commit `items` in one transaction and settle their futures (on the loop), or fail them all."""
-        futures = [future for _, future in items]
-        writes = [write for write, _ in items]
+        """Commit `items` and settle their futures (on the loop), or fail them: in one transaction, unless
+        urgent writes come while it is applied (`_commit_some`)."""
+        while items:
+            items = self._commit_some(conn, loop, items)
+
+    def _commit_some(
+        self, conn: sqlite3.Connection, loop: asyncio.AbstractEventLoop, items: list[_QueuedWrite]
+    ) -> list[_QueuedWrite]:
+        """Commit `items` in one transaction, or, if urgent writes come while it is applied, the slices
+        of it applied by then (see APPLY_SLICE) with the urgent writes; returns the items left for the next
+        transaction. Settles the futures of what was committed, or fails them all and leaves nothing.
+
+        Urgent writes that came while the group was applied join it before its commit, rather than wait
+        for the rest of it (a slice of a reminder batch took p99 117 ms to apply on the VM of
+        docs/benchmarks/results/booking_switches.md) and then pay a commit of their own. No actor has two
+        writes in one transaction: a turn keeps its actor until its write is durable. They go first in the
+        lists: settled first, an urgent turn goes on before the loop runs what the rest wakes (a reminder
+        batch's events, say). A retry (`_commit`) applies them again, and they settle or fail with it.
+        """
         if self._refusal is not None and time.monotonic() >= self._next_probe:
             self._probe(conn)
         if self._refusal is not None:
-            loop.call_soon_threadsafe(_fail_all, futures, StoreReadOnly(self._refusal))
-            return
+            loop.call_soon_threadsafe(_fail_all, [f for _, f in items], StoreReadOnly(self._refusal))
+            return []
         started = time.perf_counter()
+        joined: list[_QueuedWrite] = []
+        applied: list[_QueuedWrite] = []
 
         def apply(conn: sqlite3.Connection) -> list[bool]:
-            # Urgent writes that came while the group was applied join it before its commit, rather than
-            # wait for that commit and then pay one of their own (an fsync, ~20 ms on the VM of
-            # docs/benchmarks/results/booking_switches.md). No actor has two writes in one transaction: a
-            # turn keeps its actor until its write is durable. They become part of the group, so a retry
-            # (`_commit`) applies them again, and they settle or fail with it. They go first in its lists:
-            # settled first, an urgent turn goes on before the loop runs what the rest of the group wakes
-            # (a reminder batch's events, say).
-            results = apply_batch(conn, writes)
-            joined = _drain(self._urgent)
+            applied.clear()
+            results: list[bool] = []
+            for piece in _slices(items):
+                results += apply_batch(conn, [write for write, _ in piece])
+                applied.extend(piece)
+                if self._urgent and len(applied) < len(items):
+                    break
+            joined.extend(_drain(self._urgent))
             if joined:
-                writes[:0] = [write for write, _ in joined]
-                futures[:0] = [future for _, future in joined]
-                results[:0] = apply_batch(conn, writes[: len(joined)])
+                results[:0] = apply_batch(conn, [write for write, _ in joined])
             return results
 
         try:
             results = self._commit(conn, apply)
         except StoreError as exc:
-            loop.call_soon_threadsafe(_fail_all, futures, exc)
+            loop.call_soon_threadsafe(_fail_all, [f for _, f in joined + items], exc)
+            return []
         except Exception as exc:  # every failure fails the batch's turns, never the thread
             error = StoreError(f"writing to {self.path} failed: {exc}")
-            loop.call_soon_threadsafe(_fail_all, futures, error)
-        else:
-            loop.call_soon_threadsafe(_settle_all, futures, results)
-            if self.stats is not None:
-                self.stats.commit_seconds.observe(time.perf_counter() - started)
-                self.stats.commit_writes.observe(len(futures))
+            loop.call_soon_threadsafe(_fail_all, [f for _, f in joined + items], error)
+            return []
+        committed = joined + applied
+        loop.call_soon_threadsafe(_settle_all, [f for _, f in committed], results)
+        if self.stats is not None:
+            self.stats.commit_seconds.observe(time.perf_counter() - started)
+            self.stats.commit_writes.observe(len(committed))
+        return items[len(applied) :]
 
     def _commit(self, conn: sqlite3.Connection, apply: Callable[[sqlite3.Connection], T]) -> T:
         """Run `apply` in one transaction; on a write fault reclaim the WAL and try once more, then refuse."""
@@ -713,6 +734,20 @@ def field_index_sql(key: str, field: str) -> str:
         f"CREATE INDEX IF NOT EXISTS state_{key}_{field} ON actor_state "
         f"(actor_type, lower(json_extract(CAST(value AS TEXT), '$.{field}'))) WHERE key = '{key}'"
     )
+
+
+def _slices(items: list[_QueuedWrite]) -> Iterator[list[_QueuedWrite]]:
+    """`items` in order, in slices of whole writes that change APPLY_SLICE actors or more (the last: less)."""
+    piece: list[_QueuedWrite] = []
+    size = 0
+    for item in items:
+        piece.append(item)
+        size += actors_changed(item.write)
+        if size >= APPLY_SLICE:
+            yield piece
+            piece, size = [], 0
+    if piece:
+        yield piece
 
 
 def _drain(items: collections.deque[Q]) -> list[Q]:
