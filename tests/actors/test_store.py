@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import os
 import sqlite3
-import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,7 +14,7 @@ import pytest
 from airdisplay.actors import SqliteStore, StoreError
 from airdisplay.actors import _store as store_module
 from airdisplay.actors._records import TurnWrite
-from airdisplay.actors._store import APPLY_SLICE, SWITCH_INTERVAL
+from airdisplay.actors._store import APPLY_SLICE
 from airdisplay.actors.exceptions import StoreReadOnly
 from tests.conftest import eventually
 from tests.small_disk import fill, small_disk
@@ -215,22 +214,6 @@ async def test_an_urgent_write_is_committed_ahead_of_the_writes_queued_before_it
     finally:
         release.set()
         await store.close()
-
-
-async def test_an_open_store_gets_the_gil_back_within_its_switch_interval(tmp_path, monkeypatch):
-    """Opening a store lowers the interpreter's switch interval to SWITCH_INTERVAL (never raises it), so
-    its threads wait at most that long for the GIL behind a busy event loop."""
-    monkeypatch.setattr(sys, "getswitchinterval", lambda: 0.005)
-    set_to: list[float] = []
-    monkeypatch.setattr(sys, "setswitchinterval", set_to.append)
-    store = SqliteStore(tmp_path / "actors.db")
-    store.open(asyncio.get_running_loop())
-    await store.close()
-    assert set_to == [SWITCH_INTERVAL]
-    monkeypatch.setattr(sys, "getswitchinterval", lambda: 0.0001)
-    store.open(asyncio.get_running_loop())
-    await store.close()
-    assert set_to == [SWITCH_INTERVAL]
 
 
 async def test_an_urgent_write_does_not_wait_for_the_rest_of_a_large_transaction(tmp_path, monkeypatch):

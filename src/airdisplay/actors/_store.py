@@ -37,7 +37,6 @@ import hashlib
 import logging
 import queue
 import sqlite3
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -60,14 +59,6 @@ SCHEMA_VERSION = 2
 #: at 1,000 per transaction and ~141k/s at 10,000 here (bench/sqlite_batch.py,
 #: docs/benchmarks/results/sqlite_batch.md): larger batches gain little and add latency to their first turn.
 MAX_BATCH = 1000
-#: The interpreter's switch interval once a store is open (seconds; Python's default is 5 ms). The writer
-#: and reader threads let go of the GIL in each SQLite step and then wait to get it back from the event
-#: loop's thread, which gives it up only when it waits for I/O or after this interval: with the loop busy,
-#: every step of a transaction waited up to 5 ms. A loop kept busy in Python beside 2,000 writes here:
-#: 56 s at 5 ms, 5.0 s at 1 ms; the 1M-expiry wave (bench/expiries.py --queued 1000) drained 5,575 a
-#: second instead of 4,405, and a booking's switch was seen p99 120 ms after its slot instead of 143 ms
-#: (docs/benchmarks/results/booking_switches.md).
-SWITCH_INTERVAL = 0.001
 #: Actors a transaction's writes change between its looks for urgent writes (`_commit_some`): one reminder
 #: batch (actors/_scheduler.py BATCH_SIZE), or that many turns.
 APPLY_SLICE = 250
@@ -213,8 +204,6 @@ class SqliteStore:
         A write fault at start-up (full disk) does not stop it: the store opens refusing writes.
         """
         self._loop = loop
-        if sys.getswitchinterval() > SWITCH_INTERVAL:
-            sys.setswitchinterval(SWITCH_INTERVAL)
         self._open_connections()
         assert self._writer is not None
         self._refusal = None
