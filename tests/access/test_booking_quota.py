@@ -11,6 +11,7 @@ from airdisplay.access import BookingQuota, MemoryHolds
 from airdisplay.access._bookings import HOLD_GRACE, RESERVATION_SECONDS
 from airdisplay.domain import Banner, BannerChanged, ChangeKind
 from airdisplay.domain.banner import QueuedBooking
+from airdisplay.events import Published
 from tests.conftest import FakeClock, eventually
 
 T0 = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
@@ -69,6 +70,20 @@ async def test_holds_end_by_themselves_when_no_change_gives_them_back():
     clock.now = T0.timestamp() + 300 + SLOT + HOLD_GRACE
     assert ledger.held("client:a", clock()) == 0
     assert await bookings.reserve("client:a") is not None
+
+
+async def test_as_an_event_bus_handler_it_lets_go_of_places_as_banner_changed_does():
+    """`published` takes the bus's event (the change it carries): a change of another banner leaves the
+    places alone, one that no longer lists a booking gives its place back."""
+    bookings, ledger, clock = quota(2)
+    hold = await bookings.reserve("client:a")
+    assert hold is not None
+    await bookings.waiting("client:a", hold, "b1", "x1", clock() + 60)
+    bookings.published(Published(change("b2", [])))
+    bookings.published(Published(change("b1", ["x1"])))
+    assert ledger.held("client:a", clock()) == 1
+    bookings.published(Published(change("b1", [], version=3)))
+    await eventually(lambda: ledger.held("client:a", clock()) == 0, what="x1's place back")
 
 
 async def test_simultaneous_reservations_pass_the_limit_exactly():

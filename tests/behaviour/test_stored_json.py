@@ -151,3 +151,30 @@ async def test_dapr_state_serializer_passes_json_bytes_through_unchanged():
     assert b'"value":' + stored + b"}" in body  # the very bytes, not a re-encoding
     assert json.loads(body)[0]["request"]["value"] == banner.model_dump(mode="json")
     assert stored == dict_encoding(banner)  # the same bytes a dict value gave in Redis before
+
+
+@pytest.mark.parametrize("banner", banners(), ids=["new", "ascii", "wide", "online", "acked"])
+def test_a_stored_banner_splits_into_its_json_and_note_with_or_without_one(banner):
+    """The value without a note (a banner's JSON ends with its `updated_at`, a string) is its JSON as it
+    is; with one, the JSON and the note's JSON; a note that is an empty object too."""
+    public = banner.model_dump_json().encode()
+    assert split_stored(public) == (public, None)
+    for note in (b'{"by":"client:0a1b"}', b"{}"):
+        stored = b'%s,"~showing":%s}' % (public[:-1], note)
+        assert split_stored(stored) == (public, note)
+        assert banner_of(stored) == banner
+
+
+def test_a_submit_note_is_made_once_per_sender_and_the_kept_ones_are_bounded(monkeypatch):
+    from airdisplay.domain import history
+
+    monkeypatch.setattr(history, "_submit_notes", {})
+    monkeypatch.setattr(history, "SUBMIT_NOTES_KEPT", 3)
+    first = history.showing_note("client:0a1b")
+    assert first == b'{"by":"client:0a1b"}' and history.showing_note("client:0a1b") is first
+    assert history.showing_note('odd "sender"') == b'{"by":"odd \\"sender\\""}'
+    for who in ("key:k1", "key:k2", "key:k3"):
+        history.showing_note(who)
+    assert len(history._submit_notes) <= 3
+    booked = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
+    assert history.showing_note("key:k1", booked) == b'{"by":"key:k1","requested_at":"2026-11-30T12:00:00Z"}'

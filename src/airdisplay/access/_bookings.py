@@ -123,6 +123,13 @@ class BookingQuota:
         except Exception as exc:  # the booking stands; its reservation ends by itself, a little early
             log.warning("could not record the booking place of %s: %s", who, exc)
 
+    def published(self, event: Carries) -> None:
+        """`banner_changed` as an event bus handler (runtimes/base.py `event_bus`): one Python call a change
+        of a banner it holds no places for, the submit path's case."""
+        change = event.change
+        if change.banner_id in self._by_banner:
+            self.banner_changed(change)
+
     def banner_changed(self, change: BannerChanged) -> None:
         """A banner changed: the bookings this process holds places for and that are no longer in its queue
         are let go (all, once deleted). Called for every change, so a banner without them costs one lookup."""
@@ -146,6 +153,13 @@ class BookingQuota:
             await self.ledger.drop(who, holds)
         except Exception as exc:  # they end by themselves (HOLD_GRACE): a ledger down gives places back late
             log.warning("could not give back %d booking places of %s: %s", len(holds), who, exc)
+
+
+class Carries(Protocol):
+    """An event bus's event (events/_frames.py `Published`): the change it carries."""
+
+    @property
+    def change(self) -> BannerChanged: ...
 
 
 def _booking_hold(banner_id: str, booking_id: str) -> str:

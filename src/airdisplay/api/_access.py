@@ -239,17 +239,21 @@ class AccessControl:
     def who(self, connection: HTTPConnection, authorization: str | None) -> str:
         """Who makes a request, for what it leaves behind (a booking): `key:<id>` for a key, else a keyed
         hash of the client's address or IPv6 network (`client:<hex>`), never the address itself."""
-        principal = self.principal(authorization)
-        if principal is not None:
-            return f"key:{principal.key_id}"
-        client = client_key(client_address(connection), self._ipv6_prefix)
-        known = self._client_hashes.get(client)
+        if authorization is not None:
+            principal = self.principal(authorization)
+            if principal is not None:
+                return f"key:{principal.key_id}"
+        # Kept by the address as the server sees it (`client_address`, inlined: every open submit asks).
+        client = connection.client
+        address = client.host if client is not None else "unknown"
+        known = self._client_hashes.get(address)
         if known is None:
-            digest = hmac.new(self._client_key, client.encode(), hashlib.sha256)
+            counted = client_key(address, self._ipv6_prefix)
+            digest = hmac.new(self._client_key, counted.encode(), hashlib.sha256)
             known = f"client:{digest.hexdigest()[:CLIENT_HASH_HEX]}"
             if len(self._client_hashes) >= CLIENT_HASHES_KEPT:  # bounded: forget them all, recompute
                 self._client_hashes.clear()
-            self._client_hashes[client] = known
+            self._client_hashes[address] = known
         return known
 
     async def reserve_booking(self, who: str, authorization: str | None) -> str | None:

@@ -137,8 +137,9 @@ async def submit_flow(
 ) -> SubmitOutcome:
     """Show `text` on the banner unless one is showing; an exception names the problem if not. `by` is
     who sends it (`AccessControl.who`), for the banner's history."""
-    valid_idempotency_key(idempotency_key)
-    version = expected_version(if_match)
+    if idempotency_key is not None:
+        valid_idempotency_key(idempotency_key)
+    version = None if if_match is None else expected_version(if_match)
     access.check_text(text)
     try:
         outcome = await runtime.submit_message(

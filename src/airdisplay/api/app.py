@@ -150,7 +150,7 @@ def create_app(settings: Settings, runtime: BannerRuntime | None = None) -> Fast
     app.state.access = access = AccessControl(settings, metrics)
     if settings.bookings_per_client:
         access.bookings.ledger = runtime.hold_ledger() or access.bookings.ledger
-        runtime.add_listener(access.bookings.banner_changed)
+        runtime.event_bus.subscribe(access.bookings.published)
     for collector in runtime.collectors():
         metrics.registry.register(collector)
     metrics.add_gauges(

@@ -124,6 +124,8 @@ def banner_of(stored: Any) -> Banner:
 
 def split_stored(stored: bytes) -> tuple[bytes, bytes | None]:
     """A banner's state value as its public JSON and its note's JSON (None without one)."""
+    if not stored.endswith(b"}}"):  # the note is an object, last; a banner's last field is a time
+        return stored, None
     at = stored.rfind(_NOTE_MARK)
     if at < 0:
         return stored, None
@@ -259,7 +261,9 @@ class BannerBehaviour:
         expected_version: int | None = None,
         by: str | None = None,
     ) -> SubmitOutcome:
-        banner = await self._caught_up(await self._load())
+        banner = await self._load()
+        if banner.queue:
+            banner = await self._caught_up(banner)
         found, raw_log = await self._state_manager.try_get_state(SUBMISSIONS_KEY)
         log = _log_of(raw_log) if found else _NO_LOG
         decision = submit_message(
@@ -447,8 +451,11 @@ class BannerBehaviour:
 
     def _loaded(self, stored: Any) -> Banner:
         """The banner of a state value read at the start of a turn; its note kept for the turn."""
-        self._loaded_note = _note_bytes(stored)
         self._pending_note = _KEPT
+        if isinstance(stored, bytes):  # the embedded runtime's value: split once (the submit path)
+            public, self._loaded_note = split_stored(stored)
+            return Banner.model_validate_json(public)
+        self._loaded_note = _note_bytes(stored)
         return banner_of(stored)
 
     async def _bookings(self) -> BookingQueue:
