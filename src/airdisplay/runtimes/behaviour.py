@@ -132,10 +132,9 @@ def split_stored(stored: bytes) -> tuple[bytes, bytes | None]:
     return stored[:at] + b"}", stored[at + len(_NOTE_MARK) : -1]
 
 
-def _note_bytes(stored: Any) -> bytes | None:
-    """The note's JSON in a banner's state value (bytes, or decoded JSON on Dapr), if it has one."""
-    if isinstance(stored, bytes):
-        return split_stored(stored)[1]
+def _decoded_note(stored: Any) -> bytes | None:
+    """The note's JSON in a banner's decoded state value (Dapr's state manager), if it has one; a value
+    in bytes is split by `split_stored`."""
     if isinstance(stored, dict) and isinstance(stored.get(NOTE_FIELD), dict):
         return json.dumps(stored[NOTE_FIELD], separators=(",", ":")).encode()
     return None
@@ -455,7 +454,7 @@ class BannerBehaviour:
         if isinstance(stored, bytes):  # the embedded runtime's value: split once (the submit path)
             public, self._loaded_note = split_stored(stored)
             return Banner.model_validate_json(public)
-        self._loaded_note = _note_bytes(stored)
+        self._loaded_note = _decoded_note(stored)
         return banner_of(stored)
 
     async def _bookings(self) -> BookingQueue:
