@@ -165,16 +165,15 @@ def test_a_stored_banner_splits_into_its_json_and_note_with_or_without_one(banne
         assert banner_of(stored) == banner
 
 
-def test_a_submit_note_is_made_once_per_sender_and_the_kept_ones_are_bounded(monkeypatch):
+def test_a_submit_note_is_made_once_per_sender_and_the_kept_ones_are_bounded():
     from airdisplay.domain import history
 
-    monkeypatch.setattr(history, "_submit_notes", {})
-    monkeypatch.setattr(history, "SUBMIT_NOTES_KEPT", 3)
+    history._submit_note.cache_clear()
     first = history.showing_note("client:0a1b")
     assert first == b'{"by":"client:0a1b"}' and history.showing_note("client:0a1b") is first
     assert history.showing_note('odd "sender"') == b'{"by":"odd \\"sender\\""}'
-    for who in ("key:k1", "key:k2", "key:k3"):
-        history.showing_note(who)
-    assert len(history._submit_notes) <= 3
+    for i in range(history.SUBMIT_NOTES_KEPT + 10):
+        history.showing_note(f"key:k{i}")
+    assert history._submit_note.cache_info().currsize <= history.SUBMIT_NOTES_KEPT
     booked = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
     assert history.showing_note("key:k1", booked) == b'{"by":"key:k1","requested_at":"2026-11-30T12:00:00Z"}'

@@ -15,6 +15,7 @@ an entry that an earlier version wrote when its message showed is completed, not
 from __future__ import annotations
 
 import enum
+import functools
 import json
 import math
 import re
@@ -112,21 +113,20 @@ _PLAIN_WHO = re.compile(r"[A-Za-z0-9:_.-]{1,100}")
 
 def showing_note(by: str | None, requested_at: datetime | None = None) -> bytes:
     """The note of a message that shows from now on, as JSON, built by hand: every submit writes one (a
-    submit's, with `by` only, is made once per sender: `_submit_notes`)."""
+    submit's, with `by` only, is made once per sender and kept: `_submit_note`)."""
     if requested_at is None and by is not None:
-        note = _submit_notes.get(by)
-        if note is None:
-            if len(_submit_notes) >= SUBMIT_NOTES_KEPT:  # bounded: forget them all, make them again
-                _submit_notes.clear()
-            note = _submit_notes[by] = _note(by, None)
-        return note
+        return _submit_note(by)
     return _note(by, requested_at)
 
 
-#: The notes of submits by sender, as `showing_note` makes them: one Python call a submit instead of four
-#: (bench/submit_instructions.py counts the instructions of the whole submit path).
-_submit_notes: dict[str, bytes] = {}
+#: Submit notes kept by sender: one Python call a submit instead of four (bench/submit_instructions.py
+#: counts the instructions of the whole submit path).
 SUBMIT_NOTES_KEPT = 4096
+
+
+@functools.lru_cache(maxsize=SUBMIT_NOTES_KEPT)
+def _submit_note(by: str) -> bytes:
+    return _note(by, None)
 
 
 def _note(by: str | None, requested_at: datetime | None) -> bytes:
