@@ -29,6 +29,9 @@ class Counter(Actor):
     deactivations = 0
     fired: list[tuple[str, str, float]] = []
     fail_reminders = 0
+    #: While set to an unset event, reminder turns wait for it (counted in `held`): turns still firing.
+    hold: asyncio.Event | None = None
+    held = 0
 
     async def on_activate(self) -> None:
         type(self).activations += 1
@@ -86,6 +89,9 @@ class Counter(Actor):
         """Not callable from outside: private."""
 
     async def receive_reminder(self, name, state, due_time, period) -> None:
+        if type(self).hold is not None:
+            type(self).held += 1
+            await type(self).hold.wait()
         if type(self).fail_reminders > 0:
             type(self).fail_reminders -= 1
             raise RuntimeError("handler failure")
@@ -94,8 +100,9 @@ class Counter(Actor):
 
 @pytest.fixture(autouse=True)
 def reset_counter():
-    Counter.activations = Counter.deactivations = Counter.fail_reminders = 0
+    Counter.activations = Counter.deactivations = Counter.fail_reminders = Counter.held = 0
     Counter.fired = []
+    Counter.hold = None
 
 
 def make_host(path: Path, **kw) -> tuple[ActorHost, list[object]]:
@@ -341,6 +348,25 @@ async def test_scheduler_pages_reminders_instead_of_loading_all(tmp_path):
         fired_order = [int(a[1:]) for a, _, _ in Counter.fired]
         assert len(set(fired_order)) == 200  # each exactly once
     finally:
+        await host.stop()
+
+
+async def test_reminders_still_firing_count_against_the_page(tmp_path):
+    """Turns that have not finished yet hold their reminders in memory: the next page waits for them, or
+    memory would grow with the in-flight limit (1,000) instead of the page size (it did, on a slow CI)."""
+    host, _ = make_host(tmp_path, reminder_page_size=10)
+    Counter.hold = asyncio.Event()
+    await host.start()
+    try:
+        await asyncio.gather(*(host.call("counter", f"c{i}", Counter.remind, "r", 0) for i in range(100)))
+        await eventually(lambda: Counter.held >= 10, what="a page of reminder turns started")
+        assert host.reminders_in_memory <= 15  # under half a page in memory is what asks for the next
+        Counter.hold.set()
+        await eventually(lambda: len(Counter.fired) == 100, what="all 100 reminders, page after page")
+        assert len({a for a, _, _ in Counter.fired}) == 100
+        await eventually(lambda: host.reminders_in_memory == 0, what="memory empty again")
+    finally:
+        Counter.hold.set()
         await host.stop()
 
 

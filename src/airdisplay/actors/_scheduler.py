@@ -223,8 +223,11 @@ class ReminderScheduler:
         )
 
     def _wants_page(self) -> bool:
-        """True while fewer than half a page is in memory and the store may hold more."""
-        return not self._exhausted and len(self._scheduled) < self._page_size // 2
+        """True while fewer than half a page is in memory (scheduled or firing) and the store may hold more.
+
+        Firing ones count: a page read while the last one is still firing would hold both, and memory would
+        grow with the in-flight limit rather than the page size."""
+        return not self._exhausted and len(self._scheduled) + len(self._in_flight) < self._page_size // 2
 
     def _scan_urgent(self, now: float) -> float | None:
         """While a backlog of due reminders is still in the store, bring the urgent ones among them into
@@ -265,9 +268,7 @@ class ReminderScheduler:
                     self._firing += len(batch)
                     self._start(batch, urgent=False)
             if self._wants_page():
-                # This round fired most of the page (fewer than the in-flight limit, so no finished batch
-                # will wake the loop): read the next page now rather than wait for a wake that may not come.
-                continue
+                continue  # this round's reminders were all handled already: read the next page now
             heads = []
             if heap and self._firing < self._max_in_flight:
                 heads.append(heap[0][0])
@@ -316,3 +317,7 @@ class ReminderScheduler:
                 self._firing -= len(batch)
         for record in failed:
             self.failed(record)
+        if self._wants_page():
+            # The page fired (fewer than the in-flight limit, so the check above did not wake the loop)
+            # and its reminders left memory: the loop waits for this to read the next page.
+            self._wake.set()
