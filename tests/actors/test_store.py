@@ -300,3 +300,27 @@ async def test_an_urgent_read_is_answered_ahead_of_the_reads_queued_before_it(tm
     finally:
         release.set()
         await store.close()
+
+
+async def test_the_switch_interval_is_lowered_only_while_an_urgent_write_or_read_is_on_its_way(tmp_path):
+    """The store's threads then wait at most URGENT_SWITCH_INTERVAL for the GIL after each SQLite step,
+    and the interpreter's own interval is back once nothing urgent is left (ordinary ones never lower it)."""
+    import sys
+
+    store = SqliteStore(tmp_path / "actors.db")
+    store.open(asyncio.get_running_loop())
+    before = sys.getswitchinterval()
+    try:
+        ordinary = store.write(turn("a", b"1"))
+        assert sys.getswitchinterval() == before
+        await ordinary
+        urgent = [store.write(turn("b", b"2"), urgent=True), store.write(turn("c", b"3"), urgent=True)]
+        read = asyncio.ensure_future(store.read_actor("banner", "a", urgent=True))
+        await asyncio.sleep(0)  # the read queued
+        assert sys.getswitchinterval() == store_module.URGENT_SWITCH_INTERVAL
+        await asyncio.gather(*urgent, read)
+        await eventually(lambda: sys.getswitchinterval() == before, what="the interval restored")
+        assert await store.read_actor("banner", "c") == {"banner": b"3"}
+    finally:
+        await store.close()
+        sys.setswitchinterval(before)

@@ -338,3 +338,32 @@ async def test_the_expiry_of_a_message_with_bookings_behind_it_is_an_urgent_swit
         assert reminders() == []
     finally:
         await runtime.stop()
+
+
+async def test_a_banner_with_bookings_waiting_stays_in_memory_until_its_queue_is_empty(tmp_path):
+    """On the embedded runtime, so that the turn that starts a booking at its slot waits for no
+    activation (a read of the store); a linked device keeps it too, each reason apart from the other."""
+    clock = FakeClock(1_800_000_000.0)
+    runtime = EmbeddedRuntime(tmp_path, BannerRules(display_seconds=1), clock=clock, idle_timeout=0.05)
+    host = runtime.host
+    await runtime.start()
+    try:
+        for banner_id in ("b1", "b2"):
+            await runtime.create_banner(banner_id, "Banner")
+            await runtime.submit_message(banner_id, "showing")
+        await runtime.book("b1", "first", by="test")
+        assert host.pinned_count == 1
+        await eventually(lambda: host.active_count == 1, what="the banner without bookings to leave memory")
+        await runtime.device_online("b1")
+        clock.now += 1.01  # "first" starts: nothing waits any more
+        await eventually(lambda: runtime.get_banner("b1"), lambda b: b.message.text == "first")
+        assert host.pinned_count == 1  # the device still keeps it
+        await runtime.device_offline("b1")
+        assert host.pinned_count == 0
+        await eventually(lambda: host.active_count == 0, what="b1 to leave memory once idle")
+        await runtime.book("b2", "later", by="test")
+        await runtime.book("b2", "later still", by="test")
+        await runtime.delete_banner("b2")
+        assert host.pinned_count == 0
+    finally:
+        await runtime.stop()

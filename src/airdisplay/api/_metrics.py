@@ -30,7 +30,7 @@ disable_created_metrics()  # type: ignore[no-untyped-call]
 #: What each gauge read at scrape time means (docs/observability.md has them all).
 GAUGE_HELP = {
     "actors_active": "Banner actors in memory now (activated, not yet idle long enough to leave)",
-    "actors_pinned": "Banner actors kept in memory because their device is linked",
+    "actors_pinned": "Banner actors kept in memory because their device is linked or bookings wait",
     "reminders_in_memory": "Reminders (message expiries) the scheduler holds in memory, due soonest",
     "store_writable": "1 while the store takes writes, 0 while it refuses them (disk full, failing disk)",
     "store_queued_writes": "Turn writes waiting for the writer thread's next group commit",

@@ -146,6 +146,9 @@ class EmbeddedRuntime(BannerRuntime):
         )
         self.event_bus = InProcessEventBus()
         self._running = False
+        #: Why a banner is kept in memory (`ActorHost.pin`): its device is linked, or it has bookings waiting.
+        self._linked: set[str] = set()
+        self._queued: set[str] = set()
         #: History older than `history_days` goes (0: kept for good).
         self.retention = HistoryRetention(self._prune_history, history_days, clock=clock)
 
@@ -201,6 +204,24 @@ class EmbeddedRuntime(BannerRuntime):
         for event in events:
             if isinstance(event, BannerChanged):
                 self.event_bus.publish(event)
+                banner = event.banner
+                if banner is not None and banner.queue:
+                    if actor_id not in self._queued:
+                        self._queued.add(actor_id)
+                        self.host.pin(BANNER_ACTOR_TYPE, actor_id)
+                elif actor_id in self._queued:
+                    self._let_go(actor_id, self._queued)
+
+    # A banner with bookings waiting stays in memory until its queue is empty: the turn that starts the
+    # next booking at its slot then waits for no activation (a read of the store, p99 53 ms of a switch
+    # under the 1M-expiry wave, docs/benchmarks/results/booking_switches.md). Memory grows with the
+    # banners that have bookings, each of which is in use.
+
+    def _let_go(self, banner_id: str, reason: set[str]) -> None:
+        """`banner_id` is no longer kept in memory for `reason`; unpinned when no reason is left."""
+        reason.discard(banner_id)
+        if banner_id not in self._linked and banner_id not in self._queued:
+            self.host.unpin(BANNER_ACTOR_TYPE, banner_id)
 
     def _call(
         self,
@@ -242,11 +263,12 @@ class EmbeddedRuntime(BannerRuntime):
         """The banner stays in memory while its device is linked: its acks then cost no activation (a
         read of the store) each, where the 2 s idle timeout let it go between two messages."""
         banner = await self._call(banner_id, BannerActor.device_online)
+        self._linked.add(banner_id)
         self.host.pin(BANNER_ACTOR_TYPE, banner_id)
         return banner
 
     async def device_offline(self, banner_id: str) -> Banner:
-        self.host.unpin(BANNER_ACTOR_TYPE, banner_id)
+        self._let_go(banner_id, self._linked)
         return await self._call(banner_id, BannerActor.device_offline)
 
     async def device_ack(self, banner_id: str, display_version: int) -> Banner:
@@ -257,7 +279,8 @@ class EmbeddedRuntime(BannerRuntime):
 
     async def delete_banner(self, banner_id: str) -> None:
         await self._call(banner_id, BannerActor.delete)
-        self.host.unpin(BANNER_ACTOR_TYPE, banner_id)
+        self._let_go(banner_id, self._linked)
+        self._let_go(banner_id, self._queued)
 
     async def submit_message(
         self,
