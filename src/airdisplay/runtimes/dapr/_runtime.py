@@ -235,7 +235,9 @@ class DaprRuntime(BannerRuntime):
     async def _invoke(self, banner_id: str, method: str, data: dict[str, Any] | None) -> Any:
         path = f"/v1.0/actors/{DAPR_ACTOR_TYPE}/{banner_id}/method/{method}"
         try:
-            status, body = await self.sidecar.request("PUT", path, self._serializer.serialize(data or {}))
+            status, body = await self.sidecar.request(
+                "PUT", path, self._serializer.serialize(data or {}), invocation=True
+            )
         except SidecarUnreachable as exc:
             raise ActorCallFailed(f"daprd cannot be reached: {exc}") from None
         if status != 200:

@@ -6,6 +6,11 @@ connection) per call, and httpx (with httpcore) spent most of the app's CPU in i
 py-spy profiles of bench/dapr_compare.py's submit workload the app used ~30 ms of CPU per submit, most of
 it in those two clients. So all calls share one aiohttp session with keep-alive connections.
 
+Calls into actors (invocations) have a pool of their own. An invocation holds its connection until the
+actor's turn has run, and a turn makes calls of its own (state, reminders); with one pool, more
+invocations waiting on one busy actor than the pool holds left that actor's turn no connection for its
+state read, and every call waited for the 30 s timeout (200 bookings at once on one banner did).
+
 `SidecarActorClient` answers the SDK exactly as its own client would: the response body, or
 DaprInternalError for a status outside 2xx (the SDK's state manager clears its cache on that error).
 """
@@ -22,7 +27,8 @@ from ... import tracing
 
 #: daprd answers in milliseconds; a call stuck this long means daprd or Redis is gone.
 CALL_TIMEOUT = 30.0
-#: Connections kept open to daprd: enough for the turns and requests in flight at once on one replica.
+#: Connections kept open to daprd, in each of the two pools (invocations, and the calls turns make): enough
+#: for the turns and requests in flight at once on one replica.
 POOL_SIZE = 128
 
 
@@ -40,32 +46,47 @@ class Sidecar:
     def __init__(self, dapr_url: str, api_token: str | None = None) -> None:
         self.url = dapr_url.rstrip("/")
         self._headers = {"dapr-api-token": api_token} if api_token else {}
-        self._session: aiohttp.ClientSession | None = None
+        #: The pools: [0] for calls into actors (`invocation`), [1] for the rest.
+        self._sessions: list[aiohttp.ClientSession | None] = [None, None]
         self._closed = False
 
     async def close(self) -> None:
         self._closed = True
-        if self._session is not None:
-            await self._session.close()
+        for session in self._sessions:
+            if session is not None:
+                await session.close()
 
-    async def request(
-        self, method: str, path: str, body: bytes | None = None, limit: float | None = None
-    ) -> tuple[int, bytes]:
-        """Status and body of `method path` (path from /v1.0 on); SidecarUnreachable when it got none."""
-        if self._closed:
-            raise SidecarUnreachable(f"the connection pool to daprd at {self.url} is closed")
-        if self._session is None:
-            self._session = aiohttp.ClientSession(
+    def _session(self, invocation: bool) -> aiohttp.ClientSession:
+        index = 0 if invocation else 1
+        session = self._sessions[index]
+        if session is None:
+            session = self._sessions[index] = aiohttp.ClientSession(
                 headers=self._headers,
                 timeout=aiohttp.ClientTimeout(total=CALL_TIMEOUT),
                 connector=aiohttp.TCPConnector(limit=POOL_SIZE),
             )
+        return session
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        body: bytes | None = None,
+        limit: float | None = None,
+        *,
+        invocation: bool = False,
+    ) -> tuple[int, bytes]:
+        """Status and body of `method path` (path from /v1.0 on); SidecarUnreachable when it got none.
+        `invocation`: a call into an actor, which waits for its turn (a pool of its own)."""
+        if self._closed:
+            raise SidecarUnreachable(f"the connection pool to daprd at {self.url} is closed")
+        session = self._session(invocation)
         headers = {"Content-Type": "application/json"} if body is not None else None
         if tracing.enabled:  # the trace goes on through daprd (actor calls, publishes): docs/observability.md
             headers = dict(headers or {})
             tracing.inject_into(headers)
         try:
-            async with self._session.request(
+            async with session.request(
                 method,
                 self.url + path,
                 data=body,
@@ -101,9 +122,13 @@ class SidecarActorClient(DaprActorClientBase):
     def __init__(self, sidecar: Sidecar) -> None:
         self._sidecar = sidecar
 
-    async def _send(self, method: str, path: str, data: bytes | None = None) -> bytes:
+    async def _send(
+        self, method: str, path: str, data: bytes | None = None, *, invocation: bool = False
+    ) -> bytes:
         try:
-            status, body = await self._sidecar.request(method, "/v1.0/actors" + path, data)
+            status, body = await self._sidecar.request(
+                method, "/v1.0/actors" + path, data, invocation=invocation
+            )
         except SidecarUnreachable as exc:
             raise DaprInternalError(str(exc)) from None
         if not 200 <= status < 300:
@@ -113,7 +138,7 @@ class SidecarActorClient(DaprActorClientBase):
     async def invoke_method(
         self, actor_type: str, actor_id: str, method: str, data: bytes | None = None
     ) -> bytes:
-        return await self._send("POST", f"/{actor_type}/{actor_id}/method/{method}", data)
+        return await self._send("POST", f"/{actor_type}/{actor_id}/method/{method}", data, invocation=True)
 
     async def save_state_transactionally(self, actor_type: str, actor_id: str, data: bytes) -> None:
         await self._send("PUT", f"/{actor_type}/{actor_id}/state", data)
