@@ -409,3 +409,45 @@ async def test_a_pinned_actor_stays_in_memory_while_idle_and_leaves_once_unpinne
         assert host.pinned_count == 0
     finally:
         await host.stop()
+
+
+async def test_the_scheduler_reads_a_page_a_part_at_a_time_and_lets_the_loop_run_in_between(tmp_path):
+    """A page read in one go held the event loop for tens of milliseconds under an expiry wave; now each
+    read is READ_ROWS at most (in one go, so no change notification falls inside one), and other tasks run
+    between two reads."""
+    from airdisplay.actors._scheduler import READ_ROWS
+
+    host, _ = make_host(tmp_path)
+    await host.start()
+    await asyncio.gather(
+        *(host.call("counter", f"c{i}", Counter.remind, "r", 3600) for i in range(int(2.2 * READ_ROWS)))
+    )
+    await host.stop()
+
+    host, _ = make_host(tmp_path)
+    ticks = 0
+    reads: list[tuple[int, int]] = []  # (limit, ticks when read)
+    page_reminders = host.store.page_reminders
+
+    def spied(after, limit):
+        reads.append((limit, ticks))
+        return page_reminders(after, limit)
+
+    host.store.page_reminders = spied  # type: ignore[method-assign]
+
+    async def tick() -> None:
+        nonlocal ticks
+        while True:
+            ticks += 1
+            await asyncio.sleep(0)
+
+    ticker = asyncio.create_task(tick())
+    await host.start()
+    try:
+        await eventually(lambda: len(reads) >= 3, what="the page read in three parts")
+        assert [limit for limit, _ in reads[:3]] == [READ_ROWS] * 3
+        assert reads[0][1] < reads[1][1] < reads[2][1]  # the loop ran between them
+        assert host.reminders_in_memory == int(2.2 * READ_ROWS)
+    finally:
+        ticker.cancel()
+        await host.stop()

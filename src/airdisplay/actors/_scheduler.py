@@ -40,8 +40,13 @@ from ._store import SqliteStore
 
 log = logging.getLogger("airdisplay.reminders")
 
-#: Reminders read per page. 5,000 rows of ~150 B: under 1 MB of memory, a ~10 ms read here.
+#: Reminders kept in memory: a page. 5,000 rows of ~150 B: under 1 MB of memory.
 PAGE_SIZE = 5000
+#: Reminders read from the store at a time (on the loop's thread); the loop runs other work between two
+#: reads. A read of the whole page (5,000) held the loop p50 33 / max 50 ms under an expiry wave (the
+#: reader and writer threads take the GIL between its rows), in front of a booked switch's turn
+#: (docs/benchmarks/results/booking_switches.md).
+READ_ROWS = 1000
 #: Reminders firing at once: a few batches in the pipeline (one being read, one applied, one committing).
 MAX_IN_FLIGHT = 1000
 #: Reminders handed to the host at once. Smaller batches free their objects sooner: on 100,000 overdue
@@ -207,13 +212,16 @@ class ReminderScheduler:
         self._exhausted = False
 
     def _refill(self) -> None:
-        rows = self._store.page_reminders(self._horizon, self._page_size)
+        """Read the next reminders after the horizon (READ_ROWS at most) and move the horizon past them:
+        on the loop's thread, in one go, so that no change notification (`committed`) falls in between."""
+        limit = min(self._page_size, READ_ROWS)
+        rows = self._store.page_reminders(self._horizon, limit)
         for record in rows:
             if not self._known(record):
                 self._push(record, record.due_at)
         if rows:
             self._horizon = rows[-1].cursor
-        self._exhausted = len(rows) < self._page_size
+        self._exhausted = len(rows) < limit
 
     def _known(self, record: ReminderRecord) -> bool:
         """True if `record` (as read from the store) is already in memory, scheduled or firing."""
@@ -248,6 +256,8 @@ class ReminderScheduler:
         while True:
             while self._wants_page():
                 self._refill()
+                if self._wants_page():
+                    await asyncio.sleep(0)  # let the loop run what waits before the next read
             now = self._clock()
             scan_in = self._scan_urgent(now)
             urgent = self._urgent
