@@ -278,7 +278,9 @@ class ReminderScheduler:
                     self._firing += len(batch)
                     self._start(batch, urgent=False)
             if self._wants_page():
-                continue  # this round's reminders were all handled already: read the next page now
+                # Under half a page in memory even counting those firing (a page smaller than twice the
+                # in-flight limit fired at once): read the next one now rather than wait for a wake.
+                continue
             heads = []
             if heap and self._firing < self._max_in_flight:
                 heads.append(heap[0][0])

@@ -201,6 +201,10 @@ class EmbeddedRuntime(BannerRuntime):
         return [self.host.stats.registry]
 
     def _on_events(self, actor_type: str, actor_id: str, events: list[object]) -> None:
+        """Publish a turn's changes; a banner with bookings waiting stays in memory until its queue is
+        empty, so the turn that starts the next booking at its slot waits for no activation (a read of the
+        store, p99 34 ms of a switch under the 1M-expiry wave, docs/benchmarks/results/booking_switches.md).
+        Memory grows with the banners that have bookings, each of which is in use."""
         for event in events:
             if isinstance(event, BannerChanged):
                 self.event_bus.publish(event)
@@ -211,11 +215,6 @@ class EmbeddedRuntime(BannerRuntime):
                         self.host.pin(BANNER_ACTOR_TYPE, actor_id)
                 elif actor_id in self._queued:
                     self._let_go(actor_id, self._queued)
-
-    # A banner with bookings waiting stays in memory until its queue is empty: the turn that starts the
-    # next booking at its slot then waits for no activation (a read of the store, p99 53 ms of a switch
-    # under the 1M-expiry wave, docs/benchmarks/results/booking_switches.md). Memory grows with the
-    # banners that have bookings, each of which is in use.
 
     def _let_go(self, banner_id: str, reason: set[str]) -> None:
         """`banner_id` is no longer kept in memory for `reason`; unpinned when no reason is left."""
