@@ -7,7 +7,8 @@ than the 90-day retention), then runs `airdisplay serve` on it, pinned to CPU 0,
 1. with `--history-days 0` (no pruning): `--requests` sequential requests of one banner's newest page
    (`GET /api/v1/banners/{id}/history`, random banners), the same number of second pages (with the first
    page's cursor), and of the fleet's history from a random time (`GET /api/v1/history?since=...`);
-   latency p50/p99 as the client sees it;
+   latency p50/p99 as the client sees it; then again after a restart with the database dropped from the
+   OS cache ("file not cached": each request reads from the disk what earlier ones did not);
 2. restarted with `--history-days 90`: its first pruning round deletes the entries older than 90 days, a
    thousand at a time; how long that took (from the server's log) and the longest event-loop stall
    meanwhile (from its /metrics), with a submit every 50 ms to a banner running throughout.
@@ -20,6 +21,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import random
 import re
 import shutil
@@ -69,19 +71,23 @@ async def make_banners(data_dir: Path, banners: int) -> None:
 
 
 def seed(data_dir: Path, rows: int, banners: int, now: float) -> float:
-    """Insert `rows` entries, in key order (the fastest way into a WITHOUT ROWID table); seconds taken."""
+    """Insert `rows` entries in time order, the table's key order (the fastest way into a WITHOUT ROWID
+    table, and the order a running service adds them in); seconds taken."""
     started = time.perf_counter()
     conn = sqlite3.connect(data_dir / "airdisplay.db")
     conn.execute("PRAGMA synchronous=OFF")
     per_banner = rows // banners
     step = SPAN_DAYS * DAY / per_banner
+    # Banner b's entry j shows at first + offset[b] + j * step, with offset[b] < step: in time order
+    # round by round, each round in the order of the offsets.
+    offsets = sorted((random.random() * step, b) for b in range(banners))
+    first = now - SPAN_DAYS * DAY
+    done = 0
     conn.execute("BEGIN")
-    for b in range(banners):
-        banner = banner_id(b)
-        offset = random.random() * step
+    for j in range(per_banner):
         batch = []
-        for j in range(per_banner):
-            at = now - SPAN_DAYS * DAY + offset + j * step
+        for offset, b in offsets:
+            at = first + offset + j * step
             record_id = f"{b:07d}{j:06d}".ljust(32, "0")
             stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(at))
             value = json.dumps(
@@ -96,18 +102,31 @@ def seed(data_dir: Path, rows: int, banners: int, now: float) -> float:
                 },
                 separators=(",", ":"),
             ).encode()
-            batch.append(("banner", banner, at, record_id, value))
+            batch.append(("banner", banner_id(b), at, record_id, value))
         conn.executemany(
             "INSERT INTO actor_records (actor_type, actor_id, at, record_id, value) VALUES (?, ?, ?, ?, ?)",
             batch,
         )
-        if b % 5000 == 4999:
+        done += len(batch)
+        if j % 5 == 4:
             conn.execute("COMMIT")
-            print(f"  seeded {(b + 1) * per_banner:,}/{rows:,}", file=sys.stderr)
+            print(f"  seeded {done:,}/{rows:,}", file=sys.stderr)
             conn.execute("BEGIN")
     conn.execute("COMMIT")
     conn.close()
     return time.perf_counter() - started
+
+
+def evict(data_dir: Path) -> None:
+    """Drop the database's pages from the OS cache (written out first), as after a reboot or once other
+    files pushed them out: the requests then read what they need from the disk."""
+    for path in data_dir.glob("airdisplay.db*"):
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        finally:
+            os.close(fd)
 
 
 def start_server(data_dir: Path, history_days: float, log: Path) -> ServerProcess:
@@ -128,18 +147,21 @@ def timed(client: httpx.Client, path: str, params: dict[str, object]) -> tuple[f
     return took, response.json()
 
 
-def paging(server: ServerProcess, banners: int, requests: int, now: float) -> dict[str, list[float]]:
-    times: dict[str, list[float]] = {"banner, newest page": [], "banner, next page": [], "fleet, a page": []}
+def paging(
+    server: ServerProcess, banners: int, requests: int, now: float, cold: str
+) -> dict[str, list[float]]:
+    kinds = ("banner, newest page", "banner, next page", "fleet, a page")
+    times: dict[str, list[float]] = {kind + cold: [] for kind in kinds}
     with httpx.Client(base_url=server.base_url, timeout=30) as client:
         for _ in range(requests):
             path = f"/api/v1/banners/{banner_id(random.randrange(banners))}/history"
             took, page = timed(client, path, {"limit": 10})
-            times["banner, newest page"].append(took)
+            times[kinds[0] + cold].append(took)
             took, _ = timed(client, path, {"limit": 10, "before": page["next"]})
-            times["banner, next page"].append(took)
+            times[kinds[1] + cold].append(took)
             since = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now - random.random() * SPAN_DAYS * DAY))
             took, _ = timed(client, "/api/v1/history", {"since": since, "limit": 100})
-            times["fleet, a page"].append(took)
+            times[kinds[2] + cold].append(took)
     return times
 
 
@@ -186,11 +208,15 @@ def main() -> None:
         print(f"seeding {args.rows:,} history entries ...", file=sys.stderr)
         seeded_in = seed(data_dir, args.rows, args.banners, now)
         size_mb = (data_dir / "airdisplay.db").stat().st_size / 1e6
-        server = start_server(data_dir, 0, work / "serve.log")
-        try:
-            times = paging(server, args.banners, args.requests, now)
-        finally:
-            server.stop()
+        times: dict[str, list[float]] = {}
+        for cold in ("", ", file not cached"):
+            if cold:
+                evict(data_dir)
+            server = start_server(data_dir, 0, work / "serve.log")
+            try:
+                times |= paging(server, args.banners, args.requests, now, cold)
+            finally:
+                server.stop()
         pruned = prune(data_dir, work / "prune.log")
     finally:
         shutil.rmtree(work, ignore_errors=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import sqlite3
 import threading
@@ -324,3 +325,125 @@ async def test_the_switch_interval_is_lowered_only_while_an_urgent_write_or_read
     finally:
         await store.close()
         sys.setswitchinterval(before)
+
+
+#: How schema 2 kept actor records: by actor, with an index by time.
+SCHEMA_2_RECORDS = """
+DROP TABLE actor_records;
+CREATE TABLE actor_records (
+    actor_type TEXT NOT NULL,
+    actor_id   TEXT NOT NULL,
+    at         REAL NOT NULL,
+    record_id  TEXT NOT NULL,
+    value      BLOB NOT NULL,
+    PRIMARY KEY (actor_type, actor_id, at, record_id)
+) WITHOUT ROWID;
+CREATE INDEX records_by_time ON actor_records (actor_type, at, actor_id, record_id);
+PRAGMA user_version=2;
+"""
+#: Two banners' entries, their times interleaved, and a lamp's.
+SCHEMA_2_ROWS = [
+    ("banner", "b1", 30.0, "m3", b'{"n":3}'),
+    ("banner", "b2", 20.0, "m2", b'{"n":2}'),
+    ("banner", "b1", 10.0, "m1", b'{"n":1}'),
+    ("banner", "b2", 40.0, "m4", b'{"n":4}'),
+    ("lamp", "l1", 15.0, "x", b"{}"),
+]
+
+
+def schema_2_file(path: Path, rows: list[tuple[str, str, float, str, bytes]]) -> None:
+    SqliteStore(path).verify()
+    with contextlib.closing(sqlite3.connect(path, isolation_level=None)) as conn:
+        conn.executescript(SCHEMA_2_RECORDS)
+        conn.execute("BEGIN")
+        conn.executemany("INSERT INTO actor_records VALUES (?, ?, ?, ?, ?)", rows)
+        conn.execute("COMMIT")
+
+
+def records_layout(path: Path) -> tuple[int, list[str], set[str]]:
+    """The file's schema version, the columns its records are kept in order of, and their indexes."""
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        (version,) = conn.execute("PRAGMA user_version").fetchone()
+        order = [
+            name
+            for (name,) in conn.execute(
+                "SELECT name FROM pragma_index_info('sqlite_autoindex_actor_records_1')"
+            )
+        ]
+        indexes = {
+            name
+            for (name,) in conn.execute(
+                "SELECT name FROM sqlite_master WHERE type='index' AND tbl_name='actor_records' "
+                "AND sql IS NOT NULL"
+            )
+        }
+    return version, order, indexes
+
+
+async def test_a_schema_2_file_has_its_records_rewritten_in_time_order_once_and_keeps_them_all(
+    tmp_path, caplog
+):
+    path = tmp_path / "actors.db"
+    schema_2_file(path, SCHEMA_2_ROWS)
+    assert records_layout(path) == (2, ["actor_type", "actor_id", "at", "record_id"], {"records_by_time"})
+
+    with caplog.at_level("WARNING", logger="airdisplay.store"):
+        SqliteStore(path).verify()
+        SqliteStore(path).verify()  # the second start finds it done
+    assert [r.getMessage() for r in caplog.records if "rewriting" in r.getMessage()] == [
+        "rewriting 5 actor records in time order (schema 2 to 3), once"
+    ]
+    assert records_layout(path) == (3, ["actor_type", "at", "actor_id", "record_id"], {"records_by_actor"})
+
+    store = SqliteStore(path)
+    store.open(asyncio.get_running_loop())
+    try:
+        assert store.records_of("banner", "b1", None, 10) == [
+            (30.0, "m3", b'{"n":3}'),
+            (10.0, "m1", b'{"n":1}'),
+        ]
+        assert store.records_of("banner", "b1", (30.0, "m3"), 10) == [(10.0, "m1", b'{"n":1}')]
+        assert [r[:3] for r in store.records_between("banner", 0, 100, None, 10)] == [
+            ("b1", 10.0, "m1"),
+            ("b2", 20.0, "m2"),
+            ("b1", 30.0, "m3"),
+            ("b2", 40.0, "m4"),
+        ]
+        assert store.records_between("lamp", 0, 100, None, 10) == [("l1", 15.0, "x", b"{}")]
+    finally:
+        await store.close()
+
+
+def test_a_rewrite_that_fails_leaves_the_schema_2_file_as_it_was(tmp_path, monkeypatch):
+    path = tmp_path / "actors.db"
+    schema_2_file(path, SCHEMA_2_ROWS)
+    failing = store_module._RECORDS_IN_TIME_ORDER.replace(
+        "PRAGMA user_version=3;", "INSERT INTO no_such_table VALUES (1);"
+    )
+    monkeypatch.setattr(store_module, "_RECORDS_IN_TIME_ORDER", failing)
+    with pytest.raises(StoreError, match="no such table"):
+        SqliteStore(path).verify()
+    assert records_layout(path) == (2, ["actor_type", "actor_id", "at", "record_id"], {"records_by_time"})
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        assert sorted(conn.execute("SELECT * FROM actor_records")) == sorted(SCHEMA_2_ROWS)
+
+
+async def test_a_schema_2_file_on_a_full_disk_is_used_as_it_is_and_rewritten_at_a_start_with_room(disk):
+    path = disk / "actors.db"
+    rows = [("banner", f"b{i % 7}", float(i), f"m{i}", b"x" * 100) for i in range(1000)]  # ~150 KB
+    schema_2_file(path, rows)
+    filler = fill(disk)
+
+    store = SqliteStore(path)
+    store.open(asyncio.get_running_loop())
+    try:
+        assert store.write_refusal is not None and "full" in store.write_refusal
+        assert len(store.records_between("banner", 0, 5000, None, 5000)) == 1000
+        assert store.records_of("banner", "b5", None, 1) == [(999.0, "m999", b"x" * 100)]
+    finally:
+        await store.close()
+
+    filler.unlink()
+    assert records_layout(path)[0] == 2
+    SqliteStore(path).verify()
+    assert records_layout(path) == (3, ["actor_type", "at", "actor_id", "record_id"], {"records_by_actor"})

@@ -54,8 +54,8 @@ log = logging.getLogger("airdisplay.store")
 
 #: Marks the file as ours (PRAGMA application_id), so a foreign SQLite file is refused at start-up.
 APPLICATION_ID = 0x41495244  # "AIRD"
-#: 2: actor records (`Record`).
-SCHEMA_VERSION = 2
+#: 2: actor records (`Record`). 3: actor records kept in time order (`_RECORDS_IN_TIME_ORDER`).
+SCHEMA_VERSION = 3
 #: Turns per transaction. With synchronous=FULL SQLite takes ~2,900 upserts/s one per transaction, ~133k/s
 #: at 1,000 per transaction and ~141k/s at 10,000 here (bench/sqlite_batch.py,
 #: docs/benchmarks/results/sqlite_batch.md): larger batches gain little and add latency to their first turn.
@@ -69,7 +69,22 @@ READ_CHUNK = 500
 Durability = Literal["full", "normal"]
 Q = TypeVar("Q")
 
-_SCHEMA = """
+#: Actor records' table (schema 3: in time order, `_RECORDS_IN_TIME_ORDER`), `{name}` to fill in.
+_RECORDS_TABLE = """
+CREATE TABLE IF NOT EXISTS {name} (
+    actor_type TEXT NOT NULL,
+    actor_id   TEXT NOT NULL,
+    at         REAL NOT NULL,
+    record_id  TEXT NOT NULL,
+    value      BLOB NOT NULL,
+    PRIMARY KEY (actor_type, at, actor_id, record_id)
+) WITHOUT ROWID;
+"""
+_RECORDS_INDEX = (
+    "CREATE INDEX IF NOT EXISTS records_by_actor ON actor_records (actor_type, actor_id, at, record_id);"
+)
+
+_SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS actor_state (
     actor_type TEXT NOT NULL,
     actor_id   TEXT NOT NULL,
@@ -87,15 +102,25 @@ CREATE TABLE IF NOT EXISTS reminders (
     PRIMARY KEY (actor_type, actor_id, name)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS reminders_by_due ON reminders (due_at, actor_type, actor_id, name);
-CREATE TABLE IF NOT EXISTS actor_records (
-    actor_type TEXT NOT NULL,
-    actor_id   TEXT NOT NULL,
-    at         REAL NOT NULL,
-    record_id  TEXT NOT NULL,
-    value      BLOB NOT NULL,
-    PRIMARY KEY (actor_type, actor_id, at, record_id)
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS records_by_time ON actor_records (actor_type, at, actor_id, record_id);
+{_RECORDS_TABLE.format(name="actor_records")}
+{_RECORDS_INDEX}
+"""
+
+#: Schema 3 keeps actor records in time order, an index finding an actor's: a page of the fleet's history
+#: is then one range of the table (100 entries in a few adjacent pages) where it was a lookup per entry,
+#: and new records go at its end (bench/history.py, docs/benchmarks/results/history.md). A schema 2 file
+#: is rewritten once, in one transaction.
+_RECORDS_IN_TIME_ORDER = f"""
+BEGIN IMMEDIATE;
+{_RECORDS_TABLE.format(name="actor_records_in_time_order")}
+INSERT INTO actor_records_in_time_order (actor_type, actor_id, at, record_id, value)
+    SELECT actor_type, actor_id, at, record_id, value FROM actor_records
+    ORDER BY actor_type, at, actor_id, record_id;
+DROP TABLE actor_records;
+ALTER TABLE actor_records_in_time_order RENAME TO actor_records;
+{_RECORDS_INDEX}
+PRAGMA user_version=3;
+COMMIT;
 """
 
 #: How often the WAL is copied into the database: often enough to keep the WAL small (a second of
@@ -313,9 +338,30 @@ class SqliteStore:
             )
         if app_id == APPLICATION_ID and version == SCHEMA_VERSION:
             return  # in place: writing nothing lets a full disk start read-only
+        if app_id == APPLICATION_ID and version == 2 and not self._put_records_in_time_order(conn):
+            return  # schema 2 works as it is, slower to page by time: rewritten at a start with room
         conn.executescript(_SCHEMA)
         conn.execute(f"PRAGMA application_id={APPLICATION_ID}")
         conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+
+    def _put_records_in_time_order(self, conn: sqlite3.Connection) -> bool:
+        """Rewrite a schema 2 file's records in time order (`_RECORDS_IN_TIME_ORDER`), all or nothing;
+        False if there was no room (the file is left as it was), StoreError for another failure."""
+        (count,) = conn.execute("SELECT count(*) FROM actor_records").fetchone()
+        log.warning("rewriting %d actor records in time order (schema 2 to 3), once", count)
+        started = time.monotonic()
+        try:
+            conn.executescript(_RECORDS_IN_TIME_ORDER)
+        except sqlite3.Error as exc:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            fault = write_fault(exc)
+            if fault is None:
+                raise
+            log.warning("cannot rewrite the actor records (%s): kept as they are until a later start", fault)
+            return False
+        log.warning("rewrote %d actor records in %.1f s", count, time.monotonic() - started)
+        return True
 
     async def close(self) -> None:
         """Commit what is queued, stop the writer and the reader, and close the file."""

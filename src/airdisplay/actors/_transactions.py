@@ -143,7 +143,8 @@ def apply_batch(conn: sqlite3.Connection, writes: list[Write]) -> list[bool]:
 
 
 def prune_records(conn: sqlite3.Connection, prune: RecordPrune) -> bool:
-    """Delete the oldest records of a prune (by the time index); True if it deleted its whole limit."""
+    """Delete the oldest records of a prune (the table is in time order); True if it deleted its whole
+    limit."""
     cur = conn.execute(
         "DELETE FROM actor_records WHERE (actor_type, at, actor_id, record_id) IN ("
         "SELECT actor_type, at, actor_id, record_id FROM actor_records WHERE actor_type=? AND at<? "
@@ -159,7 +160,7 @@ def apply_records(conn: sqlite3.Connection, records: list[tuple[str, str, Record
     execute_rows(
         conn,
         "INSERT INTO actor_records (actor_type, actor_id, at, record_id, value) VALUES {rows} "
-        "ON CONFLICT (actor_type, actor_id, at, record_id) DO UPDATE SET "
+        "ON CONFLICT (actor_type, at, actor_id, record_id) DO UPDATE SET "
         "value=CAST(json_patch(CAST(value AS TEXT), CAST(excluded.value AS TEXT)) AS BLOB)",
         [(t, a, r.at, r.record_id, r.value) for t, a, r in records],
     )

@@ -67,6 +67,7 @@ from .history import (
     fleet_cursor,
     read_banner_cursor,
     read_fleet_cursor,
+    stored_entries,
 )
 from .times import format_time
 
@@ -78,6 +79,7 @@ __all__ = [
     "fleet_cursor",
     "read_banner_cursor",
     "read_fleet_cursor",
+    "stored_entries",
     "DEFAULT_QUEUE_LENGTH",
     "NO_BOOKINGS",
     "Advanced",

@@ -45,6 +45,7 @@ from ..domain import (
     banner_cursor,
     fleet_cursor,
     read_fleet_cursor,
+    stored_entries,
 )
 from ..events import InProcessEventBus
 from ._retention import HistoryRetention
@@ -103,10 +104,6 @@ def _expire_in_batch(
         events=(event,),
         records=(Record(record_id, at, entry),),
     )
-
-
-def _entry(banner_id: str, value: bytes) -> HistoryEntry:
-    return HistoryEntry.model_validate_json(value).model_copy(update={"banner_id": banner_id})
 
 
 #: Expiries of banners that are not busy go in batches: one read and one transaction per batch instead of
@@ -324,7 +321,7 @@ class EmbeddedRuntime(BannerRuntime):
             rows = self.host.store.records_of(BANNER_ACTOR_TYPE, banner_id, cursor, limit)
         except StoreError as exc:
             raise StorageUnavailable(str(exc)) from exc
-        items = [_entry(banner_id, value) for _, _, value in rows]
+        items = stored_entries((banner_id, value) for _, _, value in rows)
         last = rows[-1] if len(rows) == limit else None
         return HistoryPage(items, None if last is None else banner_cursor(last[0], last[1]))
 
@@ -338,7 +335,7 @@ class EmbeddedRuntime(BannerRuntime):
             )
         except StoreError as exc:
             raise StorageUnavailable(str(exc)) from exc
-        items = [_entry(banner_id, value) for banner_id, _, _, value in rows]
+        items = stored_entries((banner_id, value) for banner_id, _, _, value in rows)
         last = rows[-1] if len(rows) == limit else None
         return HistoryPage(items, None if last is None else fleet_cursor(last[1], last[0], last[2]))
 

@@ -22,7 +22,7 @@ from typing import Any
 
 import redis.asyncio as redis
 
-from ...domain import HistoryEntry, HistoryPage, banner_cursor, fleet_cursor
+from ...domain import HistoryEntry, HistoryPage, banner_cursor, fleet_cursor, stored_entries
 
 #: State key of a turn's history records not yet known to be in Redis (see the module's docstring).
 OUTBOX_KEY = "history_outbox"
@@ -125,11 +125,9 @@ class RedisHistory:
         if not ids:
             return []
         values = await self._redis.hmget(ENTRIES_KEY, [f"{b}~{r}" for b, r in ids])
-        return [
-            HistoryEntry.model_validate_json(value).model_copy(update={"banner_id": banner_id})
-            for (banner_id, _), value in zip(ids, values, strict=True)
-            if value is not None
-        ]
+        return stored_entries(
+            (banner_id, value) for (banner_id, _), value in zip(ids, values, strict=True) if value is not None
+        )
 
 
 def outbox_value(records: list[dict[str, Any]]) -> str:
