@@ -52,6 +52,8 @@ from devices import LoopFigures
 DAY = 86400.0
 SPAN_DAYS = 100
 RETENTION_DAYS = 90
+#: Entries per seeding transaction.
+SEED_BATCH = 500_000
 
 
 async def make_banners(data_dir: Path, banners: int) -> None:
@@ -71,48 +73,55 @@ async def make_banners(data_dir: Path, banners: int) -> None:
 
 
 def seed(data_dir: Path, rows: int, banners: int, now: float) -> float:
-    """Insert `rows` entries in time order, the table's key order (the fastest way into a WITHOUT ROWID
-    table, and the order a running service adds them in); seconds taken."""
+    """Insert `rows` entries in the table's key order, the fastest way into a WITHOUT ROWID table: time
+    order (the order a running service adds them in), or banner by banner in a schema 2 file (to compare
+    with the code before schema 3); seconds taken."""
     started = time.perf_counter()
     conn = sqlite3.connect(data_dir / "airdisplay.db")
     conn.execute("PRAGMA synchronous=OFF")
+    key = [
+        n for (n,) in conn.execute("SELECT name FROM pragma_index_info('sqlite_autoindex_actor_records_1')")
+    ]
     per_banner = rows // banners
     step = SPAN_DAYS * DAY / per_banner
     # Banner b's entry j shows at first + offset[b] + j * step, with offset[b] < step: in time order
     # round by round, each round in the order of the offsets.
     offsets = sorted((random.random() * step, b) for b in range(banners))
     first = now - SPAN_DAYS * DAY
-    done = 0
-    conn.execute("BEGIN")
-    for j in range(per_banner):
-        batch = []
-        for offset, b in offsets:
-            at = first + offset + j * step
-            record_id = f"{b:07d}{j:06d}".ljust(32, "0")
-            stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(at))
-            value = json.dumps(
-                {
-                    "message_id": record_id,
-                    "text": f"Message {j} on banner {b}",
-                    "by": "client:0123456789abcdef",
-                    "requested_at": stamp,
-                    "shown_at": stamp,
-                    "ended_at": stamp,
-                    "ended": "expired",
-                },
-                separators=(",", ":"),
-            ).encode()
-            batch.append(("banner", banner_id(b), at, record_id, value))
-        conn.executemany(
-            "INSERT INTO actor_records (actor_type, actor_id, at, record_id, value) VALUES (?, ?, ?, ?, ?)",
-            batch,
+    if key[1] == "at":
+        order = ((b, j, first + offset + j * step) for j in range(per_banner) for offset, b in offsets)
+    else:
+        order = (
+            (b, j, first + o + j * step)
+            for o, b in sorted(offsets, key=lambda o: o[1])
+            for j in range(per_banner)
         )
-        done += len(batch)
-        if j % 5 == 4:
-            conn.execute("COMMIT")
+    batch = []
+    for done, (b, j, at) in enumerate(order, 1):
+        record_id = f"{b:07d}{j:06d}".ljust(32, "0")
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(at))
+        value = json.dumps(
+            {
+                "message_id": record_id,
+                "text": f"Message {j} on banner {b}",
+                "by": "client:0123456789abcdef",
+                "requested_at": stamp,
+                "shown_at": stamp,
+                "ended_at": stamp,
+                "ended": "expired",
+            },
+            separators=(",", ":"),
+        ).encode()
+        batch.append(("banner", banner_id(b), at, record_id, value))
+        if len(batch) == SEED_BATCH or done == per_banner * banners:
+            with conn:
+                conn.executemany(
+                    "INSERT INTO actor_records (actor_type, actor_id, at, record_id, value) "
+                    "VALUES (?, ?, ?, ?, ?)",
+                    batch,
+                )
+            batch = []
             print(f"  seeded {done:,}/{rows:,}", file=sys.stderr)
-            conn.execute("BEGIN")
-    conn.execute("COMMIT")
     conn.close()
     return time.perf_counter() - started
 
