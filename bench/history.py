@@ -29,6 +29,7 @@ import sqlite3
 import sys
 import tempfile
 import time
+import timeit
 from pathlib import Path
 
 import httpx
@@ -45,7 +46,8 @@ from _fleet import (
     seed_fleet,
 )
 from _report import machine, percentile, stop_on_signals, table, write_json
-from airdisplay.domain import BannerRules
+from airdisplay import domain
+from airdisplay.domain import BannerRules, HistoryEntry
 from airdisplay.runtimes import EmbeddedRuntime
 from devices import LoopFigures
 
@@ -70,6 +72,41 @@ async def make_banners(data_dir: Path, banners: int) -> None:
 
     await asyncio.gather(*(worker() for _ in range(SEED_CONCURRENCY)))
     await runtime.stop()
+
+
+def entry(b: int, j: int, at: float) -> tuple[str, bytes]:
+    """Banner `b`'s entry `j`, shown at `at`: its record id and its value as stored."""
+    record_id = f"{b:07d}{j:06d}".ljust(32, "0")
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(at))
+    value = {
+        "message_id": record_id,
+        "text": f"Message {j} on banner {b}",
+        "by": "client:0123456789abcdef",
+        "requested_at": stamp,
+        "shown_at": stamp,
+        "ended_at": stamp,
+        "ended": "expired",
+    }
+    return record_id, json.dumps(value, separators=(",", ":")).encode()
+
+
+def parse_cost(number: int = 200, repeat: int = 10) -> dict[str, float]:
+    """Milliseconds to read a page of 100 stored entries (best of `repeat` rounds of `number`), one parse
+    and copy per entry (the code before 4a5c089) and in one parse (`stored_entries`), where it exists."""
+    page = [(banner_id(b), entry(b, 0, time.time())[1]) for b in range(100)]
+
+    def each() -> list[HistoryEntry]:
+        return [HistoryEntry.model_validate_json(v).model_copy(update={"banner_id": b}) for b, v in page]
+
+    ways = {"one parse and copy per entry": each}
+    joined = getattr(domain, "stored_entries", None)
+    if joined is not None:
+        assert joined(page) == each()
+        ways["one parse for the page"] = lambda: joined(page)
+    return {
+        name: min(timeit.repeat(way, number=number, repeat=repeat)) / number * 1e3
+        for name, way in ways.items()
+    }
 
 
 def seed(data_dir: Path, rows: int, banners: int, now: float) -> float:
@@ -98,20 +135,7 @@ def seed(data_dir: Path, rows: int, banners: int, now: float) -> float:
         )
     batch = []
     for done, (b, j, at) in enumerate(order, 1):
-        record_id = f"{b:07d}{j:06d}".ljust(32, "0")
-        stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(at))
-        value = json.dumps(
-            {
-                "message_id": record_id,
-                "text": f"Message {j} on banner {b}",
-                "by": "client:0123456789abcdef",
-                "requested_at": stamp,
-                "shown_at": stamp,
-                "ended_at": stamp,
-                "ended": "expired",
-            },
-            separators=(",", ":"),
-        ).encode()
+        record_id, value = entry(b, j, at)
         batch.append(("banner", banner_id(b), at, record_id, value))
         if len(batch) == SEED_BATCH or done == per_banner * banners:
             with conn:
@@ -237,6 +261,9 @@ def main() -> None:
     print(f"\n{args.rows:,} history entries of {args.banners:,} banners ({sized})\n")
     print(table(("request", "requests", "p50 ms", "p99 ms"), rows))
     prune_rows = [(f"{args.rows // 10:,}", pruned["batches"], pruned["seconds"], pruned["stall"])]
+    parsing = parse_cost()
+    print()
+    print(table(("reading 100 stored entries", "ms"), [(way, f"{ms:.3f}") for way, ms in parsing.items()]))
     print()
     print(table(("entries older than 90 days", "batches", "seconds", "longest loop stall ms"), prune_rows))
     print()
@@ -251,6 +278,7 @@ def main() -> None:
                 name: {"p50_ms": percentile(v, 50), "p99_ms": percentile(v, 99)} for name, v in times.items()
             },
             "prune": pruned,
+            "parse_ms": parsing,
         },
     )
 

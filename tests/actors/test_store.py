@@ -15,7 +15,7 @@ import pytest
 from airdisplay.actors import SqliteStore, StoreError
 from airdisplay.actors import _store as store_module
 from airdisplay.actors._records import TurnWrite
-from airdisplay.actors._store import APPLY_SLICE
+from airdisplay.actors._store import APPLY_SLICE, SCHEMA_2_RECORDS
 from airdisplay.actors.exceptions import StoreReadOnly
 from tests.conftest import eventually
 from tests.small_disk import fill, small_disk
@@ -327,20 +327,6 @@ async def test_the_switch_interval_is_lowered_only_while_an_urgent_write_or_read
         sys.setswitchinterval(before)
 
 
-#: How schema 2 kept actor records: by actor, with an index by time.
-SCHEMA_2_RECORDS = """
-DROP TABLE actor_records;
-CREATE TABLE actor_records (
-    actor_type TEXT NOT NULL,
-    actor_id   TEXT NOT NULL,
-    at         REAL NOT NULL,
-    record_id  TEXT NOT NULL,
-    value      BLOB NOT NULL,
-    PRIMARY KEY (actor_type, actor_id, at, record_id)
-) WITHOUT ROWID;
-CREATE INDEX records_by_time ON actor_records (actor_type, at, actor_id, record_id);
-PRAGMA user_version=2;
-"""
 #: Two banners' entries, their times interleaved, and a lamp's.
 SCHEMA_2_ROWS = [
     ("banner", "b1", 30.0, "m3", b'{"n":3}'),

@@ -78,8 +78,8 @@ def stored_entries(stored: Iterable[tuple[str, bytes | str]]) -> list[HistoryEnt
     """The entries of (banner id, entry as stored) pairs, each with its banner's id.
 
     The stored JSON objects are read as one list, each with `"banner_id"` added at its end (where a key
-    given twice counts last): one parse for the page instead of a parse and a copy per entry, 0.34 against
-    0.90 ms for a page of 100 (bench/history.py measures the pages; docs/benchmarks/results/history.md)."""
+    given twice counts last): one parse for the page instead of a parse and a copy per entry, 0.22 against
+    0.46 ms for a page of 100 (bench/history.py `parse_cost`; docs/benchmarks/results/history.md)."""
     parts = []
     for banner_id, value in stored:
         raw = (value.encode() if isinstance(value, str) else value).rstrip()
