@@ -106,12 +106,6 @@ CREATE INDEX IF NOT EXISTS reminders_by_due ON reminders (due_at, actor_type, ac
 {_RECORDS_INDEX}
 """
 
-#: Schema 3 keeps actor records in time order, an index finding an actor's: a page of the fleet's history
-#: is then one range of the table (100 entries in a few adjacent pages) where it was a lookup per entry,
-#: and new records go at its end. With 10,000,000 history entries a fleet page of 100 took p99 7.1 ms in
-#: schema 2 and 4.3 ms in 3, and 42.6 against 5.5 ms with the file out of the OS cache (bench/history.py,
-#: docs/benchmarks/results/history.md). A schema 2 file is rewritten once, in one transaction: 12 s for
-#: 1,000,000 entries (bench/history_rewrite.py).
 #: How schema 2 kept actor records (banner by banner, an index by time), what `_RECORDS_IN_TIME_ORDER`
 #: rewrites: a script that turns a new file's records table into schema 2's, for the tests and
 #: bench/history_rewrite.py.
@@ -129,6 +123,12 @@ CREATE INDEX records_by_time ON actor_records (actor_type, at, actor_id, record_
 PRAGMA user_version=2;
 """
 
+#: Schema 3 keeps actor records in time order, an index finding an actor's: a page of the fleet's history
+#: is then one range of the table (100 entries in a few adjacent pages) where it was a lookup per entry,
+#: and new records go at its end. With 10,000,000 history entries a fleet page of 100 took p99 7.1 ms in
+#: schema 2 and 4.3 ms in 3, and 42.6 against 5.5 ms with the file out of the OS cache (bench/history.py,
+#: docs/benchmarks/results/history.md). A schema 2 file is rewritten once, in one transaction: 12 s for
+#: 1,000,000 entries (bench/history_rewrite.py).
 _RECORDS_IN_TIME_ORDER = f"""
 BEGIN IMMEDIATE;
 {_RECORDS_TABLE.format(name="actor_records_in_time_order")}
